@@ -1,1 +1,19 @@
-//! (module under construction)
+//! EndpointSlice controller: turns a Service's selector into EndpointSlices,
+//! with kube-controller-manager's semantics (see
+//! `shared/docs/upstream-behavior.md` §1) and svcnet's own managed-by value
+//! [`reconcile::CONTROLLER_NAME`], so it can run beside upstream's controller.
+//!
+//! Layers:
+//! * [`model`] — stripped Pod/Node views kept in the caches.
+//! * [`hash`] — upstream's ordering hashes (spew dump + FNV-128a / MD5).
+//! * [`reconcile`], [`topology`], [`plan`] — the pure reconciler.
+//! * [`trigger`] — last-change-trigger-time tracker; [`tracker`] — stale-cache guard.
+
+pub mod hash;
+pub mod model;
+pub mod plan;
+pub mod reconcile;
+pub mod topology;
+
+#[cfg(test)]
+mod tests;
