@@ -1,1 +1,10 @@
-//! (module under construction)
+//! Legacy `core/v1` Endpoints controller (upstream `pkg/controller/endpoint`,
+//! see `shared/docs/upstream-behavior.md` §2).
+//!
+//! * [`desired`] — the pure layer: subsets, RepackSubsets, the 1000-address
+//!   cap with the over-capacity annotation, headless handling.
+
+pub mod desired;
+
+#[cfg(test)]
+mod tests;

@@ -14,6 +14,8 @@ pub mod model;
 pub mod plan;
 pub mod reconcile;
 pub mod topology;
+pub mod tracker;
+pub mod trigger;
 
 #[cfg(test)]
 mod tests;

@@ -1,1 +1,11 @@
-//! (module under construction)
+//! EndpointSlice mirroring controller: selectorless Services with
+//! user-written Endpoints get EndpointSlices managed by
+//! [`desired::MIRRORING_CONTROLLER_NAME`] (see
+//! `shared/docs/upstream-behavior.md` §3).
+//!
+//! * [`desired`] — the pure layer (caps, skip rules, invalid-IP events, recycling).
+
+pub mod desired;
+
+#[cfg(test)]
+mod tests;
