@@ -1,0 +1,457 @@
+//! `svcnet-echo`: a tiny TCP/UDP echo server and client for network-namespace tests.
+//!
+//! ```text
+//! svcnet-echo serve --name web-0 --tcp 8080 --udp 5353 [--bind 10.244.1.2 --bind fd00:244:1::2]
+//! svcnet-echo client --tcp 10.96.0.10:80 [--timeout-ms 500] [--count 5] [--source 192.168.200.101]
+//! svcnet-echo client --udp [fd00:96::a]:53
+//! svcnet-echo client --tcp 10.96.0.10:80 --interactive   # long-lived: one reply per stdin line
+//! ```
+//!
+//! The server answers every TCP connection (a greeting on accept, then one reply per line
+//! received) and every UDP datagram with one JSON line: `{"pod":…,"peer":…,"local":…,"proto":…}`,
+//! where `peer` is the source address it saw. Without `--bind` it listens on `[::]`, dual-stack;
+//! UDP replies then report `local` as the wildcard address, so the harness binds the pod IPs
+//! explicitly. Once every socket is bound it prints one `{"ready":true,…}` line on stdout.
+//!
+//! The client prints one line per attempt (see `e2e::netns::wire::ClientLine`) and exits 0 when
+//! every attempt got a reply, otherwise with the code of the first attempt that did not:
+//! 2 = refused (TCP reset / ICMP unreachable), 3 = timeout (dropped), 1 = other error, 64 = usage.
+//!
+//! SCTP is not offered: the kernels this was written for are built without `CONFIG_IP_SCTP`
+//! (socket(…, IPPROTO_SCTP) fails with EPROTONOSUPPORT), so no userspace SCTP endpoint exists.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use e2e::netns::wire::{self, ClientLine, Proto, RefuseReason, Reply};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
+use tokio::time::{timeout_at, Instant};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "svcnet-echo",
+    about = "Echo server and client for svcnet network-namespace tests"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Listen and answer every connection / datagram with a JSON line.
+    Serve(ServeArgs),
+    /// Connect (or send) and print the outcome of each attempt as a JSON line.
+    Client(ClientArgs),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Name reported in every reply (the pod name).
+    #[arg(long)]
+    name: String,
+    /// TCP port to listen on (repeatable; 0 picks a free port).
+    #[arg(long = "tcp", value_name = "PORT")]
+    tcp: Vec<u16>,
+    /// UDP port to listen on (repeatable; 0 picks a free port).
+    #[arg(long = "udp", value_name = "PORT")]
+    udp: Vec<u16>,
+    /// Address to bind (repeatable). Default: `::`, which is dual-stack.
+    #[arg(long = "bind", value_name = "ADDR")]
+    bind: Vec<IpAddr>,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["tcp", "udp"])))]
+struct ClientArgs {
+    /// Connect over TCP to HOST:PORT.
+    #[arg(long, value_name = "ADDR:PORT")]
+    tcp: Option<SocketAddr>,
+    /// Send a UDP datagram to HOST:PORT.
+    #[arg(long, value_name = "ADDR:PORT")]
+    udp: Option<SocketAddr>,
+    /// Per-attempt timeout (connect + reply).
+    #[arg(long, default_value_t = 1000)]
+    timeout_ms: u64,
+    /// Number of attempts, each on a new socket (new source port).
+    #[arg(long, default_value_t = 1)]
+    count: u32,
+    /// Source address to bind before connecting / sending.
+    #[arg(long, value_name = "ADDR")]
+    source: Option<IpAddr>,
+    /// TCP only: keep one connection open, send each stdin line and print each reply.
+    #[arg(long, requires = "tcp", conflicts_with = "count")]
+    interactive: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { wire::EXIT_USAGE } else { 0 };
+            // Printing help/usage can only fail if stdout/stderr are closed; nothing to do then.
+            let _ = e.print();
+            return exit(code);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SVCNET_ECHO_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("svcnet-echo: cannot start runtime: {e}");
+            return exit(wire::EXIT_ERROR);
+        }
+    };
+    let result = match cli.cmd {
+        Cmd::Serve(args) => rt.block_on(serve(args)).map(|()| wire::EXIT_REPLIED),
+        Cmd::Client(args) => rt.block_on(client(args)),
+    };
+    match result {
+        Ok(code) => exit(code),
+        Err(e) => {
+            eprintln!("svcnet-echo: {e:#}");
+            exit(wire::EXIT_ERROR)
+        }
+    }
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+// === serve ===
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.tcp.is_empty() && args.udp.is_empty() {
+        anyhow::bail!("nothing to serve: give at least one --tcp or --udp port");
+    }
+    let binds = if args.bind.is_empty() {
+        vec![IpAddr::V6(Ipv6Addr::UNSPECIFIED)]
+    } else {
+        args.bind.clone()
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    let (mut tcp_addrs, mut udp_addrs) = (Vec::new(), Vec::new());
+    for ip in &binds {
+        for &port in &args.tcp {
+            let addr = SocketAddr::new(*ip, port);
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding tcp {addr}"))?;
+            tcp_addrs.push(listener.local_addr()?);
+            tasks.spawn(serve_tcp(listener, args.name.clone()));
+        }
+        for &port in &args.udp {
+            let addr = SocketAddr::new(*ip, port);
+            let socket = UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("binding udp {addr}"))?;
+            udp_addrs.push(socket.local_addr()?);
+            tasks.spawn(serve_udp(socket, args.name.clone()));
+        }
+    }
+    println!(
+        "{}",
+        serde_json::json!({"ready": true, "pid": std::process::id(), "tcp": tcp_addrs, "udp": udp_addrs})
+    );
+    // Every task loops forever; the first one to fail takes the server down.
+    match tasks.join_next().await {
+        Some(Ok(Err(e))) => Err(e),
+        Some(Err(e)) => Err(anyhow::anyhow!("listener task failed: {e}")),
+        Some(Ok(Ok(()))) | None => Ok(()),
+    }
+}
+
+/// Addresses as the server reports them: IPv4-mapped IPv6 shown as IPv4.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+fn reply_line(reply: &Reply) -> String {
+    let mut s = serde_json::to_string(reply).expect("Reply always serialises");
+    s.push('\n');
+    s
+}
+
+async fn serve_tcp(listener: TcpListener, name: String) -> anyhow::Result<()> {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            // Per-connection errors (e.g. ECONNABORTED) must not stop the listener.
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let name = name.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle_tcp(stream, peer, name).await {
+                tracing::debug!(%peer, error = %e, "tcp connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn handle_tcp(stream: TcpStream, peer: SocketAddr, name: String) -> io::Result<()> {
+    let local = canonical(stream.local_addr()?);
+    let peer = canonical(peer);
+    tracing::debug!(%peer, %local, "tcp connection");
+    let (read, mut write) = stream.into_split();
+    let mut reply = Reply {
+        pod: name,
+        peer,
+        local,
+        proto: Proto::Tcp,
+        seq: Some(0),
+        msg: None,
+    };
+    write.write_all(reply_line(&reply).as_bytes()).await?;
+    let mut lines = BufReader::new(read).lines();
+    while let Some(line) = lines.next_line().await? {
+        reply.seq = Some(reply.seq.unwrap_or(0) + 1);
+        reply.msg = Some(line);
+        write.write_all(reply_line(&reply).as_bytes()).await?;
+    }
+    Ok(())
+}
+
+async fn serve_udp(socket: UdpSocket, name: String) -> anyhow::Result<()> {
+    let local = canonical(socket.local_addr()?);
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, peer) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                // ICMP errors from earlier replies surface here; they concern one peer only.
+                tracing::debug!(error = %e, "udp receive error");
+                continue;
+            }
+        };
+        let payload = String::from_utf8_lossy(&buf[..n]).trim_end().to_string();
+        let reply = Reply {
+            pod: name.clone(),
+            peer: canonical(peer),
+            local,
+            proto: Proto::Udp,
+            seq: None,
+            msg: (!payload.is_empty()).then_some(payload),
+        };
+        if let Err(e) = socket.send_to(reply_line(&reply).as_bytes(), peer).await {
+            tracing::debug!(%peer, error = %e, "udp send failed");
+        }
+    }
+}
+
+// === client ===
+
+async fn client(args: ClientArgs) -> anyhow::Result<i32> {
+    let timeout = Duration::from_millis(args.timeout_ms);
+    if args.interactive {
+        let target = args.tcp.context("--interactive needs --tcp")?;
+        return interactive(target, args.source, timeout).await;
+    }
+    let mut first_failure = None;
+    for attempt in 0..args.count.max(1) {
+        let line = match (args.tcp, args.udp) {
+            (Some(target), _) => tcp_once(target, args.source, timeout).await,
+            (None, Some(target)) => udp_once(target, args.source, timeout, attempt).await,
+            (None, None) => anyhow::bail!("give --tcp or --udp"),
+        };
+        println!("{}", serde_json::to_string(&line)?);
+        if first_failure.is_none() && line.exit_code() != wire::EXIT_REPLIED {
+            first_failure = Some(line.exit_code());
+        }
+    }
+    Ok(first_failure.unwrap_or(wire::EXIT_REPLIED))
+}
+
+/// Maps a socket error to the outcome it means for the test.
+fn classify(e: &io::Error) -> ClientLine {
+    let reason = match e.kind() {
+        io::ErrorKind::ConnectionRefused => Some(RefuseReason::ConnectionRefused),
+        io::ErrorKind::HostUnreachable => Some(RefuseReason::HostUnreachable),
+        io::ErrorKind::NetworkUnreachable => Some(RefuseReason::NetworkUnreachable),
+        _ => None,
+    };
+    match reason {
+        Some(reason) => ClientLine::Refused {
+            reason,
+            error: e.to_string(),
+        },
+        None => ClientLine::Error {
+            error: e.to_string(),
+        },
+    }
+}
+
+fn timeout_line(timeout: Duration) -> ClientLine {
+    ClientLine::Timeout {
+        after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+fn unspecified_like(target: SocketAddr) -> IpAddr {
+    match target {
+        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+async fn tcp_connect(
+    target: SocketAddr,
+    source: Option<IpAddr>,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<TcpStream, ClientLine> {
+    let socket = match target {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(|e| ClientLine::Error {
+        error: format!("socket: {e}"),
+    })?;
+    if let Some(src) = source {
+        socket
+            .bind(SocketAddr::new(src, 0))
+            .map_err(|e| ClientLine::Error {
+                error: format!("bind {src}: {e}"),
+            })?;
+    }
+    match timeout_at(deadline, socket.connect(target)).await {
+        Err(_) => Err(timeout_line(timeout)),
+        Ok(Err(e)) => Err(classify(&e)),
+        Ok(Ok(stream)) => Ok(stream),
+    }
+}
+
+/// Reads one reply line before the deadline.
+async fn read_reply<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+    deadline: Instant,
+    timeout: Duration,
+) -> ClientLine {
+    match timeout_at(deadline, lines.next_line()).await {
+        Err(_) => timeout_line(timeout),
+        Ok(Err(e)) => ClientLine::Error {
+            error: format!("connection broken: {e}"),
+        },
+        Ok(Ok(None)) => ClientLine::Error {
+            error: "connection closed before a reply".into(),
+        },
+        Ok(Ok(Some(line))) => match serde_json::from_str::<Reply>(&line) {
+            Ok(reply) => ClientLine::Replied(reply),
+            Err(e) => ClientLine::Error {
+                error: format!("unexpected reply {line:?}: {e}"),
+            },
+        },
+    }
+}
+
+async fn tcp_once(target: SocketAddr, source: Option<IpAddr>, timeout: Duration) -> ClientLine {
+    let deadline = Instant::now() + timeout;
+    let stream = match tcp_connect(target, source, deadline, timeout).await {
+        Ok(s) => s,
+        Err(line) => return line,
+    };
+    let mut lines = BufReader::new(stream).lines();
+    read_reply(&mut lines, deadline, timeout).await
+}
+
+async fn udp_once(
+    target: SocketAddr,
+    source: Option<IpAddr>,
+    timeout: Duration,
+    attempt: u32,
+) -> ClientLine {
+    let deadline = Instant::now() + timeout;
+    let bind = SocketAddr::new(source.unwrap_or_else(|| unspecified_like(target)), 0);
+    let socket = match UdpSocket::bind(bind).await {
+        Ok(s) => s,
+        Err(e) => {
+            return ClientLine::Error {
+                error: format!("bind {bind}: {e}"),
+            }
+        }
+    };
+    // A connected socket receives ICMP errors (port unreachable → ECONNREFUSED).
+    if let Err(e) = socket.connect(target).await {
+        return classify(&e);
+    }
+    if let Err(e) = socket.send(format!("ping {attempt}").as_bytes()).await {
+        return classify(&e);
+    }
+    let mut buf = vec![0u8; 65536];
+    match timeout_at(deadline, socket.recv(&mut buf)).await {
+        Err(_) => timeout_line(timeout),
+        Ok(Err(e)) => classify(&e),
+        Ok(Ok(n)) => match serde_json::from_slice::<Reply>(&buf[..n]) {
+            Ok(reply) => ClientLine::Replied(reply),
+            Err(e) => ClientLine::Error {
+                error: format!(
+                    "unexpected reply {:?}: {e}",
+                    String::from_utf8_lossy(&buf[..n])
+                ),
+            },
+        },
+    }
+}
+
+/// Long-lived mode: one connection, one reply per stdin line, until stdin closes.
+async fn interactive(
+    target: SocketAddr,
+    source: Option<IpAddr>,
+    timeout: Duration,
+) -> anyhow::Result<i32> {
+    let emit = |line: &ClientLine| -> anyhow::Result<i32> {
+        println!("{}", serde_json::to_string(line)?);
+        Ok(line.exit_code())
+    };
+    let stream = match tcp_connect(target, source, Instant::now() + timeout, timeout).await {
+        Ok(s) => s,
+        Err(line) => return emit(&line),
+    };
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let greeting = read_reply(&mut lines, Instant::now() + timeout, timeout).await;
+    let code = emit(&greeting)?;
+    if code != wire::EXIT_REPLIED {
+        return Ok(code);
+    }
+    // std's blocking stdin in a thread; tokio's stdin needs a feature we do not enable.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(line) = rx.recv().await {
+        if let Err(e) = write.write_all(format!("{line}\n").as_bytes()).await {
+            return emit(&ClientLine::Error {
+                error: format!("connection broken: {e}"),
+            });
+        }
+        let reply = read_reply(&mut lines, Instant::now() + timeout, timeout).await;
+        let code = emit(&reply)?;
+        if code != wire::EXIT_REPLIED {
+            return Ok(code);
+        }
+    }
+    Ok(wire::EXIT_REPLIED)
+}

@@ -1,0 +1,407 @@
+//! Tests of the network-namespace harness (`e2e::netns`) with real packets.
+//!
+//! **Every test here needs root** (it creates network namespaces, veths and bridges); CI runs as
+//! root. All traffic stays inside namespaces the tests create. The whole file runs in a few
+//! seconds: expected timeouts use a 300 ms client timeout.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use e2e::netns::{
+    cleanup_stale, list_netns, ClientOpts, EchoPorts, Error, Outcome, Proto, RefuseReason,
+    Topology, TopologyBuilder, DEFAULT_ECHO_PORT,
+};
+
+const SHORT: Duration = Duration::from_millis(300);
+
+fn builder() -> TopologyBuilder {
+    Topology::builder().echo_binary(env!("CARGO_BIN_EXE_svcnet-echo"))
+}
+
+fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.into(), port)
+}
+
+/// Asserts a reply from `pod` that saw `peer_ip` as the source and `local` as the destination.
+#[track_caller]
+fn assert_reply(outcome: &Outcome, pod: &str, peer_ip: IpAddr, local: SocketAddr) {
+    match outcome {
+        Outcome::Replied {
+            pod: p,
+            peer,
+            local: l,
+        } => {
+            assert_eq!(p, pod, "wrong server answered: {outcome:?}");
+            assert_eq!(
+                peer.ip(),
+                peer_ip,
+                "server saw the wrong source: {outcome:?}"
+            );
+            assert_eq!(*l, local, "server saw the wrong destination: {outcome:?}");
+        }
+        other => panic!("expected a reply from {pod}, got {other:?}"),
+    }
+}
+
+/// Whether a process is gone (or a zombie waiting for a reaper that is not us).
+fn pid_dead(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+    }
+}
+
+/// Root only. Pod to pod on one node and across nodes, IPv4 and IPv6, TCP and UDP: the right
+/// pod answers and reports the client pod's own address as the peer (no NAT anywhere).
+#[test]
+fn pod_to_pod_same_node_and_across_nodes_dual_stack() {
+    let topo = builder()
+        .pod("a", 1)
+        .pod("b", 1)
+        .pod("c", 2)
+        .build()
+        .unwrap();
+    let (a, b, c) = (
+        topo.pod("a").unwrap(),
+        topo.pod("b").unwrap(),
+        topo.pod("c").unwrap(),
+    );
+    assert_eq!(a.ipv4().to_string(), "10.244.1.2");
+    assert_eq!(b.ipv6().to_string(), "fd00:244:1::3");
+    assert_eq!(c.ipv4().to_string(), "10.244.2.2");
+    assert_eq!(c.node_name(), "node2");
+
+    for target in [b, c] {
+        for (src, dst) in [
+            (IpAddr::from(a.ipv4()), IpAddr::from(target.ipv4())),
+            (a.ipv6().into(), target.ipv6().into()),
+        ] {
+            let to = sa(dst, DEFAULT_ECHO_PORT);
+            for proto in [Proto::Tcp, Proto::Udp] {
+                let out = topo.client(a, proto, to).unwrap();
+                assert_reply(&out, target.name(), src, to);
+            }
+        }
+    }
+}
+
+/// Root only. An outside client reaches an echo server on a node's LAN addresses (v4 and v6)
+/// and is seen with its own address; it has no route to pod IPs.
+#[test]
+fn outside_reaches_node_ips_but_not_pods() {
+    let topo = builder().pod("a", 2).build().unwrap();
+    let node = topo.node(2).unwrap();
+    let outside = topo.outside().unwrap();
+    let _server = topo
+        .echo_server(node, "node2-host", &EchoPorts::new(&[9000], &[9000]))
+        .unwrap();
+    for (src, dst) in [
+        (IpAddr::from(outside.ipv4()), IpAddr::from(node.ipv4())),
+        (outside.ipv6().into(), node.ipv6().into()),
+    ] {
+        for proto in [Proto::Tcp, Proto::Udp] {
+            let out = topo.client(outside, proto, sa(dst, 9000)).unwrap();
+            assert_reply(&out, "node2-host", src, sa(dst, 9000));
+        }
+    }
+    let pod = topo.pod("a").unwrap();
+    let out = topo
+        .client(outside, Proto::Tcp, sa(pod.ipv4(), DEFAULT_ECHO_PORT))
+        .unwrap();
+    assert_eq!(
+        out,
+        Outcome::Refused {
+            reason: RefuseReason::NetworkUnreachable
+        }
+    );
+}
+
+/// Root only. Outcome detection: a closed port is refused (TCP reset, ICMP port unreachable),
+/// an nft drop and a black-hole route time out, and removing them restores replies.
+#[test]
+fn refused_and_timeout_are_told_apart() {
+    let topo = builder()
+        .pod("a", 1)
+        .pod("c", 2)
+        .client_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let (a, c) = (topo.pod("a").unwrap(), topo.pod("c").unwrap());
+    let short = ClientOpts::default().timeout(SHORT);
+
+    // Closed ports.
+    for proto in [Proto::Tcp, Proto::Udp] {
+        for dst in [IpAddr::from(c.ipv4()), c.ipv6().into()] {
+            let out = topo.clients(a, proto, sa(dst, 9), &short).unwrap();
+            assert_eq!(
+                out,
+                vec![Outcome::Refused {
+                    reason: RefuseReason::ConnectionRefused
+                }],
+                "{proto} to {dst}"
+            );
+        }
+    }
+
+    // An nft drop in a throwaway table on node 2 (forward hook, towards pod c).
+    let node2 = topo.node(2).unwrap();
+    let rules = format!(
+        "table inet svntest {{\n chain blocker {{\n type filter hook forward priority 0; policy accept;\n \
+         ip daddr {} drop\n ip6 daddr {} drop\n }}\n}}\n",
+        c.ipv4(),
+        c.ipv6()
+    );
+    node2.netns().nft(&rules).unwrap();
+    for proto in [Proto::Tcp, Proto::Udp] {
+        for dst in [IpAddr::from(c.ipv4()), c.ipv6().into()] {
+            let out = topo
+                .clients(a, proto, sa(dst, DEFAULT_ECHO_PORT), &short)
+                .unwrap();
+            assert_eq!(out, vec![Outcome::Timeout], "{proto} to {dst}");
+        }
+    }
+    node2.netns().nft("delete table inet svntest").unwrap();
+    let out = topo
+        .client(a, Proto::Tcp, sa(c.ipv4(), DEFAULT_ECHO_PORT))
+        .unwrap();
+    assert_eq!(out.pod(), Some("c"));
+
+    // A black-hole route on node 1 for pod c's IPv4 address.
+    let node1 = topo.node(1).unwrap();
+    let route = format!("{}/32", c.ipv4());
+    topo.exec(node1, "ip", ["route", "add", "blackhole", &route])
+        .unwrap();
+    let out = topo
+        .clients(a, Proto::Udp, sa(c.ipv4(), DEFAULT_ECHO_PORT), &short)
+        .unwrap();
+    assert_eq!(out, vec![Outcome::Timeout]);
+    topo.exec(node1, "ip", ["route", "del", "blackhole", &route])
+        .unwrap();
+    let out = topo
+        .client(a, Proto::Udp, sa(c.ipv4(), DEFAULT_ECHO_PORT))
+        .unwrap();
+    assert_eq!(out.pod(), Some("c"));
+}
+
+/// Root only. Several attempts use new source ports; `--source` picks the source address.
+#[test]
+fn repeated_attempts_and_source_address() {
+    let topo = builder().nodes(1).pod("a", 1).pod("b", 1).build().unwrap();
+    let (a, b) = (topo.pod("a").unwrap(), topo.pod("b").unwrap());
+    let outs = topo
+        .clients(
+            a,
+            Proto::Udp,
+            sa(b.ipv4(), DEFAULT_ECHO_PORT),
+            &ClientOpts::count(4),
+        )
+        .unwrap();
+    assert_eq!(outs.len(), 4);
+    let ports: std::collections::BTreeSet<u16> = outs
+        .iter()
+        .map(|o| match o {
+            Outcome::Replied { peer, .. } => peer.port(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        ports.len(),
+        4,
+        "every attempt needs its own source port: {outs:?}"
+    );
+
+    let outs = topo
+        .clients(
+            a,
+            Proto::Tcp,
+            sa(b.ipv6(), DEFAULT_ECHO_PORT),
+            &ClientOpts::default().source(a.ipv6().into()),
+        )
+        .unwrap();
+    assert_eq!(outs[0].peer_ip(), Some(a.ipv6().into()));
+    // A source address the client does not own is a local error, not a network outcome.
+    let err = topo
+        .clients(
+            a,
+            Proto::Tcp,
+            sa(b.ipv4(), DEFAULT_ECHO_PORT),
+            &ClientOpts::default().source(b.ipv4().into()),
+        )
+        .unwrap();
+    assert!(
+        matches!(&err[0], Outcome::Error { error } if error.contains("bind")),
+        "{err:?}"
+    );
+}
+
+/// Root only. A long-lived session keeps one connection: every echo comes back over the same
+/// source port with an increasing sequence number; stopping the server ends the session.
+#[test]
+fn long_lived_tcp_session() {
+    let mut topo = builder().pod("a", 1).pod("c", 2).build().unwrap();
+    let a = topo.pod("a").unwrap().clone();
+    let c_ip = topo.pod("c").unwrap().ipv6();
+    let mut session = topo.session(&a, sa(c_ip, DEFAULT_ECHO_PORT)).unwrap();
+    let Outcome::Replied { peer: first, .. } = session.greeting().clone() else {
+        panic!("no greeting: {:?}", session.greeting());
+    };
+    assert_eq!(first.ip(), IpAddr::from(a.ipv6()));
+    for i in 0..3 {
+        match session.send(&format!("hello {i}")).unwrap() {
+            Outcome::Replied { pod, peer, .. } => {
+                assert_eq!(pod, "c");
+                assert_eq!(peer, first, "the echo must come over the same connection");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    topo.stop_echo("c").unwrap();
+    let after = session.send("anyone there?").unwrap();
+    assert!(!after.is_replied(), "server is gone, yet: {after:?}");
+
+    // A fresh session to a restarted server works, and close() ends the client cleanly.
+    topo.start_echo("c", &EchoPorts::new(&[DEFAULT_ECHO_PORT], &[]))
+        .unwrap();
+    let mut session = topo.session(&a, sa(c_ip, DEFAULT_ECHO_PORT)).unwrap();
+    assert!(session.send("x").unwrap().is_replied());
+    assert!(session.close().unwrap().success());
+}
+
+/// Root only. Pods can be added and removed on a live topology.
+#[test]
+fn add_and_remove_pods() {
+    let mut topo = builder().pod("a", 1).build().unwrap();
+    let late_ip = topo.add_pod("late", 2).unwrap().ipv4();
+    let a = topo.pod("a").unwrap().clone();
+    let to = sa(late_ip, DEFAULT_ECHO_PORT);
+    assert_eq!(topo.client(&a, Proto::Tcp, to).unwrap().pod(), Some("late"));
+    let ns = topo.pod("late").unwrap().netns().name().to_string();
+    topo.remove_pod("late").unwrap();
+    assert!(!list_netns().unwrap().contains(&ns));
+    assert!(topo.pod("late").is_err());
+    assert!(
+        topo.add_pod("a", 1).is_err(),
+        "duplicate names are rejected"
+    );
+    assert!(topo.add_pod("Bad_Name", 1).is_err());
+    assert!(topo.add_pod("x", 9).is_err(), "unknown node");
+    let out = topo
+        .clients(&a, Proto::Tcp, to, &ClientOpts::default().timeout(SHORT))
+        .unwrap();
+    assert!(!out[0].is_replied(), "{out:?}");
+}
+
+/// Root only. Dropping the topology kills every process started in it (managed ones and
+/// stray ones) and deletes every namespace.
+#[test]
+fn drop_leaves_no_namespaces_or_processes() {
+    let topo = builder().pod("a", 1).pod("b", 2).build().unwrap();
+    let namespaces = topo.namespaces().to_vec();
+    assert_eq!(namespaces.len(), 1 + 2 + 1 + 2, "{namespaces:?}");
+    let listed = list_netns().unwrap();
+    for ns in &namespaces {
+        assert!(listed.contains(ns), "{ns} missing from {listed:?}");
+    }
+    let node = topo.node(1).unwrap();
+    let mut managed = topo.spawn(node, "sleep", ["300"]).unwrap();
+    assert!(managed.is_running());
+    // A process that escapes management (daemonised): only namespace cleanup catches it.
+    topo.exec(node, "sh", ["-c", "sleep 301 >/dev/null 2>&1 &"])
+        .unwrap();
+    let mut pids = vec![managed.pid()];
+    for ns in &namespaces {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "pids", ns])
+            .output()
+            .unwrap();
+        pids.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(|p| p.parse::<u32>().unwrap()),
+        );
+    }
+    // sleep 300, sleep 301, and one echo server per pod.
+    assert!(pids.len() >= 4, "{pids:?}");
+    let log_dir = topo.log_dir().to_path_buf();
+    drop(topo);
+    // The managed process is dead even before its handle is dropped.
+    assert!(managed.wait_timeout(Duration::from_secs(2)).is_ok());
+    drop(managed);
+    let listed = list_netns().unwrap();
+    for ns in &namespaces {
+        assert!(!listed.contains(ns), "{ns} still exists");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while pids.iter().any(|&p| !pid_dead(p)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let alive: Vec<u32> = pids.iter().copied().filter(|&p| !pid_dead(p)).collect();
+    assert!(alive.is_empty(), "still running: {alive:?}");
+    assert!(!Path::new(&log_dir).exists());
+}
+
+/// Root only. `cleanup_stale` removes namespaces (and their processes) whose creating pid is
+/// dead, and leaves those of live processes alone.
+#[test]
+fn cleanup_stale_removes_only_dead_owners() {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let stale = format!("svntest-{dead}-beef-lan");
+    let live = "svntest-1-beef-lan".to_string(); // pid 1 is always alive
+    for ns in [&stale, &live] {
+        let st = std::process::Command::new("ip")
+            .args(["netns", "add", ns])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let mut orphan = std::process::Command::new("ip")
+        .args(["netns", "exec", &stale, "sleep", "300"])
+        .spawn()
+        .unwrap();
+    let removed = cleanup_stale("svntest").unwrap();
+    let listed = list_netns().unwrap();
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "delete", &live])
+        .status();
+    assert_eq!(removed, vec![stale.clone()]);
+    assert!(!listed.contains(&stale));
+    assert!(listed.contains(&live));
+    // The orphan inside the stale namespace was killed.
+    let status = orphan.wait().unwrap();
+    assert!(!status.success());
+}
+
+/// Root only. Bad topology descriptions are errors, not panics, and builds that fail half-way
+/// remove what they created.
+#[test]
+fn invalid_specs_are_rejected_cleanly() {
+    let b = || builder().prefix("svninv");
+    assert!(matches!(b().nodes(0).build(), Err(Error::InvalidSpec(_))));
+    assert!(matches!(b().nodes(51).build(), Err(Error::InvalidSpec(_))));
+    assert!(matches!(
+        b().outside_via(3).build(),
+        Err(Error::InvalidSpec(_))
+    ));
+    assert!(matches!(
+        builder().prefix("bad-prefix").build(),
+        Err(Error::InvalidSpec(_))
+    ));
+    // These two fail after the LAN and the nodes exist.
+    assert!(matches!(
+        b().pod("a", 1).pod("a", 2).build(),
+        Err(Error::InvalidSpec(_))
+    ));
+    assert!(matches!(b().pod("a", 3).build(), Err(Error::NotFound(_))));
+    let leaked: Vec<String> = list_netns()
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.starts_with("svninv-"))
+        .collect();
+    assert!(leaked.is_empty(), "failed builds leaked {leaked:?}");
+}
