@@ -1,1 +1,34 @@
-fn main() {}
+//! `svcnet`: the user CLI.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "svcnet",
+    version,
+    about = "svcnet: Kubernetes Service networking in Rust"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the embedded Kubernetes-API-compatible server on loopback; prints a kubeconfig path.
+    Apiserver(e2e::apiserver::cli::ApiserverArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Apiserver(args) => args.run().await?,
+    }
+    Ok(())
+}
