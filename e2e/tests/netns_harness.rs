@@ -405,3 +405,63 @@ fn invalid_specs_are_rejected_cleanly() {
         .collect();
     assert!(leaked.is_empty(), "failed builds leaked {leaked:?}");
 }
+
+/// Root only. The topology carries Service-style NAT the way a node agent needs: a throwaway
+/// nft table on node 1 (not svcnet-proxy) DNATs fake Service IPs, and replies are un-NATed for a
+/// same-node backend (bridged reply, needs bridge netfilter on cbr0), a cross-node backend, a
+/// hairpin (pod → its own Service → itself, masqueraded), and an outside client reaching an
+/// external IP via node 1 (masqueraded to node 1's LAN address).
+#[test]
+fn service_style_nat_works_through_the_topology() {
+    let topo = builder()
+        .pod("a", 1)
+        .pod("b", 1)
+        .pod("c", 2)
+        .build()
+        .unwrap();
+    let (a, b, c) = (
+        topo.pod("a").unwrap(),
+        topo.pod("b").unwrap(),
+        topo.pod("c").unwrap(),
+    );
+    let node1 = topo.node(1).unwrap();
+    let p = DEFAULT_ECHO_PORT;
+    let rules = format!(
+        "table inet svntest {{
+  chain pre {{
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr 10.96.0.10 tcp dport 80 dnat ip to {b4}:{p}
+    ip6 daddr fd00:96::10 tcp dport 80 dnat ip6 to [{b6}]:{p}
+    ip daddr 10.96.0.11 udp dport 53 dnat ip to {c4}:{p}
+    ip daddr 10.96.0.12 tcp dport 80 dnat ip to {a4}:{p}
+    ip daddr 10.97.0.1 tcp dport 80 dnat ip to {c4}:{p}
+  }}
+  chain post {{
+    type nat hook postrouting priority srcnat; policy accept;
+    ct status dnat ip saddr {a4} ip daddr {a4} masquerade
+    ct status dnat ip saddr != 10.244.0.0/16 masquerade
+  }}
+}}
+",
+        a4 = a.ipv4(),
+        b4 = b.ipv4(),
+        b6 = b.ipv6(),
+        c4 = c.ipv4(),
+    );
+    node1.netns().nft(&rules).unwrap();
+
+    let same_node = topo.client(a, Proto::Tcp, sa([10, 96, 0, 10], 80)).unwrap();
+    assert_reply(&same_node, "b", a.ipv4().into(), sa(b.ipv4(), p));
+    let vip6: IpAddr = "fd00:96::10".parse().unwrap();
+    let same_node6 = topo.client(a, Proto::Tcp, sa(vip6, 80)).unwrap();
+    assert_reply(&same_node6, "b", a.ipv6().into(), sa(b.ipv6(), p));
+    let cross = topo.client(a, Proto::Udp, sa([10, 96, 0, 11], 53)).unwrap();
+    assert_reply(&cross, "c", a.ipv4().into(), sa(c.ipv4(), p));
+    let hairpin = topo.client(a, Proto::Tcp, sa([10, 96, 0, 12], 80)).unwrap();
+    assert_reply(&hairpin, "a", [10, 244, 1, 1].into(), sa(a.ipv4(), p));
+    let outside = topo.outside().unwrap();
+    let external = topo
+        .client(outside, Proto::Tcp, sa([10, 97, 0, 1], 80))
+        .unwrap();
+    assert_reply(&external, "c", node1.ipv4().into(), sa(c.ipv4(), p));
+}

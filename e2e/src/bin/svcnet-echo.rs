@@ -85,7 +85,7 @@ struct ClientArgs {
     #[arg(long, value_name = "ADDR")]
     source: Option<IpAddr>,
     /// TCP only: keep one connection open, send each stdin line and print each reply.
-    #[arg(long, requires = "tcp", conflicts_with = "count")]
+    #[arg(long, conflicts_with = "count")]
     interactive: bool,
 }
 
@@ -261,7 +261,10 @@ async fn serve_udp(socket: UdpSocket, name: String) -> anyhow::Result<()> {
 async fn client(args: ClientArgs) -> anyhow::Result<i32> {
     let timeout = Duration::from_millis(args.timeout_ms);
     if args.interactive {
-        let target = args.tcp.context("--interactive needs --tcp")?;
+        let Some(target) = args.tcp else {
+            eprintln!("svcnet-echo: --interactive needs --tcp");
+            return Ok(wire::EXIT_USAGE);
+        };
         return interactive(target, args.source, timeout).await;
     }
     let mut first_failure = None;

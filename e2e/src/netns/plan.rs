@@ -385,6 +385,9 @@ pub fn pod_steps(names: &Names, name: &str, node: u8, host: u8, veth: &str) -> V
             lines: vec![
                 format!("link add {veth} type veth peer name eth0 netns {ns}"),
                 format!("link set {veth} master cbr0"),
+                // With bridge netfilter, DNAT back to the sending pod (hairpin) is forwarded by
+                // the bridge out of the port it came in on, which needs hairpin mode (as kubenet).
+                format!("link set {veth} type bridge_slave hairpin on"),
                 format!("link set {veth} up"),
             ],
         },
