@@ -46,7 +46,8 @@ impl Snapshot {
     }
 
     /// Decodes [`Snapshot::to_bytes`] output. Any input is safe: malformed bytes give
-    /// [`Error::CorruptSnapshot`], never a panic.
+    /// [`Error::CorruptSnapshot`], never a panic. Only the canonical encoding is accepted (minimal length), so
+    /// `Snapshot::from_bytes(b)?.to_bytes() == b`.
     pub fn from_bytes(bytes: &[u8]) -> Result<Snapshot> {
         let corrupt = |reason: String| Error::CorruptSnapshot { reason };
         let (&version, rest) = bytes
@@ -69,6 +70,9 @@ impl Snapshot {
             len |= u64::from(byte & 0x7f) << (7 * consumed);
             consumed += 1;
             if byte & 0x80 == 0 {
+                if byte == 0 && consumed > 1 {
+                    return Err(corrupt("non-minimal range length encoding".into()));
+                }
                 break;
             }
         }
@@ -140,6 +144,7 @@ mod tests {
         let cases: &[(&[u8], &str)] = &[
             (&[], "empty input"),
             (&[2, 0], "unknown encoding version 2"),
+            (&[1, 0x80, 0x00], "non-minimal range length"),
             (&[1], "truncated range length"),
             (&[1, 0x80], "truncated range length"),
             (
