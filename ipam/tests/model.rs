@@ -3,6 +3,9 @@
 //! Any sequence of operations must never hand out a value twice, the counts must always agree with the model,
 //! `allocate_next` must prefer the dynamic band, and snapshot → encode → decode → restore must be the identity.
 
+// Helpers outside #[test] fns are test code too (clippy's allow-unwrap-in-tests only covers #[test] bodies).
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
