@@ -9,13 +9,20 @@
 //! * [`reconcile`], [`topology`], [`plan`] — the pure reconciler.
 //! * [`trigger`] — last-change-trigger-time tracker; [`tracker`] — stale-cache guard.
 
+pub mod apply;
+pub mod controller;
 pub mod hash;
+pub mod index;
+pub mod metrics;
 pub mod model;
 pub mod plan;
+pub mod queue;
 pub mod reconcile;
 pub mod topology;
 pub mod tracker;
 pub mod trigger;
+
+pub use controller::{run, Config};
 
 #[cfg(test)]
 mod tests;

@@ -14,7 +14,12 @@ use std::collections::{HashMap, HashSet};
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Expect {
     /// Created or updated: must be present, and not with these replaced RVs.
-    Present { not_rv: HashSet<String> },
+    Present {
+        /// Versions we replaced.
+        not_rv: HashSet<String>,
+        /// The version we wrote last.
+        written_rv: String,
+    },
     /// Deleted: must be absent.
     Absent,
 }
@@ -40,7 +45,7 @@ impl SliceTracker {
     pub fn wrote(&mut self, owner: &str, written: &SliceVersion, replaced_rv: Option<&str>) {
         let m = self.by_owner.entry(owner.to_string()).or_default();
         let mut not_rv = match m.remove(&written.uid) {
-            Some(Expect::Present { not_rv }) => not_rv,
+            Some(Expect::Present { not_rv, .. }) => not_rv,
             _ => HashSet::new(),
         };
         if let Some(rv) = replaced_rv {
@@ -48,7 +53,13 @@ impl SliceTracker {
                 not_rv.insert(rv.to_string());
             }
         }
-        m.insert(written.uid.clone(), Expect::Present { not_rv });
+        m.insert(
+            written.uid.clone(),
+            Expect::Present {
+                not_rv,
+                written_rv: written.resource_version.clone(),
+            },
+        );
     }
 
     /// Records a successful delete.
@@ -79,7 +90,7 @@ impl SliceTracker {
                     false
                 }
             }
-            Expect::Present { not_rv } => match present.get(uid.as_str()) {
+            Expect::Present { not_rv, .. } => match present.get(uid.as_str()) {
                 None => {
                     stale = true;
                     true
@@ -95,6 +106,19 @@ impl SliceTracker {
             self.by_owner.remove(owner);
         }
         stale
+    }
+
+    /// Whether a watch event showing `uid` at `resource_version` (or gone,
+    /// when `None`) is the result of our own pending write.
+    pub fn is_own_write(&self, owner: &str, uid: &str, resource_version: Option<&str>) -> bool {
+        match (
+            self.by_owner.get(owner).and_then(|m| m.get(uid)),
+            resource_version,
+        ) {
+            (Some(Expect::Present { written_rv, .. }), Some(rv)) => written_rv == rv,
+            (Some(Expect::Absent), None) => true,
+            _ => false,
+        }
     }
 
     /// Forgets an owner.
@@ -127,6 +151,8 @@ mod tests {
         let mut t = SliceTracker::default();
         t.wrote("ns/s", &v("a", "5"), None);
         assert!(t.is_stale("ns/s", &[]), "create not yet seen");
+        assert!(t.is_own_write("ns/s", "a", Some("5")));
+        assert!(!t.is_own_write("ns/s", "a", Some("6")));
         assert!(!t.is_stale("ns/s", &[v("a", "5")]));
         t.wrote("ns/s", &v("a", "7"), Some("5"));
         assert!(t.is_stale("ns/s", &[v("a", "5")]), "old version");

@@ -1,0 +1,578 @@
+//! The EndpointSlice controller process: watches → indexes → work queue →
+//! pure [`reconcile_service`] → [`apply_slice_plan`].
+//!
+//! ```text
+//! pub async fn run(client: kube::Client, cfg: Config, metrics: ControllerMetrics,
+//!                  shutdown: impl Future<Output = ()> + Send) -> crate::Result<()>
+//! ```
+//! `metrics` comes from `ControllerMetrics::register(&mut registry, "svcnet_endpointslice")`.
+//! The future ends when `shutdown` resolves (or a watch channel closes).
+//!
+//! Behaviour beyond upstream: when a Service is deleted, its slices that
+//! carry our managed-by value are deleted here too (clusters without a
+//! garbage collector); slices with another managed-by are never listed,
+//! so never touched.
+
+use super::apply::{apply_slice_plan, reference_to, EventSink};
+use super::index::{services_for_pod_change, spawn_watch, Change, ObjKey, PodIndex, ServiceIndex};
+use super::metrics::ControllerMetrics;
+use super::model::{to_chrono, NodeInfo, PodInfo};
+use super::plan::{EventSpec, SlicePlan};
+use super::queue::{Backoff, WorkQueue};
+use super::reconcile::{
+    reconcile_service, ReconcilerConfig, ServiceInput, LABEL_MANAGED_BY, LABEL_SERVICE_NAME,
+};
+use super::topology::TopologyCache;
+use super::tracker::{SliceTracker, SliceVersion};
+use super::trigger::TriggerTimeTracker;
+use crate::diagnostics::{diagnose, DiagnosticsState};
+use crate::{Error, Result};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, RwLock};
+
+/// EndpointSlice controller settings (flags keep upstream's names).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `--max-endpoints-per-slice` (1..=1000).
+    pub max_endpoints_per_slice: usize,
+    /// `--concurrent-service-endpoint-syncs` (1..=50).
+    pub concurrent_syncs: usize,
+    /// `--endpointslice-updates-batch-period`: delay of Pod-triggered syncs.
+    pub batch_period: Duration,
+    /// managed-by value.
+    pub controller_name: String,
+    /// Accept PreferSameZone / PreferSameNode.
+    pub prefer_same_traffic_distribution: bool,
+    /// Support `service.kubernetes.io/topology-mode: Auto`.
+    pub topology_aware_hints: bool,
+    /// Emit svcnet's "why no backends" Events.
+    pub diagnostics: bool,
+    /// Reporting instance for Events (pod name).
+    pub instance: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_endpoints_per_slice: 100,
+            concurrent_syncs: 5,
+            batch_period: Duration::ZERO,
+            controller_name: super::reconcile::CONTROLLER_NAME.into(),
+            prefer_same_traffic_distribution: true,
+            topology_aware_hints: true,
+            diagnostics: true,
+            instance: None,
+        }
+    }
+}
+
+impl Config {
+    /// Checks flag ranges.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=1000).contains(&self.max_endpoints_per_slice) {
+            return Err(Error::InvalidConfig {
+                flag: "--max-endpoints-per-slice",
+                value: self.max_endpoints_per_slice.to_string(),
+                reason: "must be between 1 and 1000".into(),
+            });
+        }
+        if !(1..=50).contains(&self.concurrent_syncs) {
+            return Err(Error::InvalidConfig {
+                flag: "--concurrent-service-endpoint-syncs",
+                value: self.concurrent_syncs.to_string(),
+                reason: "must be between 1 and 50".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn reconciler(&self) -> ReconcilerConfig {
+        ReconcilerConfig {
+            max_endpoints_per_slice: self.max_endpoints_per_slice,
+            controller_name: self.controller_name.clone(),
+            prefer_same_traffic_distribution: self.prefer_same_traffic_distribution,
+            topology_aware_hints: self.topology_aware_hints,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Caches {
+    services: ServiceIndex,
+    pods: PodIndex,
+    nodes: HashMap<String, NodeInfo>,
+    slices: HashMap<ObjKey, BTreeMap<String, Arc<EndpointSlice>>>,
+}
+
+#[derive(Default)]
+struct Book {
+    trigger: TriggerTimeTracker,
+    topo: TopologyCache,
+    diag: DiagnosticsState,
+    totals: HashMap<ObjKey, (i64, i64)>,
+}
+
+struct Ctx {
+    client: Client,
+    cfg: Config,
+    rcfg: ReconcilerConfig,
+    caches: RwLock<Caches>,
+    book: Mutex<Book>,
+    tracker: Mutex<SliceTracker>,
+    queue: WorkQueue<ObjKey>,
+    metrics: ControllerMetrics,
+    events: EventSink,
+}
+
+fn slice_owner(s: &EndpointSlice) -> Option<ObjKey> {
+    let name = s.metadata.labels.as_ref()?.get(LABEL_SERVICE_NAME)?;
+    Some(ObjKey::new(
+        s.metadata.namespace.clone().unwrap_or_default(),
+        name.clone(),
+    ))
+}
+
+fn strip_slice(mut s: EndpointSlice) -> EndpointSlice {
+    s.metadata.managed_fields = None;
+    s
+}
+
+/// Runs the EndpointSlice controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    cfg: Config,
+    metrics: ControllerMetrics,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    cfg.validate()?;
+    let queue = WorkQueue::new(Backoff {
+        base: Duration::from_secs(1),
+        max: Duration::from_secs(1000),
+        max_retries: 15,
+    });
+    let events = EventSink::new(
+        client.clone(),
+        "svcnet-endpointslice-controller",
+        cfg.instance.clone(),
+        metrics.clone(),
+    );
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        rcfg: cfg.reconciler(),
+        cfg,
+        caches: RwLock::new(Caches::default()),
+        book: Mutex::new(Book::default()),
+        tracker: Mutex::new(SliceTracker::default()),
+        queue: queue.clone(),
+        metrics,
+        events,
+    });
+    let timer = queue.spawn_timer();
+
+    let mut svc_rx = spawn_watch(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+        |s| s,
+    );
+    let mut pod_rx = spawn_watch(
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default(),
+        |p| PodInfo::from_pod(&p),
+    );
+    let mut node_rx = spawn_watch(
+        Api::<Node>::all(client.clone()),
+        watcher::Config::default(),
+        |n| NodeInfo::from_node(&n),
+    );
+    let slice_cfg = watcher::Config::default()
+        .labels(&format!("{LABEL_MANAGED_BY}={}", ctx.cfg.controller_name));
+    let mut slice_rx = spawn_watch(
+        Api::<EndpointSlice>::all(client.clone()),
+        slice_cfg,
+        strip_slice,
+    );
+
+    let mut synced = [false; 4];
+    let mut workers: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(c) = svc_rx.recv() => { synced[0] |= matches!(c, Change::Relist(_)); on_service(&ctx, c).await; }
+            Some(c) = pod_rx.recv() => { synced[1] |= matches!(c, Change::Relist(_)); on_pod(&ctx, c).await; }
+            Some(c) = node_rx.recv() => { synced[2] |= matches!(c, Change::Relist(_)); on_node(&ctx, c).await; }
+            Some(c) = slice_rx.recv() => { synced[3] |= matches!(c, Change::Relist(_)); on_slice(&ctx, c).await; }
+            else => break,
+        }
+        if workers.is_empty() && synced.iter().all(|s| *s) {
+            tracing::info!("endpointslice controller caches synced; starting workers");
+            let keys = ctx.caches.read().await.services.keys();
+            for k in keys {
+                ctx.queue.add(k).await;
+            }
+            for _ in 0..ctx.cfg.concurrent_syncs {
+                let ctx = ctx.clone();
+                workers.push(tokio::spawn(async move { worker(ctx).await }));
+            }
+        }
+    }
+    queue.shutdown().await;
+    timer.abort();
+    for w in workers {
+        w.abort();
+    }
+    Ok(())
+}
+
+async fn on_service(ctx: &Ctx, c: Change<Service>) {
+    let mut keys = Vec::new();
+    {
+        let mut caches = ctx.caches.write().await;
+        match c {
+            Change::Apply(s) => {
+                keys.push(ObjKey::of(&s));
+                caches.services.apply(s);
+            }
+            Change::Delete(s) => {
+                let k = ObjKey::of(&s);
+                caches.services.delete(&k);
+                keys.push(k);
+            }
+            Change::Relist(list) => {
+                let new: std::collections::HashSet<ObjKey> = list.iter().map(ObjKey::of).collect();
+                for k in caches.services.keys() {
+                    if !new.contains(&k) {
+                        caches.services.delete(&k);
+                        keys.push(k);
+                    }
+                }
+                for s in list {
+                    keys.push(ObjKey::of(&s));
+                    caches.services.apply(s);
+                }
+            }
+        }
+    }
+    for k in keys {
+        ctx.queue.add(k).await;
+    }
+}
+
+async fn on_pod(ctx: &Ctx, c: Change<PodInfo>) {
+    let mut keys = std::collections::HashSet::new();
+    {
+        let mut caches = ctx.caches.write().await;
+        let caches = &mut *caches;
+        match c {
+            Change::Apply(p) => {
+                let old = caches.pods.apply(p.clone());
+                keys.extend(services_for_pod_change(
+                    &caches.services,
+                    old.as_deref(),
+                    Some(&p),
+                ));
+            }
+            Change::Delete(p) => {
+                let old = caches
+                    .pods
+                    .delete(&ObjKey::new(p.namespace.clone(), p.name.clone()));
+                keys.extend(services_for_pod_change(
+                    &caches.services,
+                    old.as_deref().or(Some(&p)),
+                    None,
+                ));
+            }
+            Change::Relist(list) => {
+                let new: std::collections::HashSet<ObjKey> = list
+                    .iter()
+                    .map(|p| ObjKey::new(p.namespace.clone(), p.name.clone()))
+                    .collect();
+                for k in caches.pods.keys() {
+                    if !new.contains(&k) {
+                        if let Some(old) = caches.pods.delete(&k) {
+                            keys.extend(services_for_pod_change(
+                                &caches.services,
+                                Some(&old),
+                                None,
+                            ));
+                        }
+                    }
+                }
+                for p in list {
+                    let old = caches.pods.apply(p.clone());
+                    keys.extend(services_for_pod_change(
+                        &caches.services,
+                        old.as_deref(),
+                        Some(&p),
+                    ));
+                }
+            }
+        }
+    }
+    for k in keys {
+        ctx.queue.add_after(k, ctx.cfg.batch_period).await;
+    }
+}
+
+async fn on_node(ctx: &Ctx, c: Change<NodeInfo>) {
+    let mut caches = ctx.caches.write().await;
+    let changed = match c {
+        Change::Apply(n) => caches.nodes.insert(n.name.clone(), n.clone()).as_ref() != Some(&n),
+        Change::Delete(n) => caches.nodes.remove(&n.name).is_some(),
+        Change::Relist(list) => {
+            caches.nodes = list.into_iter().map(|n| (n.name.clone(), n)).collect();
+            true
+        }
+    };
+    if !changed || !ctx.cfg.topology_aware_hints {
+        return;
+    }
+    let overloaded = {
+        let mut book = ctx.book.lock().await;
+        book.topo.set_nodes(caches.nodes.values());
+        book.topo.overloaded_services()
+    };
+    drop(caches);
+    for k in overloaded {
+        if let Some((ns, name)) = k.split_once('/') {
+            ctx.queue.add(ObjKey::new(ns, name)).await;
+        }
+    }
+}
+
+async fn on_slice(ctx: &Ctx, c: Change<EndpointSlice>) {
+    let mut requeue = Vec::new();
+    {
+        let mut caches = ctx.caches.write().await;
+        let tracker = ctx.tracker.lock().await;
+        let handle =
+            |caches: &mut Caches, s: EndpointSlice, deleted: bool, requeue: &mut Vec<ObjKey>| {
+                let Some(owner) = slice_owner(&s) else { return };
+                let name = s.metadata.name.clone().unwrap_or_default();
+                let uid = s.metadata.uid.clone().unwrap_or_default();
+                let own = tracker.is_own_write(
+                    &owner.to_string(),
+                    &uid,
+                    if deleted {
+                        None
+                    } else {
+                        s.metadata.resource_version.as_deref()
+                    },
+                );
+                let entry = caches.slices.entry(owner.clone()).or_default();
+                if deleted {
+                    entry.remove(&name);
+                    if entry.is_empty() {
+                        caches.slices.remove(&owner);
+                    }
+                } else {
+                    entry.insert(name, Arc::new(s));
+                }
+                if !own {
+                    requeue.push(owner);
+                }
+            };
+        match c {
+            Change::Apply(s) => handle(&mut caches, s, false, &mut requeue),
+            Change::Delete(s) => handle(&mut caches, s, true, &mut requeue),
+            Change::Relist(list) => {
+                let old: Vec<ObjKey> = caches.slices.keys().cloned().collect();
+                caches.slices.clear();
+                requeue.extend(old);
+                for s in list {
+                    handle(&mut caches, s, false, &mut requeue);
+                }
+            }
+        }
+    }
+    let delay = ctx.cfg.batch_period.max(Duration::from_secs(1));
+    for k in requeue {
+        ctx.queue.add_after(k, delay).await;
+    }
+}
+
+async fn worker(ctx: Arc<Ctx>) {
+    while let Some(key) = ctx.queue.get().await {
+        let started = Instant::now();
+        let res = sync(&ctx, &key).await;
+        let took = started.elapsed();
+        match res {
+            Ok(()) => {
+                ctx.metrics.sync("success", took);
+                ctx.queue.forget(&key).await;
+            }
+            Err(e) => {
+                let stale = matches!(&e, Error::Retry(m) if m.starts_with("stale"));
+                ctx.metrics
+                    .sync(if stale { "stale" } else { "error" }, took);
+                tracing::debug!(service = %key, error = %e, "sync failed; retrying");
+                if !ctx.queue.add_rate_limited(key.clone()).await {
+                    tracing::warn!(service = %key, error = %e, "dropping service out of the queue");
+                }
+            }
+        }
+        ctx.queue.done(&key).await;
+        ctx.metrics.queue_depth.set(ctx.queue.len().await as i64);
+    }
+}
+
+/// Deletes every slice we manage for a Service that no longer exists.
+async fn cleanup_deleted(ctx: &Ctx, key: &ObjKey) -> Result<()> {
+    let slices: Vec<Arc<EndpointSlice>> = ctx
+        .caches
+        .read()
+        .await
+        .slices
+        .get(key)
+        .map(|m| m.values().cloned().collect())
+        .unwrap_or_default();
+    {
+        let mut book = ctx.book.lock().await;
+        book.trigger.delete_service(&key.namespace, &key.name);
+        book.topo.delete_service(&key.to_string());
+        book.diag.forget(&key.to_string());
+        book.totals.remove(key);
+        let (e, s) = book
+            .totals
+            .values()
+            .fold((0, 0), |a, v| (a.0 + v.0, a.1 + v.1));
+        ctx.metrics.endpoints_desired.set(e);
+        ctx.metrics.desired_slices.set(s);
+    }
+    if slices.is_empty() {
+        return Ok(());
+    }
+    let plan = SlicePlan {
+        deletes: slices.iter().map(|s| (**s).clone()).collect(),
+        ..Default::default()
+    };
+    apply_slice_plan(
+        &ctx.client,
+        &key.namespace,
+        &key.to_string(),
+        &plan,
+        &ctx.tracker,
+        &ctx.metrics,
+    )
+    .await
+}
+
+async fn sync(ctx: &Ctx, key: &ObjKey) -> Result<()> {
+    let owner = key.to_string();
+    let (svc, plan, diag_events) = {
+        let caches = ctx.caches.read().await;
+        let Some(svc) = caches.services.get(key) else {
+            drop(caches);
+            return cleanup_deleted(ctx, key).await;
+        };
+        let spec = svc.spec.clone().unwrap_or_default();
+        if spec.type_.as_deref() == Some("ExternalName") || spec.selector.is_none() {
+            return Ok(());
+        }
+        let selector = spec.selector.clone().unwrap_or_default();
+        let pods = caches.pods.select(&key.namespace, &selector);
+        let pod_refs: Vec<&PodInfo> = pods.iter().map(|p| p.as_ref()).collect();
+        let existing: Vec<EndpointSlice> = caches
+            .slices
+            .get(key)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter(|s| s.metadata.deletion_timestamp.is_none())
+            .map(|s| (**s).clone())
+            .collect();
+        let versions: Vec<SliceVersion> = existing
+            .iter()
+            .map(|s| SliceVersion {
+                uid: s.metadata.uid.clone().unwrap_or_default(),
+                resource_version: s.metadata.resource_version.clone().unwrap_or_default(),
+            })
+            .collect();
+        if ctx.tracker.lock().await.is_stale(&owner, &versions) {
+            return Err(Error::Retry(format!(
+                "stale EndpointSlice cache for Service {owner}"
+            )));
+        }
+        let mut book = ctx.book.lock().await;
+        let created = svc.metadata.creation_timestamp.as_ref().and_then(to_chrono);
+        let trigger_time = book
+            .trigger
+            .compute(&key.namespace, &key.name, created, &pod_refs);
+        let input = ServiceInput {
+            service: &svc,
+            pods: &pod_refs,
+            nodes: &caches.nodes,
+            existing: &existing,
+            trigger_time,
+        };
+        let plan = reconcile_service(&input, &ctx.rcfg, &mut book.topo);
+        book.totals.insert(
+            key.clone(),
+            (plan.endpoints_desired as i64, plan.slices_desired as i64),
+        );
+        let (e, s) = book
+            .totals
+            .values()
+            .fold((0, 0), |a, v| (a.0 + v.0, a.1 + v.1));
+        ctx.metrics.endpoints_desired.set(e);
+        ctx.metrics.desired_slices.set(s);
+        let diag_events = if ctx.cfg.diagnostics {
+            let findings = if pods.is_empty() {
+                let all = caches.pods.in_namespace(&key.namespace);
+                let refs: Vec<&PodInfo> = all.iter().map(|p| p.as_ref()).collect();
+                diagnose(&svc, &refs)
+            } else {
+                diagnose(&svc, &pod_refs)
+            };
+            book.diag.update(&owner, findings, Instant::now())
+        } else {
+            Vec::new()
+        };
+        (svc, plan, diag_events)
+    };
+
+    ctx.metrics
+        .endpoints_added
+        .observe(plan.endpoints_added as f64);
+    ctx.metrics
+        .endpoints_removed
+        .observe(plan.endpoints_removed as f64);
+    if !plan.is_noop() {
+        tracing::debug!(service = %owner, creates = plan.creates.len(), updates = plan.updates.len(), deletes = plan.deletes.len(), "applying EndpointSlice changes");
+    }
+    let reference = reference_to(svc.as_ref());
+    let applied = apply_slice_plan(
+        &ctx.client,
+        &key.namespace,
+        &owner,
+        &plan,
+        &ctx.tracker,
+        &ctx.metrics,
+    )
+    .await;
+    for ev in plan.events.iter().chain(diag_events.iter()) {
+        ctx.events.emit(&reference, ev).await;
+    }
+    if let Err(e) = applied {
+        ctx.events
+            .emit(
+                &reference,
+                &EventSpec::warning(
+                    "FailedToUpdateEndpointSlices",
+                    format!("Error updating Endpoint Slices for Service {owner}: {e}"),
+                ),
+            )
+            .await;
+        return Err(e);
+    }
+    if !plan.errors.is_empty() {
+        return Err(Error::Retry(plan.errors.join("; ")));
+    }
+    Ok(())
+}
