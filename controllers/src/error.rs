@@ -6,6 +6,44 @@ pub enum Error {
     /// A call to the Kubernetes API failed.
     #[error("kubernetes API call failed: {0}")]
     Kube(#[from] kube::Error),
+
+    /// A configuration value (flag) cannot be used.
+    #[error("invalid {flag} {value:?}: {reason}")]
+    InvalidConfig {
+        /// The flag.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// IPAM could not give a Service what it needs (range full, value taken or out of range,
+    /// invalid request). The user has been told through an Event.
+    #[error("{message}")]
+    Allocation {
+        /// Stable metric label / Event reason family (`full`, `already_allocated`, …).
+        reason: &'static str,
+        /// Human-readable explanation.
+        message: String,
+    },
+
+    /// A transient condition (a concurrent writer won, a value is being claimed by another
+    /// worker); the work is retried shortly.
+    #[error("retry: {0}")]
+    Retry(String),
+}
+
+impl Error {
+    /// A short, stable label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "api",
+            Error::InvalidConfig { .. } => "invalid_config",
+            Error::Allocation { reason, .. } => reason,
+            Error::Retry(_) => "retry",
+        }
+    }
 }
 
 /// `Result` with this crate's [`Error`].

@@ -1,1 +1,60 @@
-//! (module under construction)
+//! Service IPAM: ClusterIPs, NodePorts, health-check NodePorts and LoadBalancer IPs.
+//!
+//! # Who allocates
+//! On a real kube-apiserver Services arrive with `clusterIPs` and `nodePort`s already set: this
+//! controller *adopts* them (claims them, see below) and reports duplicates and out-of-range values
+//! as Events (`ClusterIPAlreadyAllocated`, `ClusterIPOutOfRange`, `PortAlreadyAllocated`,
+//! `PortOutOfRange`). On an API server that leaves them empty (our embedded server, generic
+//! control planes) it *allocates* them, with upstream's semantics ([`plan`]). The rule is per
+//! Service and per field: an empty field that must be filled is filled, a filled one is adopted.
+//! LoadBalancer IPs (from [`crds::LoadBalancerIPPool`]s) are always ours to allocate.
+//!
+//! # Durability: one claim object per allocated value
+//! Every allocated value is an object in the API, created atomically:
+//!
+//! * a [`crds::ServiceIPClaim`] named by the address ([`crds::ServiceIPClaim::name_for`]) for
+//!   every ClusterIP and LoadBalancer IP, with `parentRefs` naming the Service(s) by namespace,
+//!   name and UID;
+//! * a [`crds::NodePortClaim`] named by the port number for every nodePort and
+//!   healthCheckNodePort (one number serving TCP and UDP of one Service is one claim).
+//!
+//! This is upstream's `networking.k8s.io/v1` `IPAddress` design. Uniqueness comes from the API
+//! server's name uniqueness: a `create` that fails with `409 AlreadyExists` means the value is
+//! taken, so two replicas racing (e.g. both believing they lead during a fail-over) can never both
+//! win a value. Allocations survive restarts because they *are* API objects: on start the
+//! controller lists the claims before it reconciles any Service. A claim is written **before** the
+//! Service that uses it; if the Service write then fails (conflict, crash), the Service's next
+//! reconcile reuses its unreferenced claim, and the repair loop ([`repair`]) deletes any claim no
+//! live Service references after 3 consecutive detections and a 60 s grace period (upstream's
+//! numbers; both configurable). Shared LoadBalancer IPs keep several `parentRefs`, updated with
+//! compare-and-swap on `resourceVersion`; the last holder's release deletes the claim.
+//!
+//! A compare-and-swap ledger per range (one object holding a bitmap) was rejected: every
+//! allocation would contend on one object (a 5,000-Service burst serialises on its
+//! resourceVersion), and one object's size caps the range.
+//!
+//! # Structure
+//! * [`model`] — the allocation-relevant parts of a Service, converted at the boundary.
+//! * [`plan`] — pure planning (ClusterIP families, node ports, LoadBalancer pools and sharing).
+//! * [`state`] — in-memory index of claims + bitmaps (from the `ipam` crate) to pick candidates.
+//! * [`claims`] — API operations on claim objects.
+//! * [`reconcile`] — plan → claim → write Service (update with resourceVersion; LB status via
+//!   merge patch on `/status`) → release.
+//! * [`controller`] — watches, work queue, workers; [`repair`] — leaks, pool status, metrics.
+//!
+//! Writes never use server-side apply (our embedded API server refuses it).
+
+pub mod claims;
+pub mod config;
+pub mod controller;
+pub mod metrics;
+pub mod model;
+pub mod plan;
+pub mod queue;
+pub mod reconcile;
+pub mod repair;
+pub mod state;
+
+pub use config::{parse_service_cidrs, IpamConfig};
+pub use controller::{run, Ipam};
+pub use metrics::IpamMetrics;

@@ -1,0 +1,441 @@
+//! The running controller: watches feeding in-memory stores, a work queue of Service keys,
+//! worker tasks running [`Ipam::reconcile`], the repair loop and the pool-status / metrics loop.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crds::{LoadBalancerIPPool, NodePortClaim, ServiceIPClaim};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::{Mutex, RwLock};
+use tokio::task::JoinSet;
+
+use crate::ipam::claims::ClaimApi;
+use crate::ipam::config::IpamConfig;
+use crate::ipam::metrics::IpamMetrics;
+use crate::ipam::model::{Family, SvcView};
+use crate::ipam::plan::load_balancer::PoolView;
+use crate::ipam::queue::WorkQueue;
+use crate::ipam::state::AllocState;
+use crate::runtime::admin::Readiness;
+use crate::runtime::events::EventRecorder;
+use crate::{Error, Result};
+
+/// Shared state of the IPAM controller.
+pub struct Ipam {
+    pub(crate) client: Client,
+    pub(crate) cfg: IpamConfig,
+    pub(crate) families: Vec<Family>,
+    pub(crate) state: Mutex<AllocState>,
+    pub(crate) services: RwLock<HashMap<String, Arc<Service>>>,
+    pub(crate) namespaces: RwLock<HashMap<String, BTreeMap<String, String>>>,
+    pub(crate) pools: RwLock<Vec<PoolView>>,
+    pub(crate) raw_pools: RwLock<HashMap<String, LoadBalancerIPPool>>,
+    /// Service after its last successful reconcile, by UID (the "before" of the next one).
+    pub(crate) last: Mutex<HashMap<String, SvcView>>,
+    /// UIDs of deleted Services by key, whose claims are released on the key's next reconcile.
+    pub(crate) tombstones: Mutex<HashMap<String, Vec<String>>>,
+    pub(crate) queue: WorkQueue,
+    pub(crate) recorder: EventRecorder,
+    pub(crate) metrics: IpamMetrics,
+    pub(crate) claims: ClaimApi,
+}
+
+impl Ipam {
+    /// Builds the controller state (no I/O).
+    pub fn new(client: Client, cfg: IpamConfig, metrics: IpamMetrics) -> Result<Arc<Self>> {
+        let state = AllocState::new(&cfg)?;
+        Ok(Arc::new(Ipam {
+            recorder: EventRecorder::new(client.clone(), "svcnet-ipam", cfg.instance.clone()),
+            claims: ClaimApi::new(client.clone()),
+            families: cfg.families(),
+            client,
+            cfg,
+            state: Mutex::new(state),
+            services: RwLock::new(HashMap::new()),
+            namespaces: RwLock::new(HashMap::new()),
+            pools: RwLock::new(Vec::new()),
+            raw_pools: RwLock::new(HashMap::new()),
+            last: Mutex::new(HashMap::new()),
+            tombstones: Mutex::new(HashMap::new()),
+            queue: WorkQueue::default(),
+            metrics,
+        }))
+    }
+
+    pub(crate) fn cidr_of(&self, f: Family) -> Option<String> {
+        self.cfg
+            .service_cidrs
+            .iter()
+            .find(|c| crate::ipam::model::family_of(c.network()) == f)
+            .map(ToString::to_string)
+    }
+
+    async fn tombstone(&self, key: String, uid: Option<String>) {
+        if let Some(uid) = uid {
+            self.tombstones
+                .lock()
+                .await
+                .entry(key)
+                .or_default()
+                .push(uid);
+        }
+    }
+}
+
+fn svc_key(s: &Service) -> String {
+    format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any())
+}
+
+/// A watch stream with the default backoff; relists are delivered as Init/InitApply/InitDone.
+fn watch<K>(api: Api<K>) -> impl futures::Stream<Item = Result<Event<K>, watcher::Error>>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    watcher::watcher(api, watcher::Config::default()).default_backoff()
+}
+
+async fn watch_services(ipam: Arc<Ipam>, synced: tokio::sync::mpsc::Sender<&'static str>) {
+    let api: Api<Service> = Api::all(ipam.client.clone());
+    let mut stream = std::pin::pin!(watch(api));
+    let mut buffer: HashMap<String, Arc<Service>> = HashMap::new();
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(Event::Init) => buffer.clear(),
+            Ok(Event::InitApply(s)) => {
+                buffer.insert(svc_key(&s), Arc::new(s));
+            }
+            Ok(Event::InitDone) => {
+                let fresh = std::mem::take(&mut buffer);
+                let removed: Vec<(String, Option<String>)> = {
+                    let mut store = ipam.services.write().await;
+                    let removed = store
+                        .iter()
+                        .filter(|(k, old)| {
+                            fresh.get(*k).map(|n| n.metadata.uid.clone())
+                                != Some(old.metadata.uid.clone())
+                        })
+                        .map(|(k, old)| (k.clone(), old.metadata.uid.clone()))
+                        .collect();
+                    *store = fresh;
+                    removed
+                };
+                for (k, uid) in removed {
+                    ipam.tombstone(k, uid).await;
+                }
+                let keys: Vec<String> = ipam.services.read().await.keys().cloned().collect();
+                for k in keys {
+                    ipam.queue.add(k).await;
+                }
+                let _ = synced.send("services").await;
+            }
+            Ok(Event::Apply(s)) => {
+                let key = svc_key(&s);
+                let prev = ipam
+                    .services
+                    .write()
+                    .await
+                    .insert(key.clone(), Arc::new(s.clone()));
+                if let Some(prev) = prev {
+                    if prev.metadata.uid != s.metadata.uid {
+                        ipam.tombstone(key.clone(), prev.metadata.uid.clone()).await;
+                    }
+                }
+                ipam.queue.add(key).await;
+            }
+            Ok(Event::Delete(s)) => {
+                let key = svc_key(&s);
+                {
+                    let mut store = ipam.services.write().await;
+                    if store.get(&key).map(|o| o.metadata.uid.clone())
+                        == Some(s.metadata.uid.clone())
+                    {
+                        store.remove(&key);
+                    }
+                }
+                ipam.tombstone(key.clone(), s.metadata.uid.clone()).await;
+                ipam.queue.add(key).await;
+            }
+            Err(err) => tracing::warn!(%err, "service watch error"),
+        }
+    }
+}
+
+async fn watch_ip_claims(ipam: Arc<Ipam>, synced: tokio::sync::mpsc::Sender<&'static str>) {
+    let mut stream = std::pin::pin!(watch(ipam.claims.ip_api().clone()));
+    let mut buffer = Vec::new();
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(Event::Init) => buffer.clear(),
+            Ok(Event::InitApply(c)) => buffer.push(c),
+            Ok(Event::InitDone) => {
+                let list = std::mem::take(&mut buffer);
+                {
+                    let mut st = ipam.state.lock().await;
+                    let ports: Vec<NodePortClaim> = Vec::new();
+                    // Reset only the IP side: re-apply port claims as they are.
+                    let known_ports: Vec<(u16, crate::ipam::state::PortClaimInfo)> =
+                        st.all_ports().map(|(p, i)| (*p, i.clone())).collect();
+                    st.reset(&list, &ports);
+                    for (p, i) in known_ports {
+                        st.set_port(p, i);
+                    }
+                }
+                let _ = synced.send("serviceipclaims").await;
+            }
+            Ok(Event::Apply(c)) => ipam.state.lock().await.apply_ip_claim(&c),
+            Ok(Event::Delete(c)) => {
+                if let Some(ip) = ServiceIPClaim::ip_from_name(&c.name_any()) {
+                    ipam.state.lock().await.remove_ip(ip);
+                }
+            }
+            Err(err) => tracing::warn!(%err, "serviceipclaim watch error"),
+        }
+    }
+}
+
+async fn watch_port_claims(ipam: Arc<Ipam>, synced: tokio::sync::mpsc::Sender<&'static str>) {
+    let mut stream = std::pin::pin!(watch(ipam.claims.port_api().clone()));
+    let mut buffer: Vec<NodePortClaim> = Vec::new();
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(Event::Init) => buffer.clear(),
+            Ok(Event::InitApply(c)) => buffer.push(c),
+            Ok(Event::InitDone) => {
+                let list = std::mem::take(&mut buffer);
+                {
+                    let mut st = ipam.state.lock().await;
+                    let stale: Vec<u16> = st.all_ports().map(|(p, _)| *p).collect();
+                    for p in stale {
+                        st.remove_port(p);
+                    }
+                    for c in &list {
+                        st.apply_port_claim(c);
+                    }
+                }
+                let _ = synced.send("nodeportclaims").await;
+            }
+            Ok(Event::Apply(c)) => ipam.state.lock().await.apply_port_claim(&c),
+            Ok(Event::Delete(c)) => {
+                if let Some(p) = NodePortClaim::port_from_name(&c.name_any()) {
+                    ipam.state.lock().await.remove_port(p);
+                }
+            }
+            Err(err) => tracing::warn!(%err, "nodeportclaim watch error"),
+        }
+    }
+}
+
+async fn watch_pools(ipam: Arc<Ipam>, synced: tokio::sync::mpsc::Sender<&'static str>) {
+    let api: Api<LoadBalancerIPPool> = Api::all(ipam.client.clone());
+    let mut stream = std::pin::pin!(watch(api).applied_objects_or_init(&ipam).boxed());
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(PoolEvent::Synced) => {
+                let _ = synced.send("loadbalancerippools").await;
+            }
+            Ok(PoolEvent::Changed) => {
+                // Pools changed: Services waiting for an address may now get one.
+                let waiting: Vec<String> = ipam.services.read().await.keys().cloned().collect();
+                for k in waiting {
+                    ipam.queue.add(k).await;
+                }
+            }
+            Err(err) => tracing::warn!(%err, "pool watch error"),
+        }
+    }
+}
+
+/// What the pool watch reports.
+enum PoolEvent {
+    Synced,
+    Changed,
+}
+
+trait PoolStreamExt {
+    fn applied_objects_or_init(
+        self,
+        ipam: &Arc<Ipam>,
+    ) -> futures::stream::BoxStream<'static, Result<PoolEvent, watcher::Error>>;
+}
+
+impl<S> PoolStreamExt for S
+where
+    S: futures::Stream<Item = Result<Event<LoadBalancerIPPool>, watcher::Error>> + Send + 'static,
+{
+    fn applied_objects_or_init(
+        self,
+        ipam: &Arc<Ipam>,
+    ) -> futures::stream::BoxStream<'static, Result<PoolEvent, watcher::Error>> {
+        let ipam = ipam.clone();
+        let buffer = Arc::new(Mutex::new(HashMap::<String, LoadBalancerIPPool>::new()));
+        self.and_then(move |ev| {
+            let ipam = ipam.clone();
+            let buffer = buffer.clone();
+            async move {
+                let mut raw = ipam.raw_pools.write().await;
+                let out = match ev {
+                    Event::Init => {
+                        buffer.lock().await.clear();
+                        return Ok(None);
+                    }
+                    Event::InitApply(p) => {
+                        buffer.lock().await.insert(p.name_any(), p);
+                        return Ok(None);
+                    }
+                    Event::InitDone => {
+                        *raw = std::mem::take(&mut *buffer.lock().await);
+                        PoolEvent::Synced
+                    }
+                    Event::Apply(p) => {
+                        raw.insert(p.name_any(), p);
+                        PoolEvent::Changed
+                    }
+                    Event::Delete(p) => {
+                        raw.remove(&p.name_any());
+                        PoolEvent::Changed
+                    }
+                };
+                let mut views: Vec<PoolView> = raw.values().map(PoolView::from_pool).collect();
+                views.sort_by(|a, b| a.name.cmp(&b.name));
+                *ipam.pools.write().await = views;
+                Ok(Some(out))
+            }
+        })
+        .try_filter_map(|x| async move { Ok(x) })
+        .boxed()
+    }
+}
+
+async fn watch_namespaces(ipam: Arc<Ipam>, synced: tokio::sync::mpsc::Sender<&'static str>) {
+    let api: Api<Namespace> = Api::all(ipam.client.clone());
+    let mut stream = std::pin::pin!(watch(api));
+    let mut buffer = HashMap::new();
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(Event::Init) => buffer.clear(),
+            Ok(Event::InitApply(n)) => {
+                buffer.insert(n.name_any(), n.labels().clone());
+            }
+            Ok(Event::InitDone) => {
+                *ipam.namespaces.write().await = std::mem::take(&mut buffer);
+                let _ = synced.send("namespaces").await;
+            }
+            Ok(Event::Apply(n)) => {
+                let changed = ipam
+                    .namespaces
+                    .write()
+                    .await
+                    .insert(n.name_any(), n.labels().clone())
+                    .as_ref()
+                    != Some(n.labels());
+                if changed {
+                    let keys: Vec<String> = ipam
+                        .services
+                        .read()
+                        .await
+                        .keys()
+                        .filter(|k| k.starts_with(&format!("{}/", n.name_any())))
+                        .cloned()
+                        .collect();
+                    for k in keys {
+                        ipam.queue.add(k).await;
+                    }
+                }
+            }
+            Ok(Event::Delete(n)) => {
+                ipam.namespaces.write().await.remove(&n.name_any());
+            }
+            Err(err) => tracing::warn!(%err, "namespace watch error"),
+        }
+    }
+}
+
+/// Per-key retry backoff: 250 ms doubling to 30 s.
+fn backoff(failures: u32) -> Duration {
+    let ms = 250u64.saturating_mul(1u64 << failures.min(7));
+    Duration::from_millis(ms.min(30_000))
+}
+
+async fn worker(ipam: Arc<Ipam>, failures: Arc<Mutex<HashMap<String, u32>>>) {
+    loop {
+        let key = ipam.queue.next().await;
+        let span = tracing::info_span!("reconcile", service = %key);
+        let res = tracing::Instrument::instrument(ipam.reconcile(&key), span).await;
+        match res {
+            Ok(()) => {
+                failures.lock().await.remove(&key);
+            }
+            Err(err) => {
+                let n = {
+                    let mut f = failures.lock().await;
+                    let n = f.entry(key.clone()).or_insert(0);
+                    *n += 1;
+                    *n
+                };
+                if !matches!(err, Error::Retry(_)) {
+                    ipam.metrics.error(err.metric_label());
+                }
+                match &err {
+                    Error::Retry(_) => tracing::debug!(%err, "retrying"),
+                    Error::Allocation { .. } => tracing::info!(%err, "allocation failed"),
+                    _ => tracing::warn!(%err, "reconcile failed"),
+                }
+                ipam.queue.add_after(key.clone(), backoff(n));
+            }
+        }
+        ipam.queue.done(&key).await;
+    }
+}
+
+/// Runs the IPAM controller until the future is dropped (on losing leadership) or a watch
+/// stream ends. `ready` is set once all caches are synced and workers run.
+pub async fn run(ipam: Arc<Ipam>, ready: Readiness) -> Result<()> {
+    let mut tasks = JoinSet::new();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    tasks.spawn(watch_ip_claims(ipam.clone(), tx.clone()));
+    tasks.spawn(watch_port_claims(ipam.clone(), tx.clone()));
+    tasks.spawn(watch_pools(ipam.clone(), tx.clone()));
+    tasks.spawn(watch_namespaces(ipam.clone(), tx.clone()));
+    // Services last, so the first reconciles see the claims.
+    let mut synced = std::collections::HashSet::new();
+    while synced.len() < 4 {
+        match rx.recv().await {
+            Some(what) => {
+                synced.insert(what);
+            }
+            None => return Err(Error::Retry("watches ended before syncing".to_string())),
+        }
+    }
+    tasks.spawn(watch_services(ipam.clone(), tx.clone()));
+    while !synced.contains("services") {
+        match rx.recv().await {
+            Some(what) => {
+                synced.insert(what);
+            }
+            None => {
+                return Err(Error::Retry(
+                    "service watch ended before syncing".to_string(),
+                ))
+            }
+        }
+    }
+    tracing::info!("IPAM caches synced; starting workers");
+    let failures = Arc::new(Mutex::new(HashMap::new()));
+    for _ in 0..ipam.cfg.workers.max(1) {
+        tasks.spawn(worker(ipam.clone(), failures.clone()));
+    }
+    tasks.spawn(crate::ipam::repair::repair_loop(ipam.clone()));
+    tasks.spawn(crate::ipam::repair::status_loop(ipam.clone()));
+    ready.set_ready(true);
+    // Drain later sync notifications (relists) so senders never block.
+    tasks.spawn(async move { while rx.recv().await.is_some() {} });
+    // Any task ending is unexpected: report it (the caller restarts us).
+    let res = tasks.join_next().await;
+    ready.set_ready(false);
+    Err(Error::Retry(format!("IPAM task ended: {res:?}")))
+}

@@ -1,0 +1,558 @@
+//! The repair loop and the pool-status / metrics loop.
+//!
+//! **Leaks.** A claim is leaked when none of its holders is a live Service that references the
+//! value (in `spec.clusterIPs`, a `nodePort`, `healthCheckNodePort`, or
+//! `status.loadBalancer.ingress`). Like upstream's repair controllers, a leaked claim is released
+//! only after it was seen leaked on [`IpamConfig::leak_strikes`](super::config::IpamConfig)
+//! consecutive runs *and* is at least [`leak_grace`](super::config::IpamConfig) old, so a claim
+//! created a moment before its Service is written is never mistaken for a leak.
+//!
+//! **Duplicates / adoption.** Every run also re-queues every Service: a Service whose address has
+//! no claim gets one (adoption after a restart, or of values a real apiserver allocated), and a
+//! Service whose address is claimed by another gets a `ClusterIPAlreadyAllocated` /
+//! `PortAlreadyAllocated` Event.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crds::{
+    Condition, IpPurpose, LoadBalancerIPPool, LoadBalancerIPPoolStatus, NodePortClaim,
+    ServiceIPClaim, ServiceRef,
+};
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource};
+
+use crate::ipam::controller::Ipam;
+use crate::ipam::model::SvcView;
+use crate::ipam::plan::load_balancer::{overlaps, overlaps_net, PoolView};
+
+/// A claimed value, for leak detection.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Value {
+    /// An IP claim.
+    Ip(IpAddr),
+    /// A node-port claim.
+    Port(u16),
+}
+
+/// Whether Service `v` references `value`.
+pub fn references(v: &SvcView, value: &Value) -> bool {
+    match value {
+        Value::Ip(ip) => v
+            .cluster_ips
+            .iter()
+            .chain(v.lb_ingress_ips.iter())
+            .any(|s| s.parse::<IpAddr>().ok() == Some(*ip)),
+        Value::Port(p) => {
+            let p = i32::from(*p);
+            v.ports.iter().any(|x| x.node_port == p) || v.health_check_node_port == p
+        }
+    }
+}
+
+/// Whether a claim on `value` held by `parents` is leaked, given live Services by UID.
+pub fn is_leaked(value: &Value, parents: &[ServiceRef], live: &HashMap<String, SvcView>) -> bool {
+    !parents
+        .iter()
+        .any(|p| live.get(&p.uid).is_some_and(|v| references(v, value)))
+}
+
+/// Leak bookkeeping for one run: returns the values to release now. `strikes` carries the
+/// consecutive detection counts between runs (values no longer leaked are dropped from it).
+pub fn leak_decisions(
+    claims: &[(Value, Vec<ServiceRef>, Option<Timestamp>)],
+    live: &HashMap<String, SvcView>,
+    strikes: &mut HashMap<Value, u32>,
+    needed_strikes: u32,
+    grace: Duration,
+    now: Timestamp,
+) -> Vec<Value> {
+    let mut seen = HashMap::new();
+    let mut release = Vec::new();
+    for (value, parents, created) in claims {
+        if !is_leaked(value, parents, live) {
+            continue;
+        }
+        let n = strikes.get(value).copied().unwrap_or(0) + 1;
+        seen.insert(value.clone(), n);
+        let old_enough = created.is_none_or(|c| {
+            now.duration_since(c)
+                .try_into()
+                .is_ok_and(|d: Duration| d >= grace)
+        });
+        if n >= needed_strikes && old_enough {
+            release.push(value.clone());
+        }
+    }
+    *strikes = seen;
+    release
+}
+
+fn now() -> Timestamp {
+    Timestamp::now()
+}
+
+/// Runs leak repair every `repair_interval` and re-queues every Service.
+pub async fn repair_loop(ipam: Arc<Ipam>) {
+    let mut strikes: HashMap<Value, u32> = HashMap::new();
+    let mut tick = tokio::time::interval(ipam.cfg.repair_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let live: HashMap<String, SvcView> = ipam
+            .services
+            .read()
+            .await
+            .values()
+            .filter_map(|s| SvcView::from_service(s))
+            .map(|v| (v.uid.clone(), v))
+            .collect();
+        let claims: Vec<(Value, Vec<ServiceRef>, Option<Timestamp>)> = {
+            let st = ipam.state.lock().await;
+            st.all_ips()
+                .map(|(ip, i)| (Value::Ip(*ip), i.parents.clone(), i.created))
+                .chain(
+                    st.all_ports()
+                        .map(|(p, i)| (Value::Port(*p), vec![i.parent.clone()], i.created)),
+                )
+                .collect()
+        };
+        let release = leak_decisions(
+            &claims,
+            &live,
+            &mut strikes,
+            ipam.cfg.leak_strikes,
+            ipam.cfg.leak_grace,
+            now(),
+        );
+        for value in release {
+            if let Err(err) = release_leak(&ipam, &value, &live).await {
+                tracing::warn!(%err, ?value, "failed to release leaked claim");
+            } else {
+                strikes.remove(&value);
+            }
+        }
+        let keys: Vec<String> = ipam.services.read().await.keys().cloned().collect();
+        for k in keys {
+            ipam.queue.add(k).await;
+        }
+    }
+}
+
+async fn release_leak(
+    ipam: &Ipam,
+    value: &Value,
+    live: &HashMap<String, SvcView>,
+) -> crate::Result<()> {
+    // Re-read the claim and re-check, then delete with its resourceVersion as precondition.
+    match value {
+        Value::Ip(ip) => {
+            let Some(claim) = ipam
+                .claims
+                .ip_api()
+                .get_opt(&ServiceIPClaim::name_for(*ip))
+                .await?
+            else {
+                ipam.state.lock().await.remove_ip(*ip);
+                return Ok(());
+            };
+            if !is_leaked(value, &claim.spec.parent_refs, live) {
+                return Ok(());
+            }
+            ipam.claims.delete_ip_if_unchanged(&claim).await?;
+            ipam.state.lock().await.remove_ip(*ip);
+            let kind = match claim.spec.purpose {
+                IpPurpose::ClusterIP => "ClusterIP",
+                IpPurpose::LoadBalancer => "LoadBalancer IP",
+            };
+            report(
+                ipam,
+                claim.object_ref(&()),
+                &format!(
+                    "{kind} {ip} appears to have leaked (no Service references it): cleaning up"
+                ),
+            )
+            .await;
+        }
+        Value::Port(p) => {
+            let Some(claim) = ipam
+                .claims
+                .port_api()
+                .get_opt(&NodePortClaim::name_for(*p))
+                .await?
+            else {
+                ipam.state.lock().await.remove_port(*p);
+                return Ok(());
+            };
+            if !is_leaked(value, std::slice::from_ref(&claim.spec.parent_ref), live) {
+                return Ok(());
+            }
+            ipam.claims.delete_port_if_unchanged(&claim).await?;
+            ipam.state.lock().await.remove_port(*p);
+            report(
+                ipam,
+                claim.object_ref(&()),
+                &format!(
+                    "node port {p} appears to have leaked (no Service references it): cleaning up"
+                ),
+            )
+            .await;
+        }
+    }
+    ipam.metrics.leaks_released.inc();
+    Ok(())
+}
+
+async fn report(ipam: &Ipam, obj: ObjectReference, msg: &str) {
+    tracing::info!(msg, "repair");
+    ipam.recorder.warning(&obj, "ClaimLeaked", msg).await;
+}
+
+/// Condition types on pools.
+pub mod conditions {
+    /// The pool parses and serves addresses.
+    pub const READY: &str = "Ready";
+    /// The pool overlaps another pool or the Service CIDR.
+    pub const OVERLAP: &str = "Overlap";
+    /// No free address is left.
+    pub const EXHAUSTED: &str = "Exhausted";
+}
+
+fn cond(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    prev: Option<&LoadBalancerIPPoolStatus>,
+    now: &str,
+) -> Condition {
+    let status = if ok { "True" } else { "False" }.to_string();
+    // Keep the transition time while the status does not change.
+    let last = prev
+        .and_then(|p| p.conditions.iter().find(|c| c.type_ == type_))
+        .filter(|c| c.status == status)
+        .and_then(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.to_string());
+    Condition {
+        type_: type_.to_string(),
+        status,
+        reason: reason.to_string(),
+        message,
+        last_transition_time: Some(last),
+        observed_generation: generation,
+    }
+}
+
+/// The status a pool should have.
+pub fn pool_status(
+    pool: &PoolView,
+    used: u64,
+    overlapping: &[String],
+    overlaps_service_cidr: bool,
+    prev: Option<&LoadBalancerIPPoolStatus>,
+    now: &str,
+) -> LoadBalancerIPPoolStatus {
+    let size = i64::try_from(pool.size()).unwrap_or(i64::MAX);
+    let used = i64::try_from(used).unwrap_or(i64::MAX);
+    let g = pool.generation;
+    let ready = if !pool.errors.is_empty() {
+        cond(
+            conditions::READY,
+            false,
+            "InvalidRange",
+            pool.errors.join("; "),
+            g,
+            prev,
+            now,
+        )
+    } else if pool.spec.disabled {
+        cond(
+            conditions::READY,
+            false,
+            "Disabled",
+            "the pool is disabled; assigned addresses stay assigned".into(),
+            g,
+            prev,
+            now,
+        )
+    } else if size == 0 {
+        cond(
+            conditions::READY,
+            false,
+            "Empty",
+            "the pool has no addresses".into(),
+            g,
+            prev,
+            now,
+        )
+    } else {
+        cond(
+            conditions::READY,
+            true,
+            "Valid",
+            "the pool serves addresses".into(),
+            g,
+            prev,
+            now,
+        )
+    };
+    let mut what: Vec<String> = overlapping.iter().map(|p| format!("pool {p}")).collect();
+    if overlaps_service_cidr {
+        what.push("the Service CIDR".to_string());
+    }
+    let overlap = if what.is_empty() {
+        cond(
+            conditions::OVERLAP,
+            false,
+            "NoOverlap",
+            String::new(),
+            g,
+            prev,
+            now,
+        )
+    } else {
+        cond(
+            conditions::OVERLAP,
+            true,
+            "Overlapping",
+            format!("addresses overlap with {}; an address is never handed out twice, but pools compete for it", what.join(", ")),
+            g,
+            prev,
+            now,
+        )
+    };
+    let exhausted = cond(
+        conditions::EXHAUSTED,
+        size > 0 && used >= size,
+        if size > 0 && used >= size {
+            "NoFreeAddresses"
+        } else {
+            "FreeAddresses"
+        },
+        format!("{used} of {size} addresses in use"),
+        g,
+        prev,
+        now,
+    );
+    LoadBalancerIPPoolStatus {
+        size,
+        used,
+        free: (size - used).max(0),
+        observed_generation: g,
+        conditions: vec![ready, overlap, exhausted],
+    }
+}
+
+/// Every few seconds: range / pool metrics, and pool status written when it changed.
+pub async fn status_loop(ipam: Arc<Ipam>) {
+    let period = ipam.cfg.repair_interval.min(Duration::from_secs(5));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let api: Api<LoadBalancerIPPool> = Api::all(ipam.client.clone());
+    loop {
+        tick.tick().await;
+        let pools = ipam.pools.read().await.clone();
+        let used: Vec<u64> = {
+            let st = ipam.state.lock().await;
+            for r in st.ranges() {
+                ipam.metrics
+                    .set_range("cluster_ip", &r.cidr().to_string(), r.size(), r.used());
+            }
+            let pr = st.port_range();
+            ipam.metrics.set_range(
+                "node_port",
+                &format!("{}-{}", pr.first(), pr.last()),
+                pr.size(),
+                pr.used(),
+            );
+            pools.iter().map(|p| st.pool_used(&p.name)).collect()
+        };
+        let pairs = overlaps(&pools);
+        let raw = ipam.raw_pools.read().await.clone();
+        let stamp = now().to_string();
+        for (pool, used) in pools.iter().zip(used) {
+            ipam.metrics.set_range(
+                "load_balancer",
+                &pool.name,
+                u64::try_from(pool.size()).unwrap_or(u64::MAX),
+                used,
+            );
+            let others: Vec<String> = pairs
+                .iter()
+                .filter_map(|(a, b)| {
+                    if *a == pool.name {
+                        Some(b.clone())
+                    } else if *b == pool.name {
+                        Some(a.clone())
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            let cidr_overlap = ipam.cfg.service_cidrs.iter().any(|c| overlaps_net(pool, c));
+            let prev = raw.get(&pool.name).and_then(|p| p.status.clone());
+            let want = pool_status(pool, used, &others, cidr_overlap, prev.as_ref(), &stamp);
+            if prev.as_ref() != Some(&want) {
+                let patch = serde_json::json!({ "status": want });
+                if let Err(err) = api
+                    .patch_status(&pool.name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    tracing::warn!(%err, pool = %pool.name, "failed to write pool status");
+                } else if let Some(p) = ipam.raw_pools.write().await.get_mut(&pool.name) {
+                    p.status = Some(want);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipam::model::fixtures::svc;
+    use crate::ipam::model::SvcType;
+    use crds::LoadBalancerIPPoolSpec;
+
+    fn r(uid: &str) -> ServiceRef {
+        ServiceRef {
+            namespace: "default".into(),
+            name: uid.into(),
+            uid: format!("uid-{uid}"),
+        }
+    }
+
+    #[test]
+    fn leak_needs_three_strikes_and_grace() {
+        let ip = Value::Ip("10.0.0.10".parse().unwrap());
+        let port = Value::Port(30080);
+        let t0 = Timestamp::from_second(1_000_000).unwrap();
+        let live: HashMap<String, SvcView> = [svc("a")
+            .ips(&["10.0.0.10"])
+            .typ(SvcType::NodePort)
+            .port(80, "TCP", 30080)]
+        .into_iter()
+        .map(|v| (v.uid.clone(), v))
+        .collect();
+        // Held by a live Service that references them: never leaked.
+        let claims = vec![
+            (ip.clone(), vec![r("a")], Some(t0)),
+            (port.clone(), vec![r("a")], Some(t0)),
+        ];
+        let mut strikes = HashMap::new();
+        for _ in 0..5 {
+            let out = leak_decisions(&claims, &live, &mut strikes, 3, Duration::from_secs(60), t0);
+            assert!(out.is_empty());
+        }
+        // Held by a Service that is gone (upstream TestRepairLeak: freed on the 3rd run).
+        let leaked = vec![(
+            Value::Ip("10.0.0.11".parse().unwrap()),
+            vec![r("gone")],
+            Some(t0),
+        )];
+        let later = Timestamp::from_second(1_000_100).unwrap();
+        let mut strikes = HashMap::new();
+        assert!(leak_decisions(
+            &leaked,
+            &live,
+            &mut strikes,
+            3,
+            Duration::from_secs(60),
+            later
+        )
+        .is_empty());
+        assert!(leak_decisions(
+            &leaked,
+            &live,
+            &mut strikes,
+            3,
+            Duration::from_secs(60),
+            later
+        )
+        .is_empty());
+        assert_eq!(
+            leak_decisions(
+                &leaked,
+                &live,
+                &mut strikes,
+                3,
+                Duration::from_secs(60),
+                later
+            )
+            .len(),
+            1
+        );
+        // Young claims wait for the grace period even after enough strikes.
+        let young = vec![(Value::Port(30001), vec![r("gone")], Some(t0))];
+        let mut strikes = HashMap::new();
+        for _ in 0..5 {
+            assert!(
+                leak_decisions(&young, &live, &mut strikes, 3, Duration::from_secs(60), t0)
+                    .is_empty()
+            );
+        }
+        // A live holder that does not reference the value (its write never landed) leaks too.
+        let unreferenced = vec![(Value::Port(30002), vec![r("a")], Some(t0))];
+        let mut strikes = HashMap::new();
+        let mut released = 0;
+        for _ in 0..3 {
+            released +=
+                leak_decisions(&unreferenced, &live, &mut strikes, 3, Duration::ZERO, t0).len();
+        }
+        assert_eq!(released, 1);
+        // Shared LB address: leaked only when no holder references it.
+        let mut lb = svc("b");
+        lb.lb_ingress_ips = vec!["192.0.2.1".into()];
+        let live2: HashMap<String, SvcView> = [(lb.uid.clone(), lb)].into();
+        let shared = Value::Ip("192.0.2.1".parse().unwrap());
+        assert!(!is_leaked(&shared, &[r("gone"), r("b")], &live2));
+        assert!(is_leaked(&shared, &[r("gone")], &live2));
+    }
+
+    #[test]
+    fn pool_status_conditions() {
+        let mut raw = LoadBalancerIPPool::new(
+            "p",
+            LoadBalancerIPPoolSpec {
+                cidrs: vec!["192.0.2.0/30".into()],
+                ..Default::default()
+            },
+        );
+        let view = PoolView::from_pool(&raw);
+        let st = pool_status(&view, 4, &["q".into()], false, None, "t1");
+        assert_eq!((st.size, st.used, st.free), (4, 4, 0));
+        let by = |t: &str| st.conditions.iter().find(|c| c.type_ == t).unwrap().clone();
+        assert_eq!(by(conditions::READY).status, "True");
+        assert_eq!(by(conditions::OVERLAP).status, "True");
+        assert!(by(conditions::OVERLAP).message.contains("pool q"));
+        assert_eq!(by(conditions::EXHAUSTED).status, "True");
+        // Unchanged status keeps its transition time; a change takes the new time.
+        let st2 = pool_status(&view, 1, &["q".into()], false, Some(&st), "t2");
+        let c = |s: &LoadBalancerIPPoolStatus, t: &str| {
+            s.conditions.iter().find(|c| c.type_ == t).unwrap().clone()
+        };
+        assert_eq!(
+            c(&st2, conditions::READY).last_transition_time.as_deref(),
+            Some("t1")
+        );
+        assert_eq!(
+            c(&st2, conditions::EXHAUSTED)
+                .last_transition_time
+                .as_deref(),
+            Some("t2")
+        );
+        // Broken entries make the pool not Ready.
+        raw.spec.cidrs.push("garbage".into());
+        let st3 = pool_status(&PoolView::from_pool(&raw), 0, &[], true, None, "t3");
+        assert_eq!(c(&st3, conditions::READY).status, "False");
+        assert_eq!(c(&st3, conditions::READY).reason, "InvalidRange");
+        assert!(c(&st3, conditions::OVERLAP)
+            .message
+            .contains("Service CIDR"));
+    }
+}
