@@ -5,7 +5,10 @@
 //!
 //! * [`desired`] — the pure layer (caps, skip rules, invalid-IP events, recycling).
 
+pub mod controller;
 pub mod desired;
+
+pub use controller::{run, Config};
 
 #[cfg(test)]
 mod tests;

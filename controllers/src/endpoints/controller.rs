@@ -1,0 +1,420 @@
+//! The Endpoints controller process.
+//!
+//! ```text
+//! pub async fn run(client: kube::Client, cfg: Config, metrics: ControllerMetrics,
+//!                  shutdown: impl Future<Output = ()> + Send) -> crate::Result<()>
+//! ```
+//! `metrics` comes from `ControllerMetrics::register(&mut registry, "svcnet_endpoints")`.
+//! Writes are create / replace-with-resourceVersion / delete.
+
+use super::desired::{reconcile_endpoints, EndpointsAction, ANNOTATION_LEADER};
+use crate::endpointslice::apply::{
+    is_namespace_terminating, is_not_found, reference_to, EventSink,
+};
+use crate::endpointslice::index::{
+    services_for_pod_change, spawn_watch, Change, ObjKey, PodIndex, ServiceIndex,
+};
+use crate::endpointslice::metrics::ControllerMetrics;
+use crate::endpointslice::model::{to_chrono, PodInfo};
+use crate::endpointslice::plan::EventSpec;
+use crate::endpointslice::queue::{Backoff, WorkQueue};
+use crate::endpointslice::trigger::TriggerTimeTracker;
+use crate::{Error, Result};
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use kube::api::{DeleteParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, RwLock};
+
+/// Endpoints controller settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `--concurrent-endpoint-syncs`.
+    pub concurrent_syncs: usize,
+    /// `--endpoint-updates-batch-period`.
+    pub batch_period: Duration,
+    /// Reporting instance for Events.
+    pub instance: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            concurrent_syncs: 5,
+            batch_period: Duration::ZERO,
+            instance: None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Caches {
+    services: ServiceIndex,
+    pods: PodIndex,
+    endpoints: HashMap<ObjKey, Arc<Endpoints>>,
+}
+
+struct Ctx {
+    client: Client,
+    cfg: Config,
+    caches: RwLock<Caches>,
+    trigger: Mutex<TriggerTimeTracker>,
+    /// resourceVersions we replaced: a cache still showing one is stale.
+    replaced: Mutex<HashMap<ObjKey, String>>,
+    queue: WorkQueue<ObjKey>,
+    metrics: ControllerMetrics,
+    events: EventSink,
+}
+
+fn strip(mut e: Endpoints) -> Endpoints {
+    e.metadata.managed_fields = None;
+    e
+}
+
+/// Runs the Endpoints controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    cfg: Config,
+    metrics: ControllerMetrics,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    if !(1..=50).contains(&cfg.concurrent_syncs) {
+        return Err(Error::InvalidConfig {
+            flag: "--concurrent-endpoint-syncs",
+            value: cfg.concurrent_syncs.to_string(),
+            reason: "must be between 1 and 50".into(),
+        });
+    }
+    let queue = WorkQueue::new(Backoff {
+        base: Duration::from_millis(5),
+        max: Duration::from_secs(1000),
+        max_retries: 15,
+    });
+    let events = EventSink::new(
+        client.clone(),
+        "svcnet-endpoint-controller",
+        cfg.instance.clone(),
+        metrics.clone(),
+    );
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        cfg,
+        caches: RwLock::new(Caches::default()),
+        trigger: Mutex::new(TriggerTimeTracker::default()),
+        replaced: Mutex::new(HashMap::new()),
+        queue: queue.clone(),
+        metrics,
+        events,
+    });
+    let timer = queue.spawn_timer();
+    let mut svc_rx = spawn_watch(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+        |s| s,
+    );
+    let mut pod_rx = spawn_watch(
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default(),
+        |p| PodInfo::from_pod(&p),
+    );
+    let mut ep_rx = spawn_watch(
+        Api::<Endpoints>::all(client.clone()),
+        watcher::Config::default(),
+        strip,
+    );
+    let mut synced = [false; 3];
+    let mut workers = Vec::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(c) = svc_rx.recv() => { synced[0] |= matches!(c, Change::Relist(_)); on_service(&ctx, c).await; }
+            Some(c) = pod_rx.recv() => { synced[1] |= matches!(c, Change::Relist(_)); on_pod(&ctx, c).await; }
+            Some(c) = ep_rx.recv() => { synced[2] |= matches!(c, Change::Relist(_)); on_endpoints(&ctx, c).await; }
+            else => break,
+        }
+        if workers.is_empty() && synced.iter().all(|s| *s) {
+            let (svcs, leftovers) = {
+                let c = ctx.caches.read().await;
+                let leftovers: Vec<ObjKey> = c
+                    .endpoints
+                    .iter()
+                    .filter(|(_, e)| {
+                        !e.metadata
+                            .annotations
+                            .as_ref()
+                            .is_some_and(|a| a.contains_key(ANNOTATION_LEADER))
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                (c.services.keys(), leftovers)
+            };
+            for k in svcs.into_iter().chain(leftovers) {
+                ctx.queue.add(k).await;
+            }
+            for _ in 0..ctx.cfg.concurrent_syncs {
+                let ctx = ctx.clone();
+                workers.push(tokio::spawn(async move { worker(ctx).await }));
+            }
+        }
+    }
+    queue.shutdown().await;
+    timer.abort();
+    for w in workers {
+        w.abort();
+    }
+    Ok(())
+}
+
+async fn on_service(ctx: &Ctx, c: Change<Service>) {
+    let mut keys = Vec::new();
+    {
+        let mut caches = ctx.caches.write().await;
+        match c {
+            Change::Apply(s) => {
+                keys.push(ObjKey::of(&s));
+                caches.services.apply(s);
+            }
+            Change::Delete(s) => {
+                let k = ObjKey::of(&s);
+                caches.services.delete(&k);
+                keys.push(k);
+            }
+            Change::Relist(list) => {
+                let new: HashSet<ObjKey> = list.iter().map(ObjKey::of).collect();
+                for k in caches.services.keys() {
+                    if !new.contains(&k) {
+                        caches.services.delete(&k);
+                        keys.push(k);
+                    }
+                }
+                for s in list {
+                    keys.push(ObjKey::of(&s));
+                    caches.services.apply(s);
+                }
+            }
+        }
+    }
+    for k in keys {
+        ctx.queue.add(k).await;
+    }
+}
+
+async fn on_pod(ctx: &Ctx, c: Change<PodInfo>) {
+    let mut keys = HashSet::new();
+    {
+        let mut guard = ctx.caches.write().await;
+        let caches = &mut *guard;
+        match c {
+            Change::Apply(p) => {
+                let old = caches.pods.apply(p.clone());
+                keys.extend(services_for_pod_change(
+                    &caches.services,
+                    old.as_deref(),
+                    Some(&p),
+                ));
+            }
+            Change::Delete(p) => {
+                let old = caches
+                    .pods
+                    .delete(&ObjKey::new(p.namespace.clone(), p.name.clone()));
+                keys.extend(services_for_pod_change(
+                    &caches.services,
+                    old.as_deref().or(Some(&p)),
+                    None,
+                ));
+            }
+            Change::Relist(list) => {
+                let new: HashSet<ObjKey> = list
+                    .iter()
+                    .map(|p| ObjKey::new(p.namespace.clone(), p.name.clone()))
+                    .collect();
+                for k in caches.pods.keys() {
+                    if !new.contains(&k) {
+                        if let Some(old) = caches.pods.delete(&k) {
+                            keys.extend(services_for_pod_change(
+                                &caches.services,
+                                Some(&old),
+                                None,
+                            ));
+                        }
+                    }
+                }
+                for p in list {
+                    let old = caches.pods.apply(p.clone());
+                    keys.extend(services_for_pod_change(
+                        &caches.services,
+                        old.as_deref(),
+                        Some(&p),
+                    ));
+                }
+            }
+        }
+    }
+    for k in keys {
+        ctx.queue.add_after(k, ctx.cfg.batch_period).await;
+    }
+}
+
+async fn on_endpoints(ctx: &Ctx, c: Change<Endpoints>) {
+    let mut keys = Vec::new();
+    {
+        let mut caches = ctx.caches.write().await;
+        match c {
+            Change::Apply(e) => {
+                caches.endpoints.insert(ObjKey::of(&e), Arc::new(e));
+            }
+            Change::Delete(e) => {
+                let k = ObjKey::of(&e);
+                caches.endpoints.remove(&k);
+                keys.push(k);
+            }
+            Change::Relist(list) => {
+                let new: HashMap<ObjKey, Arc<Endpoints>> = list
+                    .into_iter()
+                    .map(|e| (ObjKey::of(&e), Arc::new(e)))
+                    .collect();
+                keys.extend(
+                    caches
+                        .endpoints
+                        .keys()
+                        .filter(|k| !new.contains_key(*k))
+                        .cloned(),
+                );
+                caches.endpoints = new;
+            }
+        }
+    }
+    for k in keys {
+        ctx.queue.add(k).await;
+    }
+}
+
+async fn worker(ctx: Arc<Ctx>) {
+    while let Some(key) = ctx.queue.get().await {
+        let started = Instant::now();
+        let res = sync(&ctx, &key).await;
+        match res {
+            Ok(()) => {
+                ctx.metrics.sync("success", started.elapsed());
+                ctx.queue.forget(&key).await;
+            }
+            Err(e) => {
+                let stale = matches!(&e, Error::Retry(m) if m.starts_with("stale"));
+                ctx.metrics
+                    .sync(if stale { "stale" } else { "error" }, started.elapsed());
+                tracing::debug!(service = %key, error = %e, "endpoints sync failed; retrying");
+                ctx.queue.add_rate_limited(key.clone()).await;
+            }
+        }
+        ctx.queue.done(&key).await;
+    }
+}
+
+async fn sync(ctx: &Ctx, key: &ObjKey) -> Result<()> {
+    let api: Api<Endpoints> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let (svc, pods, existing) = {
+        let caches = ctx.caches.read().await;
+        let svc = caches.services.get(key);
+        let pods = match svc
+            .as_ref()
+            .and_then(|s| s.spec.as_ref())
+            .and_then(|s| s.selector.as_ref())
+        {
+            Some(sel) => caches.pods.select(&key.namespace, sel),
+            None => Vec::new(),
+        };
+        (svc, pods, caches.endpoints.get(key).cloned())
+    };
+    let Some(svc) = svc else {
+        ctx.trigger
+            .lock()
+            .await
+            .delete_service(&key.namespace, &key.name);
+        ctx.replaced.lock().await.remove(key);
+        return match api.delete(&key.name, &DeleteParams::default()).await {
+            Ok(_) => {
+                ctx.metrics.change("delete");
+                Ok(())
+            }
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(Error::Kube(e)),
+        };
+    };
+    let spec = svc.spec.clone().unwrap_or_default();
+    if spec.type_.as_deref() == Some("ExternalName") || spec.selector.is_none() {
+        return Ok(());
+    }
+    if let Some(cur) = &existing {
+        let mut replaced = ctx.replaced.lock().await;
+        match (replaced.get(key), cur.metadata.resource_version.as_ref()) {
+            (Some(old), Some(rv)) if old == rv => {
+                return Err(Error::Retry(format!(
+                    "stale Endpoints cache for {key}: resourceVersion {rv} already replaced"
+                )));
+            }
+            (Some(_), _) => {
+                replaced.remove(key);
+            }
+            _ => {}
+        }
+    }
+    let refs: Vec<&PodInfo> = pods.iter().map(|p| p.as_ref()).collect();
+    let created = svc.metadata.creation_timestamp.as_ref().and_then(to_chrono);
+    let trigger = ctx
+        .trigger
+        .lock()
+        .await
+        .compute(&key.namespace, &key.name, created, &refs);
+    let action = reconcile_endpoints(&svc, &refs, existing.as_deref(), trigger);
+    let pp = PostParams::default();
+    let result = match &action {
+        EndpointsAction::None => return Ok(()),
+        EndpointsAction::Create(e) => match api.create(&pp, e).await {
+            Ok(_) => {
+                ctx.metrics.change("create");
+                Ok(())
+            }
+            Err(err) if is_namespace_terminating(&err) => return Ok(()),
+            Err(err) => Err((
+                "FailedToCreateEndpoint",
+                format!("Failed to create endpoint for service {key}: {err}"),
+                err,
+            )),
+        },
+        EndpointsAction::Update(e) => match api.replace(&key.name, &pp, e).await {
+            Ok(updated) => {
+                ctx.metrics.change("update");
+                let old = existing
+                    .as_ref()
+                    .and_then(|x| x.metadata.resource_version.clone());
+                if let Some(old) = old {
+                    if updated.metadata.resource_version.as_ref() != Some(&old) {
+                        ctx.replaced.lock().await.insert(key.clone(), old);
+                    }
+                }
+                Ok(())
+            }
+            Err(err) => Err((
+                "FailedToUpdateEndpoint",
+                format!("Failed to update endpoint {key}: {err}"),
+                err,
+            )),
+        },
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err((reason, msg, err)) => {
+            if let EndpointsAction::Create(e) | EndpointsAction::Update(e) = &action {
+                let mut r = reference_to(e);
+                r.namespace = Some(key.namespace.clone());
+                ctx.events.emit(&r, &EventSpec::warning(reason, msg)).await;
+            }
+            Err(Error::Kube(err))
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! The EndpointSlice mirroring controller process.
+//!
+//! ```text
+//! pub async fn run(client: kube::Client, cfg: Config, metrics: ControllerMetrics,
+//!                  shutdown: impl Future<Output = ()> + Send) -> crate::Result<()>
+//! ```
+//! `metrics` comes from `ControllerMetrics::register(&mut registry, "svcnet_endpointslice_mirroring")`.
+
+use super::desired::{reconcile_mirror, should_mirror, MirrorConfig, MIRRORING_CONTROLLER_NAME};
+use crate::endpointslice::apply::{apply_slice_plan, reference_to, EventSink};
+use crate::endpointslice::index::{spawn_watch, Change, ObjKey};
+use crate::endpointslice::metrics::ControllerMetrics;
+use crate::endpointslice::plan::SlicePlan;
+use crate::endpointslice::queue::{Backoff, WorkQueue};
+use crate::endpointslice::reconcile::{LABEL_MANAGED_BY, LABEL_SERVICE_NAME};
+use crate::endpointslice::tracker::{SliceTracker, SliceVersion};
+use crate::{Error, Result};
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, RwLock};
+
+/// Mirroring controller settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `--mirroring-max-endpoints-per-subset` (1..=1000).
+    pub max_endpoints_per_subset: usize,
+    /// `--mirroring-concurrent-service-endpoint-syncs`.
+    pub concurrent_syncs: usize,
+    /// `--mirroring-endpointslice-updates-batch-period`.
+    pub batch_period: Duration,
+    /// managed-by value.
+    pub controller_name: String,
+    /// Reporting instance for Events.
+    pub instance: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_endpoints_per_subset: 1000,
+            concurrent_syncs: 5,
+            batch_period: Duration::ZERO,
+            controller_name: MIRRORING_CONTROLLER_NAME.into(),
+            instance: None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Caches {
+    services: HashMap<ObjKey, Arc<Service>>,
+    endpoints: HashMap<ObjKey, Arc<Endpoints>>,
+    slices: HashMap<ObjKey, BTreeMap<String, Arc<EndpointSlice>>>,
+}
+
+struct Ctx {
+    client: Client,
+    cfg: Config,
+    mcfg: MirrorConfig,
+    caches: RwLock<Caches>,
+    tracker: Mutex<SliceTracker>,
+    queue: WorkQueue<ObjKey>,
+    metrics: ControllerMetrics,
+    events: EventSink,
+}
+
+/// Runs the mirroring controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    cfg: Config,
+    metrics: ControllerMetrics,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    if !(1..=1000).contains(&cfg.max_endpoints_per_subset) {
+        return Err(Error::InvalidConfig {
+            flag: "--mirroring-max-endpoints-per-subset",
+            value: cfg.max_endpoints_per_subset.to_string(),
+            reason: "must be between 1 and 1000".into(),
+        });
+    }
+    let queue = WorkQueue::new(Backoff {
+        base: Duration::from_secs(1),
+        max: Duration::from_secs(100),
+        max_retries: 15,
+    });
+    let events = EventSink::new(
+        client.clone(),
+        "svcnet-endpointslice-mirroring-controller",
+        cfg.instance.clone(),
+        metrics.clone(),
+    );
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        mcfg: MirrorConfig {
+            max_endpoints_per_subset: cfg.max_endpoints_per_subset,
+            controller_name: cfg.controller_name.clone(),
+        },
+        cfg,
+        caches: RwLock::new(Caches::default()),
+        tracker: Mutex::new(SliceTracker::default()),
+        queue: queue.clone(),
+        metrics,
+        events,
+    });
+    let timer = queue.spawn_timer();
+    let strip_svc = |mut s: Service| {
+        s.metadata.managed_fields = None;
+        s
+    };
+    let strip_ep = |mut e: Endpoints| {
+        e.metadata.managed_fields = None;
+        e
+    };
+    let strip_slice = |mut e: EndpointSlice| {
+        e.metadata.managed_fields = None;
+        e
+    };
+    let mut svc_rx = spawn_watch(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+        strip_svc,
+    );
+    let mut ep_rx = spawn_watch(
+        Api::<Endpoints>::all(client.clone()),
+        watcher::Config::default(),
+        strip_ep,
+    );
+    let scfg = watcher::Config::default()
+        .labels(&format!("{LABEL_MANAGED_BY}={}", ctx.cfg.controller_name));
+    let mut slice_rx = spawn_watch(Api::<EndpointSlice>::all(client.clone()), scfg, strip_slice);
+    let mut synced = [false; 3];
+    let mut workers = Vec::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(c) = svc_rx.recv() => { synced[0] |= matches!(c, Change::Relist(_)); on_keyed(&ctx, c, |c, k, v| { match v { Some(s) => { c.services.insert(k, Arc::new(s)); } None => { c.services.remove(&k); } } }, |c| c.services.keys().cloned().collect()).await; }
+            Some(c) = ep_rx.recv() => { synced[1] |= matches!(c, Change::Relist(_)); on_keyed(&ctx, c, |c, k, v| { match v { Some(e) => { c.endpoints.insert(k, Arc::new(e)); } None => { c.endpoints.remove(&k); } } }, |c| c.endpoints.keys().cloned().collect()).await; }
+            Some(c) = slice_rx.recv() => { synced[2] |= matches!(c, Change::Relist(_)); on_slice(&ctx, c).await; }
+            else => break,
+        }
+        if workers.is_empty() && synced.iter().all(|s| *s) {
+            let keys: Vec<ObjKey> = {
+                let c = ctx.caches.read().await;
+                c.endpoints.keys().chain(c.slices.keys()).cloned().collect()
+            };
+            for k in keys {
+                ctx.queue.add(k).await;
+            }
+            for _ in 0..ctx.cfg.concurrent_syncs {
+                let ctx = ctx.clone();
+                workers.push(tokio::spawn(async move { worker(ctx).await }));
+            }
+        }
+    }
+    queue.shutdown().await;
+    timer.abort();
+    for w in workers {
+        w.abort();
+    }
+    Ok(())
+}
+
+async fn on_keyed<T: kube::Resource>(
+    ctx: &Ctx,
+    c: Change<T>,
+    set: impl Fn(&mut Caches, ObjKey, Option<T>),
+    keys: impl Fn(&Caches) -> Vec<ObjKey>,
+) {
+    let mut queued = Vec::new();
+    {
+        let mut caches = ctx.caches.write().await;
+        match c {
+            Change::Apply(o) => {
+                let k = ObjKey::of(&o);
+                queued.push(k.clone());
+                set(&mut caches, k, Some(o));
+            }
+            Change::Delete(o) => {
+                let k = ObjKey::of(&o);
+                queued.push(k.clone());
+                set(&mut caches, k, None);
+            }
+            Change::Relist(list) => {
+                let new: std::collections::HashSet<ObjKey> = list.iter().map(ObjKey::of).collect();
+                for k in keys(&caches) {
+                    if !new.contains(&k) {
+                        set(&mut caches, k.clone(), None);
+                        queued.push(k);
+                    }
+                }
+                for o in list {
+                    let k = ObjKey::of(&o);
+                    queued.push(k.clone());
+                    set(&mut caches, k, Some(o));
+                }
+            }
+        }
+    }
+    for k in queued {
+        ctx.queue.add(k).await;
+    }
+}
+
+async fn on_slice(ctx: &Ctx, c: Change<EndpointSlice>) {
+    let mut requeue = Vec::new();
+    {
+        let mut caches = ctx.caches.write().await;
+        let tracker = ctx.tracker.lock().await;
+        let handle = |caches: &mut Caches,
+                      s: EndpointSlice,
+                      deleted: bool,
+                      requeue: &mut Vec<ObjKey>| {
+            let Some(owner) = s
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_SERVICE_NAME))
+                .map(|n| ObjKey::new(s.metadata.namespace.clone().unwrap_or_default(), n.clone()))
+            else {
+                return;
+            };
+            let name = s.metadata.name.clone().unwrap_or_default();
+            let uid = s.metadata.uid.clone().unwrap_or_default();
+            let rv = if deleted {
+                None
+            } else {
+                s.metadata.resource_version.as_deref()
+            };
+            if !tracker.is_own_write(&owner.to_string(), &uid, rv) {
+                requeue.push(owner.clone());
+            }
+            let entry = caches.slices.entry(owner.clone()).or_default();
+            if deleted {
+                entry.remove(&name);
+                if entry.is_empty() {
+                    caches.slices.remove(&owner);
+                }
+            } else {
+                entry.insert(name, Arc::new(s));
+            }
+        };
+        match c {
+            Change::Apply(s) => handle(&mut caches, s, false, &mut requeue),
+            Change::Delete(s) => handle(&mut caches, s, true, &mut requeue),
+            Change::Relist(list) => {
+                requeue.extend(caches.slices.keys().cloned());
+                caches.slices.clear();
+                for s in list {
+                    handle(&mut caches, s, false, &mut requeue);
+                }
+            }
+        }
+    }
+    for k in requeue {
+        ctx.queue
+            .add_after(k, ctx.cfg.batch_period.max(Duration::from_secs(1)))
+            .await;
+    }
+}
+
+async fn worker(ctx: Arc<Ctx>) {
+    while let Some(key) = ctx.queue.get().await {
+        let started = Instant::now();
+        match sync(&ctx, &key).await {
+            Ok(()) => {
+                ctx.metrics.sync("success", started.elapsed());
+                ctx.queue.forget(&key).await;
+            }
+            Err(e) => {
+                let stale = matches!(&e, Error::Retry(m) if m.starts_with("stale"));
+                ctx.metrics
+                    .sync(if stale { "stale" } else { "error" }, started.elapsed());
+                tracing::debug!(endpoints = %key, error = %e, "mirroring sync failed; retrying");
+                ctx.queue.add_rate_limited(key.clone()).await;
+            }
+        }
+        ctx.queue.done(&key).await;
+    }
+}
+
+async fn sync(ctx: &Ctx, key: &ObjKey) -> Result<()> {
+    let owner = key.to_string();
+    let (svc, ep, slices) = {
+        let c = ctx.caches.read().await;
+        let slices: Vec<EndpointSlice> = c
+            .slices
+            .get(key)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter(|s| s.metadata.deletion_timestamp.is_none())
+            .map(|s| (**s).clone())
+            .collect();
+        (
+            c.services.get(key).cloned(),
+            c.endpoints.get(key).cloned(),
+            slices,
+        )
+    };
+    let plan = if should_mirror(ep.as_deref(), svc.as_deref()) {
+        let versions: Vec<SliceVersion> = slices
+            .iter()
+            .map(|s| SliceVersion {
+                uid: s.metadata.uid.clone().unwrap_or_default(),
+                resource_version: s.metadata.resource_version.clone().unwrap_or_default(),
+            })
+            .collect();
+        if ctx.tracker.lock().await.is_stale(&owner, &versions) {
+            return Err(Error::Retry(format!(
+                "stale EndpointSlice cache for Endpoints {owner}"
+            )));
+        }
+        let Some(ep) = ep.as_deref() else {
+            return Ok(());
+        };
+        reconcile_mirror(ep, &slices, &ctx.mcfg)
+    } else {
+        SlicePlan {
+            deletes: slices,
+            ..Default::default()
+        }
+    };
+    apply_slice_plan(
+        &ctx.client,
+        &key.namespace,
+        &owner,
+        &plan,
+        &ctx.tracker,
+        &ctx.metrics,
+    )
+    .await?;
+    if let Some(ep) = ep.as_deref() {
+        let reference = reference_to(ep);
+        for ev in &plan.events {
+            ctx.events.emit(&reference, ev).await;
+        }
+    }
+    Ok(())
+}
