@@ -36,7 +36,7 @@ pub const VERSION: &str = "v1alpha1";
 /// Label put on every claim object svcnet's IPAM controller creates.
 pub const MANAGED_BY_LABEL: &str = "svcnet.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`] on claims.
-pub const MANAGED_BY_IPAM: &str = "svcnet.io/ipam-controller";
+pub const MANAGED_BY_IPAM: &str = "svcnet-ipam-controller";
 /// Label with the IP family (`IPv4` / `IPv6`) of a [`ServiceIPClaim`].
 pub const IP_FAMILY_LABEL: &str = "svcnet.io/ip-family";
 /// Label with the purpose of a claim (see [`IpPurpose`], [`PortPurpose`]).

@@ -1,0 +1,710 @@
+//! End-to-end tests of svcnet's IPAM controller against the harness's API server (embedded by
+//! default; a real control plane with `KUBEBUILDER_ASSETS` / `E2E_KUBECONFIG`). The controller runs
+//! in-process; "killing" it aborts its task mid-flight, which is what a crash looks like to the API.
+//!
+//! Contracts asserted: every Service that needs an address has one, all are unique and in range,
+//! every value has exactly one claim, conflicts and exhaustion are reported as Events. On a real
+//! apiserver ClusterIPs and NodePorts are allocated by the apiserver and adopted by svcnet; the
+//! assertions hold either way.
+//!
+//! No root needed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use controllers::ipam::{Ipam, IpamConfig, IpamMetrics};
+use controllers::runtime::admin::Readiness;
+use crds::{LoadBalancerIPPool, NodePortClaim, ServiceIPClaim};
+use e2e::harness::{wait_until, TestEnv};
+use futures::{stream, StreamExt};
+use k8s_openapi::api::core::v1::{Event, Service};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in crds::all() {
+        match api.create(&PostParams::default(), &crd).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => panic!("installing CRD: {e}"),
+        }
+    }
+    let claims: Api<ServiceIPClaim> = Api::all(client.clone());
+    let pools: Api<LoadBalancerIPPool> = Api::all(client.clone());
+    let ports: Api<NodePortClaim> = Api::all(client.clone());
+    wait_until("CRDs served", WAIT, || async {
+        claims.list(&ListParams::default()).await.is_ok()
+            && pools.list(&ListParams::default()).await.is_ok()
+            && ports.list(&ListParams::default()).await.is_ok()
+    })
+    .await
+    .expect("CRDs are served");
+}
+
+fn config(cidrs: &[&str]) -> IpamConfig {
+    IpamConfig {
+        service_cidrs: cidrs
+            .iter()
+            .map(|c| c.parse().expect("valid CIDR"))
+            .collect(),
+        default_lb_class: false,
+        workers: 8,
+        repair_interval: Duration::from_millis(300),
+        leak_grace: Duration::from_secs(1),
+        ..Default::default()
+    }
+}
+
+/// A running in-process controller; aborted (like a crash) when dropped.
+struct Controller(JoinHandle<()>);
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn start_controller(client: &Client, cfg: IpamConfig) -> Controller {
+    let ipam = Ipam::new(client.clone(), cfg, IpamMetrics::default()).expect("valid config");
+    let handle = tokio::spawn(async move {
+        let _ = controllers::ipam::run(ipam, Readiness::default()).await;
+    });
+    Controller(handle)
+}
+
+async fn setup(cidrs: &[&str]) -> (TestEnv, e2e::harness::TestNamespace, Api<Service>) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+    let env = TestEnv::start().await.expect("test env");
+    install_crds(&env.client()).await;
+    let ns = env.namespace("ipam").await.expect("namespace");
+    let api: Api<Service> = Api::namespaced(env.client(), ns.name());
+    let _ = cidrs;
+    (env, ns, api)
+}
+
+fn svc(name: &str, spec: serde_json::Value) -> Service {
+    let mut spec = spec;
+    if spec.get("ports").is_none() && spec.get("type") != Some(&json!("ExternalName")) {
+        spec["ports"] = json!([{"name": "http", "port": 80, "protocol": "TCP"}]);
+    }
+    if spec.get("selector").is_none() {
+        spec["selector"] = json!({"app": name});
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("valid service")
+}
+
+fn cluster_ips(s: &Service) -> Vec<String> {
+    s.spec
+        .as_ref()
+        .and_then(|s| s.cluster_ips.clone())
+        .unwrap_or_default()
+}
+
+fn node_ports(s: &Service) -> Vec<i32> {
+    s.spec
+        .as_ref()
+        .and_then(|s| s.ports.clone())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| p.node_port)
+        .collect()
+}
+
+async fn events_for(client: &Client, ns: &str, name: &str) -> Vec<(String, String)> {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    api.list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(name))
+        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
+}
+
+/// Polls `f` every 50 ms until it yields a value, or panics after [`WAIT`].
+async fn poll<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_event(client: &Client, ns: &str, name: &str, reason: &str) -> String {
+    poll(&format!("event {reason} on {name}"), || async {
+        events_for(client, ns, name)
+            .await
+            .into_iter()
+            .find(|(r, _)| r == reason)
+            .map(|(_, m)| m)
+    })
+    .await
+}
+
+async fn all_allocated(api: &Api<Service>, n: usize) -> Vec<Service> {
+    poll(&format!("{n} services allocated"), || async {
+        let items = api.list(&ListParams::default()).await.ok()?.items;
+        let done = items.len() == n
+            && items.iter().all(|s| {
+                let spec = s.spec.as_ref();
+                !cluster_ips(s).is_empty()
+                    && (spec.and_then(|s| s.type_.as_deref()) != Some("NodePort")
+                        || node_ports(s).len()
+                            == spec.and_then(|s| s.ports.as_ref()).map_or(0, Vec::len))
+            });
+        done.then_some(items)
+    })
+    .await
+}
+
+/// `addr` inside `cidr` ("a.b.c.d/n" or IPv6).
+fn in_cidr(addr: IpAddr, cidr: &str) -> bool {
+    let (net, len) = cidr.split_once('/').expect("CIDR");
+    let net: IpAddr = net.parse().expect("network");
+    let len: u32 = len.parse().expect("prefix");
+    let bits = |ip: IpAddr| -> (u128, u32) {
+        match ip {
+            IpAddr::V4(v) => (u128::from(u32::from(v)), 32),
+            IpAddr::V6(v) => (u128::from(v), 128),
+        }
+    };
+    let ((a, wa), (n, wn)) = (bits(addr), bits(net));
+    if wa != wn {
+        return false;
+    }
+    let shift = wa - len;
+    shift >= 128 || (a >> shift) == (n >> shift)
+}
+
+fn assert_unique_in_range(items: &[Service], cidrs: &[&str]) {
+    let mut ips = HashSet::new();
+    let mut ports = HashSet::new();
+    for s in items {
+        for ip in cluster_ips(s) {
+            let addr: IpAddr = ip.parse().expect("valid IP");
+            assert!(cidrs.iter().any(|c| in_cidr(addr, c)), "{ip} out of range");
+            assert!(ips.insert(addr), "duplicate ClusterIP {ip}");
+        }
+        let mine: HashSet<i32> = node_ports(s).into_iter().collect();
+        for p in mine {
+            assert!((30000..=32767).contains(&p), "nodePort {p} out of range");
+            assert!(ports.insert(p), "duplicate nodePort {p}");
+        }
+    }
+}
+
+async fn claim_counts(client: &Client) -> (usize, usize) {
+    let ips: Api<ServiceIPClaim> = Api::all(client.clone());
+    let ports: Api<NodePortClaim> = Api::all(client.clone());
+    (
+        ips.list(&ListParams::default())
+            .await
+            .map(|l| l.items.len())
+            .unwrap_or(usize::MAX),
+        ports
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items.len())
+            .unwrap_or(usize::MAX),
+    )
+}
+
+async fn create_many(api: &Api<Service>, names: Vec<String>, node_port_every: usize) {
+    stream::iter(names.into_iter().enumerate())
+        .for_each_concurrent(32, |(i, name)| {
+            let api = api.clone();
+            async move {
+                let spec = if node_port_every > 0 && i % node_port_every == 0 {
+                    json!({"type": "NodePort"})
+                } else {
+                    json!({})
+                };
+                api.create(&PostParams::default(), &svc(&name, spec))
+                    .await
+                    .expect("create service");
+            }
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_hundred_concurrent_services_get_unique_in_range_values() {
+    let cidrs = ["10.96.0.0/16"];
+    let (env, _ns, api) = setup(&cidrs).await;
+    let _ctl = start_controller(&env.client(), config(&cidrs));
+    let names: Vec<String> = (0..500).map(|i| format!("svc-{i}")).collect();
+    create_many(&api, names, 5).await;
+    let items = all_allocated(&api, 500).await;
+    assert_unique_in_range(&items, &cidrs);
+    if env.is_embedded() {
+        // One claim per value, nothing more.
+        let (ips, ports) = claim_counts(&env.client()).await;
+        assert_eq!(ips, 500);
+        assert_eq!(ports, 100);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_and_recreate_releases_and_reallocates() {
+    let cidrs = ["10.96.0.0/16"];
+    let (env, ns, api) = setup(&cidrs).await;
+    let _ctl = start_controller(&env.client(), config(&cidrs));
+    api.create(
+        &PostParams::default(),
+        &svc("web", json!({"type": "NodePort"})),
+    )
+    .await
+    .unwrap();
+    let first = all_allocated(&api, 1).await.remove(0);
+    let ip: IpAddr = cluster_ips(&first)[0].parse().unwrap();
+    let np = node_ports(&first)[0];
+    api.delete("web", &DeleteParams::default()).await.unwrap();
+    let claims: Api<ServiceIPClaim> = Api::all(env.client());
+    let ports: Api<NodePortClaim> = Api::all(env.client());
+    wait_until("claims released", WAIT, || async {
+        claims
+            .get_opt(&ServiceIPClaim::name_for(ip))
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+            && ports
+                .get_opt(&NodePortClaim::name_for(np as u16))
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+    })
+    .await
+    .expect("released after delete");
+    // Recreate with the same name and explicitly the same values: they are free again.
+    api.create(
+        &PostParams::default(),
+        &svc(
+            "web",
+            json!({"type": "NodePort", "clusterIP": ip.to_string(),
+                   "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": np}]}),
+        ),
+    )
+    .await
+    .unwrap();
+    let again = all_allocated(&api, 1).await.remove(0);
+    assert_eq!(cluster_ips(&again), vec![ip.to_string()]);
+    assert_eq!(node_ports(&again), vec![np]);
+    wait_until("claims re-created for the new Service", WAIT, || async {
+        let c = claims
+            .get_opt(&ServiceIPClaim::name_for(ip))
+            .await
+            .ok()
+            .flatten();
+        c.is_some_and(|c| {
+            c.spec.parent_refs[0].uid == again.metadata.uid.clone().unwrap_or_default()
+        })
+    })
+    .await
+    .expect("claim owned by the new incarnation");
+    let _ = ns;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requested_ip_conflicts_are_reported_never_substituted() {
+    let cidrs = ["10.96.0.0/16"];
+    let (env, ns, api) = setup(&cidrs).await;
+    let _ctl = start_controller(&env.client(), config(&cidrs));
+    let client = env.client();
+    api.create(
+        &PostParams::default(),
+        &svc("a", json!({"clusterIP": "10.96.5.5"})),
+    )
+    .await
+    .unwrap();
+    let claims: Api<ServiceIPClaim> = Api::all(client.clone());
+    wait_until("a claims 10.96.5.5", WAIT, || async {
+        claims.get_opt("10.96.5.5").await.ok().flatten().is_some()
+    })
+    .await
+    .unwrap();
+    // b asks for the same address: an apiserver that allocates rejects it; ours keeps b as the
+    // user wrote it and reports why.
+    match api
+        .create(
+            &PostParams::default(),
+            &svc("b", json!({"clusterIP": "10.96.5.5"})),
+        )
+        .await
+    {
+        Err(kube::Error::Api(s)) => {
+            assert!(s.message.contains("already allocated"), "{}", s.message)
+        }
+        Ok(_) => {
+            let msg = wait_event(&client, ns.name(), "b", "ClusterIPAlreadyAllocated").await;
+            assert!(
+                msg.contains("10.96.5.5") && msg.contains("already allocated"),
+                "{msg}"
+            );
+            let b = api.get("b").await.unwrap();
+            assert_eq!(cluster_ips(&b), vec!["10.96.5.5".to_string()]);
+            let claim = claims.get("10.96.5.5").await.unwrap();
+            assert_eq!(claim.spec.parent_refs.len(), 1);
+            assert_eq!(claim.spec.parent_refs[0].name, "a");
+        }
+        Err(e) => panic!("{e}"),
+    }
+    // Out of range.
+    match api
+        .create(
+            &PostParams::default(),
+            &svc("c", json!({"clusterIP": "10.200.0.1"})),
+        )
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert!(s.message.contains("range"), "{}", s.message),
+        Ok(_) => {
+            let msg = wait_event(&client, ns.name(), "c", "ClusterIPOutOfRange").await;
+            assert!(msg.contains("10.200.0.1"), "{msg}");
+        }
+        Err(e) => panic!("{e}"),
+    }
+    // A requested nodePort that another Service holds.
+    api.create(
+        &PostParams::default(),
+        &svc(
+            "np1",
+            json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30555}]}),
+        ),
+    )
+    .await
+    .unwrap();
+    all_allocated(&api, 4).await;
+    match api
+        .create(
+            &PostParams::default(),
+            &svc(
+                "np2",
+                json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30555}]}),
+            ),
+        )
+        .await
+    {
+        Err(kube::Error::Api(s)) => {
+            assert!(s.message.contains("already allocated"), "{}", s.message)
+        }
+        Ok(_) => {
+            let msg = wait_event(&client, ns.name(), "np2", "PortAlreadyAllocated").await;
+            assert!(msg.contains("30555"), "{msg}");
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dual_stack_policy() {
+    let cidrs = ["10.96.0.0/16", "fd00:10:96::/112"];
+    let (env, ns, api) = setup(&cidrs).await;
+    if !env.is_embedded() {
+        // A real control plane's own --service-cluster-ip-range decides; nothing to compare to.
+        return;
+    }
+    let client = env.client();
+    let _ctl = start_controller(&client, config(&cidrs));
+    let cases: Vec<(&str, serde_json::Value, Vec<&str>, usize)> = vec![
+        ("single", json!({}), vec!["IPv4"], 1),
+        ("single6", json!({"ipFamilies": ["IPv6"]}), vec!["IPv6"], 1),
+        (
+            "prefer",
+            json!({"ipFamilyPolicy": "PreferDualStack"}),
+            vec!["IPv4", "IPv6"],
+            2,
+        ),
+        (
+            "require6",
+            json!({"ipFamilyPolicy": "RequireDualStack", "ipFamilies": ["IPv6", "IPv4"]}),
+            vec!["IPv6", "IPv4"],
+            2,
+        ),
+        (
+            "headless",
+            json!({"clusterIP": "None", "selector": {}}),
+            vec!["IPv4", "IPv6"],
+            0,
+        ),
+    ];
+    for (name, spec, _, _) in &cases {
+        let mut s = svc(name, spec.clone());
+        if *name == "headless" {
+            s.spec.as_mut().unwrap().selector = None;
+        }
+        api.create(&PostParams::default(), &s).await.unwrap();
+    }
+    for (name, _, fams, n_ips) in &cases {
+        let got = e2e::harness::wait_for(&api, name, WAIT, |s: Option<&Service>| {
+            s.and_then(|s| s.spec.as_ref())
+                .and_then(|s| s.ip_families.as_ref())
+                .is_some_and(|f| !f.is_empty())
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        let spec = got.spec.unwrap();
+        assert_eq!(spec.ip_families.unwrap(), *fams, "{name}");
+        let ips: Vec<String> = spec
+            .cluster_ips
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| s != "None")
+            .collect();
+        assert_eq!(ips.len(), *n_ips, "{name}: {ips:?}");
+        for (ip, fam) in ips.iter().zip(fams) {
+            let addr: IpAddr = ip.parse().unwrap();
+            assert_eq!(addr.is_ipv6(), *fam == "IPv6", "{name}: {ip}");
+        }
+    }
+    // RequireDualStack on a single-stack cluster: a clear error as an Event.
+    drop(_ctl);
+    let v4only = ["10.97.0.0/16"];
+    let _ctl = start_controller(&client, config(&v4only));
+    api.create(
+        &PostParams::default(),
+        &svc("needs-dual", json!({"ipFamilyPolicy": "RequireDualStack"})),
+    )
+    .await
+    .unwrap();
+    let msg = wait_event(&client, ns.name(), "needs-dual", "InvalidSpec").await;
+    assert!(
+        msg.contains("this cluster is not configured for dual-stack services"),
+        "{msg}"
+    );
+}
+
+async fn create_pool(client: &Client, name: &str, spec: serde_json::Value) {
+    let api: Api<LoadBalancerIPPool> = Api::all(client.clone());
+    let pool: LoadBalancerIPPool = serde_json::from_value(json!({
+        "apiVersion": "svcnet.io/v1alpha1", "kind": "LoadBalancerIPPool",
+        "metadata": {"name": name}, "spec": spec
+    }))
+    .expect("valid pool");
+    api.create(&PostParams::default(), &pool)
+        .await
+        .expect("create pool");
+}
+
+fn ingress(s: &Service) -> Vec<String> {
+    s.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|i| i.ip)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_balancer_pools_sharing_and_exhaustion() {
+    let cidrs = ["10.96.0.0/16"];
+    let (env, ns, api) = setup(&cidrs).await;
+    let client = env.client();
+    let pool_name = format!("pool-{}", ns.name());
+    create_pool(
+        &client,
+        &pool_name,
+        json!({"ranges": [{"start": "192.0.2.10", "stop": "192.0.2.11"}]}),
+    )
+    .await;
+    let _ctl = start_controller(&client, config(&cidrs));
+    let lb = |extra: serde_json::Value| {
+        let mut spec = json!({"type": "LoadBalancer", "loadBalancerClass": "svcnet.io/lb"});
+        if let Some(o) = extra.as_object() {
+            for (k, v) in o {
+                spec[k] = v.clone();
+            }
+        }
+        spec
+    };
+    // Two Services sharing one address (same key, different ports).
+    let mut a = svc("share-a", lb(json!({"ports": [{"port": 80}]})));
+    a.metadata.annotations = Some(BTreeMap::from([(
+        "svcnet.io/sharing-key".into(),
+        "k".into(),
+    )]));
+    let mut b = svc("share-b", lb(json!({"ports": [{"port": 443}]})));
+    b.metadata.annotations = Some(BTreeMap::from([(
+        "svcnet.io/sharing-key".into(),
+        "k".into(),
+    )]));
+    api.create(&PostParams::default(), &a).await.unwrap();
+    let got_a = e2e::harness::wait_for(&api, "share-a", WAIT, |s: Option<&Service>| {
+        s.is_some_and(|s| !ingress(s).is_empty())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    api.create(&PostParams::default(), &b).await.unwrap();
+    let got_b = e2e::harness::wait_for(&api, "share-b", WAIT, |s: Option<&Service>| {
+        s.is_some_and(|s| !ingress(s).is_empty())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(ingress(&got_a), ingress(&got_b), "shared address");
+    // A third one gets the second address, a fourth finds the pool exhausted.
+    api.create(&PostParams::default(), &svc("c", lb(json!({}))))
+        .await
+        .unwrap();
+    let got_c = e2e::harness::wait_for(&api, "c", WAIT, |s: Option<&Service>| {
+        s.is_some_and(|s| !ingress(s).is_empty())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_ne!(ingress(&got_c), ingress(&got_a));
+    api.create(&PostParams::default(), &svc("d", lb(json!({}))))
+        .await
+        .unwrap();
+    let msg = wait_event(&client, ns.name(), "d", "LoadBalancerIPAllocationFailed").await;
+    assert!(
+        msg.contains("no free address") && msg.contains(&pool_name),
+        "{msg}"
+    );
+    // Pool status counts.
+    let pools: Api<LoadBalancerIPPool> = Api::all(client.clone());
+    wait_until("pool status", WAIT, || async {
+        pools
+            .get(&pool_name)
+            .await
+            .ok()
+            .and_then(|p| p.status)
+            .is_some_and(|s| s.size == 2 && s.used == 2 && s.free == 0)
+    })
+    .await
+    .expect("pool status shows 2/2 used");
+    // Releasing c frees an address for d.
+    api.delete("c", &DeleteParams::default()).await.unwrap();
+    e2e::harness::wait_for(&api, "d", WAIT, |s: Option<&Service>| {
+        s.is_some_and(|s| !ingress(s).is_empty())
+    })
+    .await
+    .expect("d gets the freed address");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn controller_killed_mid_burst_leaves_no_duplicates_and_no_leaks() {
+    let cidrs = ["10.96.0.0/16"];
+    let (env, _ns, api) = setup(&cidrs).await;
+    let client = env.client();
+    // A claim leaked by an earlier crash: its Service never existed.
+    let claims: Api<ServiceIPClaim> = Api::all(client.clone());
+    let leaked: ServiceIPClaim = serde_json::from_value(json!({
+        "apiVersion": "svcnet.io/v1alpha1", "kind": "ServiceIPClaim",
+        "metadata": {"name": "10.96.250.250", "labels": {"svcnet.io/managed-by": "svcnet-ipam-controller"}},
+        "spec": {"ip": "10.96.250.250", "purpose": "ClusterIP",
+                 "parentRefs": [{"namespace": "gone", "name": "gone", "uid": "no-such-uid"}]}
+    }))
+    .unwrap();
+    claims
+        .create(&PostParams::default(), &leaked)
+        .await
+        .unwrap();
+
+    let names: Vec<String> = (0..300).map(|i| format!("burst-{i}")).collect();
+    let ctl = start_controller(&client, config(&cidrs));
+    let creator = {
+        let api = api.clone();
+        tokio::spawn(async move { create_many(&api, names, 3).await })
+    };
+    // Kill the controller once it has allocated some, while Services are still arriving.
+    let allocated_at_kill = poll("first allocations", || async {
+        let n = api
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .iter()
+            .filter(|s| !cluster_ips(s).is_empty())
+            .count();
+        (n >= 30).then_some(n)
+    })
+    .await;
+    drop(ctl);
+    let created_at_kill = api.list(&ListParams::default()).await.unwrap().items.len();
+    eprintln!("killed with {allocated_at_kill} allocated, {created_at_kill} created of 300");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ctl = start_controller(&client, config(&cidrs));
+    creator.await.unwrap();
+    let items = all_allocated(&api, 300).await;
+    assert_unique_in_range(&items, &cidrs);
+    if env.is_embedded() {
+        let want_ports: usize = items.iter().map(|s| node_ports(s).len()).sum();
+        wait_until("repair removes leaked claims", WAIT, || async {
+            claim_counts(&client).await == (300, want_ports)
+        })
+        .await
+        .expect("no leaked claims after repair");
+        // Every claim belongs to the Service that uses it.
+        let by_uid: std::collections::HashMap<String, &Service> = items
+            .iter()
+            .map(|s| (s.metadata.uid.clone().unwrap_or_default(), s))
+            .collect();
+        for c in claims.list(&ListParams::default()).await.unwrap().items {
+            let owner = by_uid
+                .get(&c.spec.parent_refs[0].uid)
+                .unwrap_or_else(|| panic!("claim {} has no live owner", c.spec.ip));
+            assert!(
+                cluster_ips(owner).contains(&c.spec.ip),
+                "claim {} not used by its owner",
+                c.spec.ip
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_controllers_at_once_never_duplicate() {
+    let cidrs = ["10.96.0.0/24"];
+    let (env, _ns, api) = setup(&cidrs).await;
+    let client = env.client();
+    // A small range (254 addresses, 16 in the static band) makes collisions likely.
+    let _one = start_controller(&client, config(&cidrs));
+    let _two = start_controller(&client, config(&cidrs));
+    let names: Vec<String> = (0..200).map(|i| format!("dup-{i}")).collect();
+    create_many(&api, names, 4).await;
+    let items = all_allocated(&api, 200).await;
+    assert_unique_in_range(&items, &cidrs);
+    if env.is_embedded() {
+        let want_ports: usize = items.iter().map(|s| node_ports(s).len()).sum();
+        wait_until("one claim per value", WAIT, || async {
+            claim_counts(&client).await == (200, want_ports)
+        })
+        .await
+        .expect("exactly one claim per allocated value");
+    }
+}
