@@ -227,8 +227,8 @@ impl ApiServer {
         self.store.lock().close_all_watches();
     }
 
-    /// Test hook: forget the whole watch history, so any watch or continue token from an older
-    /// resourceVersion gets `410 Expired`.
+    /// Test hook: forget the whole watch history, so a watch or continue token from any
+    /// resourceVersion issued so far gets `410 Expired` (the global revision moves on by one).
     pub fn compact_history(&self) {
         self.store.lock().compact();
     }

@@ -169,6 +169,13 @@ impl TestEnv {
         matches!(self.backend, Backend::Embedded { .. })
     }
 
+    /// Whether garbage collection and namespace finalization happen. They do on the embedded
+    /// server (it runs both) and on a real cluster (kube-controller-manager), but not on a bare
+    /// etcd + kube-apiserver control plane from `KUBEBUILDER_ASSETS`.
+    pub fn has_controllers(&self) -> bool {
+        !matches!(self.backend, Backend::ControlPlane { .. })
+    }
+
     /// The embedded server (for its test hooks), if that is the backend.
     pub fn server(&self) -> Option<&ApiServer> {
         match &self.backend {

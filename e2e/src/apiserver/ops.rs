@@ -497,6 +497,19 @@ pub(crate) fn patch(
     update(inner, info, ns, name, doc, sub, dry_run)
 }
 
+/// `now + grace` as an RFC 3339 timestamp, rounded up to the second (metav1.Time has second
+/// precision; rounding up keeps the object for at least the full grace period).
+fn deletion_timestamp(grace: i64) -> String {
+    use chrono::Timelike;
+    let when = Utc::now() + chrono::Duration::seconds(grace);
+    let when = if when.nanosecond() > 0 {
+        when + chrono::Duration::nanoseconds(1_000_000_000 - i64::from(when.nanosecond()))
+    } else {
+        when
+    };
+    when.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
 fn grace_elapsed(obj: &Value) -> bool {
     let ts = meta_str(obj, "deletionTimestamp");
     match chrono::DateTime::parse_from_rfc3339(ts) {
@@ -627,12 +640,8 @@ pub(crate) fn delete(
             .and_then(Value::as_i64)
             .unwrap_or(0);
         if is_pod && grace < current && !dry_run {
-            let when = Utc::now() + chrono::Duration::seconds(grace);
             let m = defaults::ensure_object(&mut obj, "metadata");
-            m.insert(
-                "deletionTimestamp".into(),
-                json!(when.to_rfc3339_opts(SecondsFormat::Secs, true)),
-            );
+            m.insert("deletionTimestamp".into(), json!(deletion_timestamp(grace)));
             m.insert("deletionGracePeriodSeconds".into(), json!(grace));
             if grace == 0 && finalizers(&obj).is_empty() {
                 let object = remove_object(inner, info, &key).unwrap_or(cur);
@@ -674,12 +683,8 @@ pub(crate) fn delete(
         return Ok(Written { object, code: 200 });
     }
     set_finalizers(&mut obj, &fins);
-    let when = Utc::now() + chrono::Duration::seconds(grace);
     let m = defaults::ensure_object(&mut obj, "metadata");
-    m.insert(
-        "deletionTimestamp".into(),
-        json!(when.to_rfc3339_opts(SecondsFormat::Secs, true)),
-    );
+    m.insert("deletionTimestamp".into(), json!(deletion_timestamp(grace)));
     m.insert("deletionGracePeriodSeconds".into(), json!(grace));
     if is_namespace {
         defaults::ensure_object(&mut obj, "status").insert("phase".into(), json!("Terminating"));

@@ -353,9 +353,12 @@ impl Inner {
         }
     }
 
-    /// Drop the whole history: watches from any older resourceVersion now get `410 Expired`.
+    /// Drop the whole history: a watch or continue token from any resourceVersion issued so far
+    /// now gets `410 Expired`. The revision is bumped (without an object change) so that a fresh
+    /// list returns a resourceVersion that can be watched from.
     pub fn compact(&mut self) {
         self.history.clear();
+        self.rv += 1;
         self.compacted = self.rv;
     }
 
