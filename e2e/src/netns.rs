@@ -147,10 +147,16 @@
 //!
 //! # SCTP
 //!
-//! Not available: the CI kernel is built without `CONFIG_IP_SCTP` (creating an SCTP socket
-//! fails with `EPROTONOSUPPORT`, and there are no loadable modules), although conntrack and NAT
-//! for SCTP (`CONFIG_NF_CT_PROTO_SCTP`) are built in. [`Topology::clients`] returns
-//! [`Error::InvalidSpec`] for [`Proto::Sctp`].
+//! The CI kernel is built without `CONFIG_IP_SCTP` (an SCTP socket fails with
+//! `EPROTONOSUPPORT`, and there are no loadable modules), but SCTP conntrack and NAT
+//! (`CONFIG_NF_CT_PROTO_SCTP`) are built in. `svcnet-echo` therefore speaks SCTP over raw IP
+//! sockets ([`sctp`]): the client sends a real INIT, the server answers with an INIT-ACK whose
+//! State Cookie carries the JSON reply, or an ABORT for a port it does not serve. Conntrack
+//! tracks and NATs these like any SCTP association attempt, so ClusterIP / NodePort DNAT,
+//! reject and drop are observable for SCTP too: `Replied`, `Refused` (ABORT → connection
+//! refused, ICMP → unreachable; a namespace without any SCTP server answers with ICMP
+//! protocol-unreachable → [`RefuseReason::ProtocolUnreachable`]), `Timeout`. There is no
+//! long-lived SCTP session (the association is never completed).
 
 pub mod bins;
 mod cleanup;
@@ -159,6 +165,7 @@ mod exec;
 mod outcome;
 pub mod plan;
 mod process;
+pub mod sctp;
 mod topology;
 pub mod wire;
 

@@ -55,7 +55,8 @@ fn pid_dead(pid: u32) -> bool {
     }
 }
 
-/// Root only. Pod to pod on one node and across nodes, IPv4 and IPv6, TCP and UDP: the right
+/// Root only. Pod to pod on one node and across nodes, IPv4 and IPv6, TCP, UDP and (raw-socket)
+/// SCTP: the right
 /// pod answers and reports the client pod's own address as the peer (no NAT anywhere).
 #[test]
 fn pod_to_pod_same_node_and_across_nodes_dual_stack() {
@@ -81,7 +82,7 @@ fn pod_to_pod_same_node_and_across_nodes_dual_stack() {
             (a.ipv6().into(), target.ipv6().into()),
         ] {
             let to = sa(dst, DEFAULT_ECHO_PORT);
-            for proto in [Proto::Tcp, Proto::Udp] {
+            for proto in [Proto::Tcp, Proto::Udp, Proto::Sctp] {
                 let out = topo.client(a, proto, to).unwrap();
                 assert_reply(&out, target.name(), src, to);
             }
@@ -133,8 +134,8 @@ fn refused_and_timeout_are_told_apart() {
     let (a, c) = (topo.pod("a").unwrap(), topo.pod("c").unwrap());
     let short = ClientOpts::default().timeout(SHORT);
 
-    // Closed ports.
-    for proto in [Proto::Tcp, Proto::Udp] {
+    // Closed ports (SCTP: the echo server answers ABORT like an SCTP stack).
+    for proto in [Proto::Tcp, Proto::Udp, Proto::Sctp] {
         for dst in [IpAddr::from(c.ipv4()), c.ipv6().into()] {
             let out = topo.clients(a, proto, sa(dst, 9), &short).unwrap();
             assert_eq!(
@@ -156,7 +157,7 @@ fn refused_and_timeout_are_told_apart() {
         c.ipv6()
     );
     node2.netns().nft(&rules).unwrap();
-    for proto in [Proto::Tcp, Proto::Udp] {
+    for proto in [Proto::Tcp, Proto::Udp, Proto::Sctp] {
         for dst in [IpAddr::from(c.ipv4()), c.ipv6().into()] {
             let out = topo
                 .clients(a, proto, sa(dst, DEFAULT_ECHO_PORT), &short)
@@ -165,6 +166,18 @@ fn refused_and_timeout_are_told_apart() {
         }
     }
     node2.netns().nft("delete table inet svntest").unwrap();
+
+    // No SCTP endpoint at all in the target namespace: ICMP protocol unreachable.
+    for dst in [IpAddr::from(node2.ipv4()), node2.ipv6().into()] {
+        let out = topo.clients(a, Proto::Sctp, sa(dst, 80), &short).unwrap();
+        assert_eq!(
+            out,
+            vec![Outcome::Refused {
+                reason: RefuseReason::ProtocolUnreachable
+            }],
+            "sctp to {dst}"
+        );
+    }
     let out = topo
         .client(a, Proto::Tcp, sa(c.ipv4(), DEFAULT_ECHO_PORT))
         .unwrap();
@@ -435,6 +448,12 @@ fn service_style_nat_works_through_the_topology() {
     ip daddr 10.96.0.11 udp dport 53 dnat ip to {c4}:{p}
     ip daddr 10.96.0.12 tcp dport 80 dnat ip to {a4}:{p}
     ip daddr 10.97.0.1 tcp dport 80 dnat ip to {c4}:{p}
+    ip daddr 10.96.0.13 sctp dport 80 dnat ip to {c4}:{p}
+    ip6 daddr fd00:96::13 sctp dport 80 dnat ip6 to [{c6}]:{p}
+  }}
+  chain filter {{
+    type filter hook prerouting priority dstnat - 10; policy accept;
+    ip daddr 10.96.0.99 reject
   }}
   chain post {{
     type nat hook postrouting priority srcnat; policy accept;
@@ -447,6 +466,7 @@ fn service_style_nat_works_through_the_topology() {
         b4 = b.ipv4(),
         b6 = b.ipv6(),
         c4 = c.ipv4(),
+        c6 = c.ipv6(),
     );
     node1.netns().nft(&rules).unwrap();
 
@@ -464,4 +484,24 @@ fn service_style_nat_works_through_the_topology() {
         .client(outside, Proto::Tcp, sa([10, 97, 0, 1], 80))
         .unwrap();
     assert_reply(&external, "c", node1.ipv4().into(), sa(c.ipv4(), p));
+
+    // SCTP is tracked and NATed like TCP/UDP.
+    let sctp4 = topo
+        .client(a, Proto::Sctp, sa([10, 96, 0, 13], 80))
+        .unwrap();
+    assert_reply(&sctp4, "c", a.ipv4().into(), sa(c.ipv4(), p));
+    let vip6: IpAddr = "fd00:96::13".parse().unwrap();
+    let sctp6 = topo.client(a, Proto::Sctp, sa(vip6, 80)).unwrap();
+    assert_reply(&sctp6, "c", a.ipv6().into(), sa(c.ipv6(), p));
+    // An nft `reject` (what a Service without endpoints gets) is "refused" for every protocol.
+    for proto in [Proto::Tcp, Proto::Udp, Proto::Sctp] {
+        let out = topo.client(a, proto, sa([10, 96, 0, 99], 80)).unwrap();
+        assert_eq!(
+            out,
+            Outcome::Refused {
+                reason: RefuseReason::ConnectionRefused
+            },
+            "{proto}"
+        );
+    }
 }

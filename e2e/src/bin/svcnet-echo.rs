@@ -1,14 +1,15 @@
 //! `svcnet-echo`: a tiny TCP/UDP echo server and client for network-namespace tests.
 //!
 //! ```text
-//! svcnet-echo serve --name web-0 --tcp 8080 --udp 5353 [--bind 10.244.1.2 --bind fd00:244:1::2]
+//! svcnet-echo serve --name web-0 --tcp 8080 --udp 5353 --sctp 9999 [--bind 10.244.1.2 --bind fd00:244:1::2]
 //! svcnet-echo client --tcp 10.96.0.10:80 [--timeout-ms 500] [--count 5] [--source 192.168.200.101]
 //! svcnet-echo client --udp [fd00:96::a]:53
+//! svcnet-echo client --sctp 10.96.0.10:9999
 //! svcnet-echo client --tcp 10.96.0.10:80 --interactive   # long-lived: one reply per stdin line
 //! ```
 //!
 //! The server answers every TCP connection (a greeting on accept, then one reply per line
-//! received) and every UDP datagram with one JSON line: `{"pod":…,"peer":…,"local":…,"proto":…}`,
+//! received), every UDP datagram and every SCTP INIT with one JSON line: `{"pod":…,"peer":…,"local":…,"proto":…}`,
 //! where `peer` is the source address it saw. Without `--bind` it listens on `[::]`, dual-stack;
 //! UDP replies then report `local` as the wildcard address, so the harness binds the pod IPs
 //! explicitly. Once every socket is bound it prints one `{"ready":true,…}` line on stdout.
@@ -17,8 +18,9 @@
 //! every attempt got a reply, otherwise with the code of the first attempt that did not:
 //! 2 = refused (TCP reset / ICMP unreachable), 3 = timeout (dropped), 1 = other error, 64 = usage.
 //!
-//! SCTP is not offered: the kernels this was written for are built without `CONFIG_IP_SCTP`
-//! (socket(…, IPPROTO_SCTP) fails with EPROTONOSUPPORT), so no userspace SCTP endpoint exists.
+//! SCTP: the CI kernel has no in-kernel SCTP (`CONFIG_IP_SCTP` off), so SCTP is spoken over raw
+//! IP sockets: INIT → INIT-ACK carrying the JSON in its State Cookie, or ABORT for a port that is
+//! not served (see `e2e::netns::sctp`). Conntrack and NAT treat these as real SCTP packets.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -27,6 +29,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use e2e::netns::sctp::{self, Chunk, Header};
 use e2e::netns::wire::{self, ClientLine, Proto, RefuseReason, Reply};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
@@ -61,13 +64,16 @@ struct ServeArgs {
     /// UDP port to listen on (repeatable; 0 picks a free port).
     #[arg(long = "udp", value_name = "PORT")]
     udp: Vec<u16>,
+    /// SCTP port to answer on (repeatable; raw-socket SCTP, see the module docs).
+    #[arg(long = "sctp", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    sctp: Vec<u16>,
     /// Address to bind (repeatable). Default: `::`, which is dual-stack.
     #[arg(long = "bind", value_name = "ADDR")]
     bind: Vec<IpAddr>,
 }
 
 #[derive(Args, Debug)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["tcp", "udp"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["tcp", "udp", "sctp"])))]
 struct ClientArgs {
     /// Connect over TCP to HOST:PORT.
     #[arg(long, value_name = "ADDR:PORT")]
@@ -75,6 +81,9 @@ struct ClientArgs {
     /// Send a UDP datagram to HOST:PORT.
     #[arg(long, value_name = "ADDR:PORT")]
     udp: Option<SocketAddr>,
+    /// Send an SCTP INIT to HOST:PORT.
+    #[arg(long, value_name = "ADDR:PORT")]
+    sctp: Option<SocketAddr>,
     /// Per-attempt timeout (connect + reply).
     #[arg(long, default_value_t = 1000)]
     timeout_ms: u64,
@@ -136,8 +145,8 @@ fn exit(code: i32) -> ExitCode {
 // === serve ===
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    if args.tcp.is_empty() && args.udp.is_empty() {
-        anyhow::bail!("nothing to serve: give at least one --tcp or --udp port");
+    if args.tcp.is_empty() && args.udp.is_empty() && args.sctp.is_empty() {
+        anyhow::bail!("nothing to serve: give at least one --tcp, --udp or --sctp port");
     }
     let binds = if args.bind.is_empty() {
         vec![IpAddr::V6(Ipv6Addr::UNSPECIFIED)]
@@ -145,7 +154,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.bind.clone()
     };
     let mut tasks = tokio::task::JoinSet::new();
-    let (mut tcp_addrs, mut udp_addrs) = (Vec::new(), Vec::new());
+    let (mut tcp_addrs, mut udp_addrs, mut sctp_addrs) = (Vec::new(), Vec::new(), Vec::new());
     for ip in &binds {
         for &port in &args.tcp {
             let addr = SocketAddr::new(*ip, port);
@@ -164,9 +173,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tasks.spawn(serve_udp(socket, args.name.clone()));
         }
     }
+    if !args.sctp.is_empty() {
+        // One raw socket per address serves every SCTP port; `::` means both families.
+        let mut raw_binds = Vec::new();
+        for ip in &binds {
+            if *ip == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
+                raw_binds.push(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            }
+            raw_binds.push(*ip);
+        }
+        for ip in raw_binds {
+            let socket = raw_sctp_socket(ip)
+                .with_context(|| format!("opening a raw SCTP socket on {ip}"))?;
+            for port in &args.sctp {
+                sctp_addrs.push(SocketAddr::new(ip, *port));
+            }
+            tasks.spawn(serve_sctp(socket, ip, args.sctp.clone(), args.name.clone()));
+        }
+    }
     println!(
         "{}",
-        serde_json::json!({"ready": true, "pid": std::process::id(), "tcp": tcp_addrs, "udp": udp_addrs})
+        serde_json::json!({"ready": true, "pid": std::process::id(), "tcp": tcp_addrs, "udp": udp_addrs, "sctp": sctp_addrs})
     );
     // Every task loops forever; the first one to fail takes the server down.
     match tasks.join_next().await {
@@ -256,6 +283,95 @@ async fn serve_udp(socket: UdpSocket, name: String) -> anyhow::Result<()> {
     }
 }
 
+/// A raw IP socket for protocol 132, bound to `ip`, usable through tokio's datagram API
+/// (recvfrom / sendto / connect are the same system calls for raw sockets).
+fn raw_sctp_socket(ip: IpAddr) -> io::Result<UdpSocket> {
+    let domain = if ip.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let socket = socket2::Socket::new(
+        domain,
+        socket2::Type::RAW,
+        Some(socket2::Protocol::from(sctp::IPPROTO_SCTP)),
+    )?;
+    socket.bind(&SocketAddr::new(ip, 0).into())?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(std::net::UdpSocket::from(socket))
+}
+
+/// Splits what a raw socket returned into (source IP, destination IP, SCTP packet). IPv4 raw
+/// sockets include the IP header; IPv6 ones do not, so the destination is the bound address.
+fn raw_payload(buf: &[u8], from: SocketAddr, bound: IpAddr) -> Option<(IpAddr, IpAddr, &[u8])> {
+    if bound.is_ipv4() {
+        let (src, dst, payload) = sctp::split_ipv4(buf)?;
+        Some((src.into(), dst.into(), payload))
+    } else {
+        Some((from.ip(), bound, buf))
+    }
+}
+
+fn nonzero_tag() -> u32 {
+    rand::random::<u32>().max(1)
+}
+
+async fn serve_sctp(
+    socket: UdpSocket,
+    bound: IpAddr,
+    ports: Vec<u16>,
+    name: String,
+) -> anyhow::Result<()> {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "sctp receive error");
+                continue;
+            }
+        };
+        let Some((src, dst, pkt)) = raw_payload(&buf[..n], from, bound) else {
+            continue;
+        };
+        // Only association attempts: INIT with a zero verification tag.
+        let Some((h, Chunk::Init { tag })) = sctp::decode(pkt) else {
+            continue;
+        };
+        if h.vtag != 0 {
+            continue;
+        }
+        let chunk = if ports.contains(&h.dst_port) {
+            let reply = Reply {
+                pod: name.clone(),
+                peer: SocketAddr::new(src.to_canonical(), h.src_port),
+                local: SocketAddr::new(dst.to_canonical(), h.dst_port),
+                proto: Proto::Sctp,
+                seq: None,
+                msg: None,
+            };
+            Chunk::InitAck {
+                tag: nonzero_tag(),
+                cookie: serde_json::to_vec(&reply)?,
+            }
+        } else {
+            // What an SCTP stack answers for a port nobody listens on.
+            Chunk::Abort
+        };
+        let answer = Header {
+            src_port: h.dst_port,
+            dst_port: h.src_port,
+            vtag: tag,
+        };
+        if let Err(e) = socket
+            .send_to(&sctp::encode(&answer, &chunk), SocketAddr::new(src, 0))
+            .await
+        {
+            tracing::debug!(%src, error = %e, "sctp send failed");
+        }
+    }
+}
+
 // === client ===
 
 async fn client(args: ClientArgs) -> anyhow::Result<i32> {
@@ -272,7 +388,10 @@ async fn client(args: ClientArgs) -> anyhow::Result<i32> {
         let line = match (args.tcp, args.udp) {
             (Some(target), _) => tcp_once(target, args.source, timeout).await,
             (None, Some(target)) => udp_once(target, args.source, timeout, attempt).await,
-            (None, None) => anyhow::bail!("give --tcp or --udp"),
+            (None, None) => match args.sctp {
+                Some(target) => sctp_once(target, args.source, timeout).await,
+                None => anyhow::bail!("give --tcp, --udp or --sctp"),
+            },
         };
         println!("{}", serde_json::to_string(&line)?);
         if first_failure.is_none() && line.exit_code() != wire::EXIT_REPLIED {
@@ -288,6 +407,11 @@ fn classify(e: &io::Error) -> ClientLine {
         io::ErrorKind::ConnectionRefused => Some(RefuseReason::ConnectionRefused),
         io::ErrorKind::HostUnreachable => Some(RefuseReason::HostUnreachable),
         io::ErrorKind::NetworkUnreachable => Some(RefuseReason::NetworkUnreachable),
+        // ENOPROTOOPT (ICMP protocol unreachable) and EPROTO (ICMPv6 parameter problem, unknown
+        // next header) reach raw SCTP sockets when no SCTP server listens.
+        _ if matches!(e.raw_os_error(), Some(92) | Some(71)) => {
+            Some(RefuseReason::ProtocolUnreachable)
+        }
         _ => None,
     };
     match reason {
@@ -410,6 +534,70 @@ async fn udp_once(
                 ),
             },
         },
+    }
+}
+
+async fn sctp_once(target: SocketAddr, source: Option<IpAddr>, timeout: Duration) -> ClientLine {
+    let deadline = Instant::now() + timeout;
+    let bound = source.unwrap_or_else(|| unspecified_like(target));
+    let socket = match raw_sctp_socket(bound) {
+        Ok(s) => s,
+        Err(e) => {
+            return ClientLine::Error {
+                error: format!("raw sctp socket on {bound}: {e}"),
+            }
+        }
+    };
+    // Connected, the raw socket receives ICMP errors about what it sent.
+    if let Err(e) = socket.connect(SocketAddr::new(target.ip(), 0)).await {
+        return classify(&e);
+    }
+    let src_port = rand::random_range(32768..61000u16);
+    let tag = nonzero_tag();
+    let init = Header {
+        src_port,
+        dst_port: target.port(),
+        vtag: 0,
+    };
+    if let Err(e) = socket
+        .send(&sctp::encode(&init, &Chunk::Init { tag }))
+        .await
+    {
+        return classify(&e);
+    }
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let n = match timeout_at(deadline, socket.recv(&mut buf)).await {
+            Err(_) => return timeout_line(timeout),
+            Ok(Err(e)) => return classify(&e),
+            Ok(Ok(n)) => n,
+        };
+        let Some((_, _, pkt)) = raw_payload(&buf[..n], target, bound) else {
+            continue;
+        };
+        let Some((h, chunk)) = sctp::decode(pkt) else {
+            continue;
+        };
+        if h.src_port != target.port() || h.dst_port != src_port || h.vtag != tag {
+            continue; // someone else's packet
+        }
+        match chunk {
+            Chunk::InitAck { cookie, .. } => {
+                return match serde_json::from_slice::<Reply>(&cookie) {
+                    Ok(reply) => ClientLine::Replied(reply),
+                    Err(e) => ClientLine::Error {
+                        error: format!("unexpected INIT-ACK cookie: {e}"),
+                    },
+                }
+            }
+            Chunk::Abort => {
+                return ClientLine::Refused {
+                    reason: RefuseReason::ConnectionRefused,
+                    error: "SCTP ABORT".into(),
+                }
+            }
+            _ => continue,
+        }
     }
 }
 

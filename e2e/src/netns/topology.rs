@@ -17,7 +17,7 @@ use super::plan::{self, Cidr, Names, Step};
 use super::process::{tail, Process, TcpSession};
 use super::wire::{Proto, EXIT_ERROR, EXIT_REFUSED, EXIT_REPLIED, EXIT_TIMEOUT};
 
-/// The port every pod's echo server listens on by default, for TCP and UDP.
+/// The port every pod's echo server listens on by default, for TCP, UDP and SCTP.
 pub const DEFAULT_ECHO_PORT: u16 = 8080;
 
 /// How long an echo server may take to report that it is listening.
@@ -30,15 +30,24 @@ pub struct EchoPorts {
     pub tcp: Vec<u16>,
     /// UDP ports.
     pub udp: Vec<u16>,
+    /// SCTP ports (raw-socket SCTP, see [`super::sctp`]).
+    pub sctp: Vec<u16>,
 }
 
 impl EchoPorts {
-    /// The given TCP and UDP ports.
+    /// The given TCP and UDP ports (no SCTP).
     pub fn new(tcp: &[u16], udp: &[u16]) -> Self {
         EchoPorts {
             tcp: tcp.to_vec(),
             udp: udp.to_vec(),
+            sctp: Vec::new(),
         }
+    }
+
+    /// Adds SCTP ports.
+    pub fn with_sctp(mut self, sctp: &[u16]) -> Self {
+        self.sctp.extend_from_slice(sctp);
+        self
     }
 
     /// No echo server at all.
@@ -48,7 +57,7 @@ impl EchoPorts {
 
     /// Whether there is nothing to listen on.
     pub fn is_empty(&self) -> bool {
-        self.tcp.is_empty() && self.udp.is_empty()
+        self.tcp.is_empty() && self.udp.is_empty() && self.sctp.is_empty()
     }
 }
 
@@ -244,7 +253,8 @@ impl Default for TopologyBuilder {
             pods: Vec::new(),
             outside: 1,
             outside_via: 1,
-            echo: EchoPorts::new(&[DEFAULT_ECHO_PORT], &[DEFAULT_ECHO_PORT]),
+            echo: EchoPorts::new(&[DEFAULT_ECHO_PORT], &[DEFAULT_ECHO_PORT])
+                .with_sctp(&[DEFAULT_ECHO_PORT]),
             echo_binary: None,
             prefix: DEFAULT_PREFIX.to_string(),
             client_timeout: Duration::from_millis(1000),
@@ -273,7 +283,8 @@ impl TopologyBuilder {
         self.outside_via = node;
         self
     }
-    /// Echo ports started in every pod (default TCP 8080 + UDP 8080; [`EchoPorts::none`] for none).
+    /// Echo ports started in every pod (default TCP, UDP and SCTP 8080; [`EchoPorts::none`] for
+    /// none).
     pub fn echo_ports(mut self, ports: EchoPorts) -> Self {
         self.echo = ports;
         self
@@ -420,7 +431,7 @@ pub struct Topology {
 
 impl Topology {
     /// A builder with the defaults: 2 nodes, 1 outside client routed via node 1, no pods, echo
-    /// servers on TCP/UDP 8080.
+    /// servers on TCP/UDP/SCTP 8080.
     pub fn builder() -> TopologyBuilder {
         TopologyBuilder::default()
     }
@@ -599,6 +610,9 @@ impl Topology {
         for p in &ports.udp {
             cmd.arg("--udp").arg(p.to_string());
         }
+        for p in &ports.sctp {
+            cmd.arg("--sctp").arg(p.to_string());
+        }
         for ip in at.ips() {
             cmd.arg("--bind").arg(ip.to_string());
         }
@@ -663,11 +677,7 @@ impl Topology {
         let flag = match proto {
             Proto::Tcp => "--tcp",
             Proto::Udp => "--udp",
-            Proto::Sctp => {
-                return Err(Error::InvalidSpec(
-                    "svcnet-echo has no SCTP client: this kernel lacks CONFIG_IP_SCTP".into(),
-                ))
-            }
+            Proto::Sctp => "--sctp",
         };
         let timeout = opts.timeout.unwrap_or(self.client_timeout);
         let mut cmd = from.netns().command(&self.echo_binary);

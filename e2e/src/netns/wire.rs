@@ -1,7 +1,7 @@
 //! The line-oriented JSON protocol spoken by `svcnet-echo`, shared by the binary and the harness.
 //!
 //! The server answers every TCP connection (once on accept, then once per line received), every
-//! UDP datagram with one [`Reply`] serialised as a single JSON line. The client prints one
+//! UDP datagram and every SCTP INIT with one [`Reply`] serialised as a single JSON line. The client prints one
 //! [`ClientLine`] per attempt and exits with one of the `EXIT_*` codes.
 
 use std::fmt;
@@ -14,8 +14,8 @@ pub const EXIT_REPLIED: i32 = 0;
 /// Exit code for an error that is not a network outcome (bad arguments, local socket errors, a
 /// connection that broke after it was established).
 pub const EXIT_ERROR: i32 = 1;
-/// Exit code when an attempt was actively rejected: TCP reset (`ECONNREFUSED`) or an ICMP
-/// destination-unreachable (port, host, network or administratively prohibited).
+/// Exit code when an attempt was actively rejected: TCP reset (`ECONNREFUSED`), SCTP ABORT, or
+/// an ICMP destination-unreachable (port, host, network, protocol, administratively prohibited).
 pub const EXIT_REFUSED: i32 = 2;
 /// Exit code when an attempt got no answer at all within the timeout (packets dropped).
 pub const EXIT_TIMEOUT: i32 = 3;
@@ -51,7 +51,8 @@ impl fmt::Display for Proto {
     }
 }
 
-/// What the echo server answers: who it is and the addresses it saw.
+/// What the echo server answers: who it is and the addresses it saw. For SCTP it travels in the
+/// State Cookie of the INIT-ACK (see [`super::sctp`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reply {
     /// The `--name` the server was started with (the pod name in the harness).
@@ -81,6 +82,9 @@ pub enum RefuseReason {
     HostUnreachable,
     /// ICMP network unreachable, or no route on the client.
     NetworkUnreachable,
+    /// ICMP protocol unreachable / ICMPv6 parameter problem: nothing handles the protocol
+    /// (SCTP to a namespace where no `svcnet-echo` SCTP server runs).
+    ProtocolUnreachable,
 }
 
 impl fmt::Display for RefuseReason {
@@ -89,6 +93,7 @@ impl fmt::Display for RefuseReason {
             RefuseReason::ConnectionRefused => "connection refused",
             RefuseReason::HostUnreachable => "host unreachable",
             RefuseReason::NetworkUnreachable => "network unreachable",
+            RefuseReason::ProtocolUnreachable => "protocol unreachable",
         })
     }
 }
