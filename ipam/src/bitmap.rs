@@ -497,12 +497,22 @@ impl Bitmap {
     /// Checks every structural invariant; used by tests and the fuzz target.
     #[doc(hidden)]
     pub fn check_invariants(&self) -> std::result::Result<(), String> {
-        let counted: u64 = self.iter().count() as u64;
+        let counted: u64 = self
+            .chunks
+            .iter()
+            .flatten()
+            .flat_map(|c| c.iter())
+            .map(|w| u64::from(w.count_ones()))
+            .sum();
         if counted != self.used {
             return Err(format!("used {} but {} bits set", self.used, counted));
         }
-        if self.iter().any(|o| o >= self.size) {
-            return Err("a bit beyond size is set".into());
+        if let Some(last) = self.last_nonzero_word() {
+            let top = last * WORD_BITS
+                + u64::from(WORD_BITS as u32 - 1 - self.leaf(last).leading_zeros());
+            if top >= self.size {
+                return Err(format!("offset {top} beyond size {} is set", self.size));
+            }
         }
         let mut fresh = self.clone();
         fresh.rebuild_summary();
