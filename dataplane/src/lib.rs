@@ -1,1 +1,25 @@
-//! (under construction)
+//! svcnet-proxy: an nftables kube-proxy replacement.
+//!
+//! Data flow: watch Services + EndpointSlices + own Node ([`convert`] turns objects into [`types`]) →
+//! [`render::render`] (pure) → [`model::Model`] → [`diff::diff`] against the last applied model →
+//! one atomic transaction through [`nft::Nft`]. See [`render`] for the ruleset layout and why it scales.
+
+pub mod diff;
+pub mod endpoints;
+pub mod error;
+pub mod model;
+pub mod names;
+pub mod nft;
+pub mod render;
+pub mod types;
+
+pub use error::{Error, Result};
+pub mod config;
+pub mod conntrack;
+pub mod convert;
+pub mod manifests;
+pub mod proxier;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+pub mod tracer;

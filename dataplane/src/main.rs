@@ -1,1 +1,115 @@
-fn main() {}
+//! `svcnet-proxy`: an nftables kube-proxy replacement.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use dataplane::config::{local_addresses, NodeArgs};
+use dataplane::manifests::Manifests;
+use dataplane::nft::{ExecNft, Nft as _};
+use dataplane::proxier::Proxier;
+
+#[derive(Parser)]
+#[command(
+    name = "svcnet-proxy",
+    version,
+    about = "nftables Service proxy for Kubernetes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print the nft script that would program the given manifests (Services, EndpointSlices, a Node).
+    Render {
+        /// Manifest files (multi-document YAML or JSON).
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Program the given manifests into the current network namespace once (a full sync).
+    Apply {
+        /// Manifest files (multi-document YAML or JSON).
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Delete svcnet-proxy's tables from the current network namespace.
+    Cleanup,
+}
+
+fn node_config(
+    m: &Manifests,
+    args: &NodeArgs,
+    with_local_addrs: bool,
+) -> anyhow::Result<dataplane::types::NodeConfig> {
+    let node = m
+        .nodes
+        .iter()
+        .find(|n| {
+            args.node_name.is_empty() || n.metadata.name.as_deref() == Some(args.node_name.as_str())
+        })
+        .map(dataplane::convert::node);
+    let mut args = args.clone();
+    if args.node_name.is_empty() {
+        if let Some(n) = m.nodes.first().and_then(|n| n.metadata.name.clone()) {
+            args.node_name = n;
+        }
+    }
+    let local = if with_local_addrs {
+        local_addresses().context("listing local addresses")?
+    } else {
+        vec![]
+    };
+    Ok(args.resolve(node.as_ref(), local)?)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("svcnet-proxy: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Cmd::Render { files, node } => {
+            let m = Manifests::read(&files)?;
+            let cfg = node_config(&m, &node, false)?;
+            let model = dataplane::render::render(&m.to_state(), &cfg);
+            print!("{}", model.dump());
+        }
+        Cmd::Apply { files, node } => {
+            let m = Manifests::read(&files)?;
+            let cfg = node_config(&m, &node, true)?;
+            let mut p = Proxier::new(ExecNft::new(), cfg);
+            let out = p.sync(&m.to_state(), true)?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "full": out.full, "ops": out.ops, "chains": out.counts.chains, "rules": out.counts.rules,
+                    "sets": out.counts.sets, "elements": out.counts.elements,
+                    "seconds": out.duration.as_secs_f64(),
+                })
+            );
+        }
+        Cmd::Cleanup => {
+            ExecNft::new().delete_tables()?;
+            let _ = ExecNft::new().existing()?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,753 @@
+//! The pure renderer: (Services, EndpointSlices, node configuration) → nftables [`Model`].
+//!
+//! # Layout
+//!
+//! Per-Service state is *elements* of a few shared maps, never per-Service chains or sets (except for the
+//! rare ClientIP-affinity Services, see below): on nft 1.0.6 the cost of a load grows super-linearly with
+//! the number of chains-with-sets and sets, but only linearly (and cheaply) with elements.
+//!
+//! * `service-ips` / `service-nodeports` verdict maps send a new connection to a *shared entry chain*
+//!   selected by the endpoint count: `cip-N` (ClusterIP, masquerade rule), `ext-N` (external VIP,
+//!   ETP=Cluster), `ext-local-N-M` (ETP=Local), `np-ext-*` for NodePorts; or straight to `lb-N`.
+//! * `lb-N` does `dnat to daddr . l4proto . dport . (numgen random mod N)` through the `backends` map, whose
+//!   elements are `(VIP . proto . port . slot) : (endpoint IP . port)` for slots `0..N`. `local-lb-M`,
+//!   `np-lb-N`, `np-local-lb-M` use `local-backends`, `nodeport-backends` (keyed without the address) and
+//!   `nodeport-local-backends`. One shared chain exists per distinct endpoint count in use.
+//! * Hairpin: `masquerading` marks `ct status dnat` packets whose `(saddr . daddr)` is in the `hairpin` set
+//!   (one element per endpoint that is on this node or whose node is unknown — only those can hairpin).
+//! * loadBalancerSourceRanges: `firewall-ips` (protected VIP . proto . port) plus a concatenated interval set
+//!   `firewall-allow` of (VIP . proto . port . source range); no per-Service chain.
+//! * ClientIP affinity needs per-endpoint dynamic state, so such a Service port gets its own chains
+//!   (`aff-H-c`, `aff-H-l`, `aff-H-cip`, `aff-H-ext`) and one dynamic timeout set per endpoint
+//!   (`aff-<hash>`), like upstream. The random pick uses a sequence of `numgen random mod (N-i) == 0` rules,
+//!   which is uniform and needs no anonymous map.
+//!
+//! Base chains, hooks, priorities, no-endpoint verdict maps, `cluster-ips-check` and the masquerade mark
+//! follow upstream kube-proxy's nftables mode.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use crate::endpoints::{categorize, endpoints_for_port, Categorized, Endpoint};
+use crate::model::{BaseChain, Chain, ChainType, Hook, Model, Set, SetSpec, Table};
+use crate::names::{self, *};
+use crate::types::{Family, NodeConfig, NodePortAddresses, ProxyState, ServiceInfo, ServicePort};
+
+/// Renders the complete desired model for every configured family.
+pub fn render(state: &ProxyState, node: &NodeConfig) -> Model {
+    let mut m = Model::default();
+    for &fam in &node.families {
+        m.tables
+            .insert(fam, FamilyRenderer::new(fam, node).render(state));
+    }
+    m
+}
+
+struct FamilyRenderer<'a> {
+    fam: Family,
+    node: &'a NodeConfig,
+    t: Table,
+    /// `ip daddr` / `ip6 daddr`.
+    daddr: &'static str,
+    /// `ip saddr` / `ip6 saddr`.
+    saddr: &'static str,
+    /// Rule that marks ClusterIP traffic for masquerade, if any.
+    masq_rule: Option<String>,
+    has_cluster_cidrs: bool,
+    hairpin: BTreeSet<IpAddr>,
+}
+
+fn elem(s: &mut Set, key: String, value: Option<String>) {
+    s.elements.insert(key, value);
+}
+
+impl<'a> FamilyRenderer<'a> {
+    fn new(fam: Family, node: &'a NodeConfig) -> Self {
+        let (daddr, saddr) = match fam {
+            Family::Ipv4 => ("ip daddr", "ip saddr"),
+            Family::Ipv6 => ("ip6 daddr", "ip6 saddr"),
+        };
+        let has_cluster_cidrs = node.cluster_cidrs.iter().any(|c| Family::of_net(c) == fam);
+        let masq_rule = if node.masquerade_all {
+            Some(format!("jump {MARK_FOR_MASQUERADE}"))
+        } else if has_cluster_cidrs {
+            Some(format!(
+                "{saddr} != @{CLUSTER_CIDRS} jump {MARK_FOR_MASQUERADE}"
+            ))
+        } else {
+            None
+        };
+        FamilyRenderer {
+            fam,
+            node,
+            t: Table::new(fam),
+            daddr,
+            saddr,
+            masq_rule,
+            has_cluster_cidrs,
+            hairpin: BTreeSet::new(),
+        }
+    }
+
+    fn set(&mut self, name: &str) -> &mut Set {
+        self.t
+            .sets
+            .get_mut(name)
+            .expect("renderer only adds elements to sets declared by skeleton()")
+    }
+
+    fn declare_set(&mut self, name: &str, spec: SetSpec) {
+        self.t.sets.insert(
+            name.to_string(),
+            Set {
+                spec,
+                elements: BTreeMap::new(),
+            },
+        );
+    }
+
+    fn chain(&mut self, name: &str, base: Option<BaseChain>, rules: Vec<String>) {
+        self.t
+            .chains
+            .insert(name.to_string(), Chain { base, rules });
+    }
+
+    fn ensure_chain(&mut self, name: String, rules: impl FnOnce(&Self) -> Vec<String>) -> String {
+        if !self.t.chains.contains_key(&name) {
+            let rules = rules(self);
+            self.chain(&name, None, rules);
+        }
+        name
+    }
+
+    fn skeleton(&mut self) {
+        let fam = self.fam;
+        let addr = fam.addr_type();
+        let (d, s) = (self.daddr, self.saddr);
+        let vip_verdict = format!("type {addr} . inet_proto . inet_service");
+        let port_verdict = "type inet_proto . inet_service".to_string();
+        self.declare_set(SERVICE_IPS, SetSpec::map(vip_verdict.clone(), "verdict"));
+        self.declare_set(
+            NO_ENDPOINT_SERVICES,
+            SetSpec::map(vip_verdict.clone(), "verdict"),
+        );
+        self.declare_set(
+            SERVICE_NODEPORTS,
+            SetSpec::map(port_verdict.clone(), "verdict"),
+        );
+        self.declare_set(NO_ENDPOINT_NODEPORTS, SetSpec::map(port_verdict, "verdict"));
+        self.declare_set(CLUSTER_IPS, SetSpec::set(format!("type {addr}")));
+        self.declare_set(FIREWALL_IPS, SetSpec::set(vip_verdict));
+        self.declare_set(
+            FIREWALL_ALLOW,
+            SetSpec::set(format!("type {addr} . inet_proto . inet_service . {addr}"))
+                .flag("interval"),
+        );
+        let backend_key = format!("typeof {d} . meta l4proto . th dport . numgen random mod 1");
+        let np_key = "typeof meta l4proto . th dport . numgen random mod 1".to_string();
+        let backend_value = format!("{d} . th dport");
+        self.declare_set(
+            BACKENDS,
+            SetSpec::map(backend_key.clone(), backend_value.clone()),
+        );
+        self.declare_set(
+            LOCAL_BACKENDS,
+            SetSpec::map(backend_key, backend_value.clone()),
+        );
+        self.declare_set(
+            NODEPORT_BACKENDS,
+            SetSpec::map(np_key.clone(), backend_value.clone()),
+        );
+        self.declare_set(NODEPORT_LOCAL_BACKENDS, SetSpec::map(np_key, backend_value));
+        self.declare_set(HAIRPIN, SetSpec::set(format!("type {addr} . {addr}")));
+        if self.has_cluster_cidrs {
+            self.declare_set(
+                CLUSTER_CIDRS,
+                SetSpec::set(format!("type {addr}")).flag("interval"),
+            );
+            let cidrs: Vec<_> = self
+                .node
+                .cluster_cidrs
+                .iter()
+                .filter(|c| Family::of_net(c) == fam)
+                .map(|c| c.trunc().to_string())
+                .collect();
+            for c in cidrs {
+                elem(self.set(CLUSTER_CIDRS), c, None);
+            }
+        }
+        let service_cidrs: Vec<_> = self
+            .node
+            .service_cidrs
+            .iter()
+            .filter(|c| Family::of_net(c) == fam)
+            .map(|c| c.trunc().to_string())
+            .collect();
+        if !service_cidrs.is_empty() {
+            self.declare_set(
+                SERVICE_CIDRS,
+                SetSpec::set(format!("type {addr}")).flag("interval"),
+            );
+            for c in service_cidrs.iter().cloned() {
+                elem(self.set(SERVICE_CIDRS), c, None);
+            }
+        }
+
+        let nodeport_match = match &self.node.nodeport_addresses {
+            NodePortAddresses::All => {
+                let lo = match fam {
+                    Family::Ipv4 => "127.0.0.0/8",
+                    Family::Ipv6 => "::1",
+                };
+                format!("fib daddr type local {d} != {lo}")
+            }
+            NodePortAddresses::Cidrs(cidrs) => {
+                self.declare_set(NODEPORT_IPS, SetSpec::set(format!("type {addr}")));
+                let ips: BTreeSet<IpAddr> = self
+                    .node
+                    .local_addresses
+                    .iter()
+                    .chain(self.node.node_ips.iter())
+                    .filter(|ip| Family::of(ip) == fam && !ip.is_loopback())
+                    .filter(|ip| cidrs.iter().any(|c| c.contains(*ip)))
+                    .copied()
+                    .collect();
+                for ip in ips {
+                    elem(self.set(NODEPORT_IPS), ip.to_string(), None);
+                }
+                format!("{d} @{NODEPORT_IPS}")
+            }
+        };
+
+        let base = |kind, hook, priority| {
+            Some(BaseChain {
+                kind,
+                hook,
+                priority,
+            })
+        };
+        let new = "ct state new";
+        self.chain(
+            "filter-prerouting-pre-dnat",
+            base(ChainType::Filter, Hook::Prerouting, -110),
+            vec![format!("{new} jump {FIREWALL_CHECK}")],
+        );
+        self.chain(
+            "filter-output-pre-dnat",
+            base(ChainType::Filter, Hook::Output, -110),
+            vec![format!("{new} jump {FIREWALL_CHECK}")],
+        );
+        self.chain(
+            "filter-input",
+            base(ChainType::Filter, Hook::Input, 0),
+            vec![
+                format!("{new} jump {NODEPORT_ENDPOINTS_CHECK}"),
+                format!("{new} jump {SERVICE_ENDPOINTS_CHECK}"),
+            ],
+        );
+        for (name, hook) in [
+            ("filter-forward", Hook::Forward),
+            ("filter-output", Hook::Output),
+        ] {
+            self.chain(
+                name,
+                base(ChainType::Filter, hook, 0),
+                vec![
+                    format!("{new} jump {SERVICE_ENDPOINTS_CHECK}"),
+                    format!("{new} jump {CLUSTER_IPS_CHECK}"),
+                ],
+            );
+        }
+        self.chain(
+            "nat-prerouting",
+            base(ChainType::Nat, Hook::Prerouting, -100),
+            vec![format!("jump {SERVICES}")],
+        );
+        self.chain(
+            "nat-output",
+            base(ChainType::Nat, Hook::Output, -100),
+            vec![format!("jump {SERVICES}")],
+        );
+        self.chain(
+            "nat-postrouting",
+            base(ChainType::Nat, Hook::Postrouting, 100),
+            vec![format!("jump {MASQUERADING}")],
+        );
+        let tuple = format!("{d} . meta l4proto . th dport");
+        self.chain(
+            FIREWALL_CHECK,
+            None,
+            vec![format!(
+                "{tuple} @{FIREWALL_IPS} {tuple} . {s} != @{FIREWALL_ALLOW} drop"
+            )],
+        );
+        self.chain(
+            SERVICE_ENDPOINTS_CHECK,
+            None,
+            vec![format!("{tuple} vmap @{NO_ENDPOINT_SERVICES}")],
+        );
+        self.chain(
+            NODEPORT_ENDPOINTS_CHECK,
+            None,
+            vec![format!(
+                "{nodeport_match} meta l4proto . th dport vmap @{NO_ENDPOINT_NODEPORTS}"
+            )],
+        );
+        let mut check = vec![format!("{d} @{CLUSTER_IPS} reject")];
+        if !service_cidrs.is_empty() {
+            check.push(format!("{d} @{SERVICE_CIDRS} drop"));
+        }
+        self.chain(CLUSTER_IPS_CHECK, None, check);
+        self.chain(REJECT_CHAIN, None, vec!["reject".into()]);
+        self.chain(
+            MARK_FOR_MASQUERADE,
+            None,
+            vec![format!("meta mark set meta mark | {MASQ_MARK}")],
+        );
+        self.chain(
+            MASQUERADING,
+            None,
+            vec![
+                format!("ct status dnat {s} . {d} @{HAIRPIN} jump {MARK_FOR_MASQUERADE}"),
+                format!("meta mark & {MASQ_MARK} == 0 return"),
+                format!("meta mark set meta mark ^ {MASQ_MARK}"),
+                "masquerade fully-random".into(),
+            ],
+        );
+        self.chain(
+            SERVICES,
+            None,
+            vec![
+                format!("{tuple} vmap @{SERVICE_IPS}"),
+                format!("{nodeport_match} meta l4proto . th dport vmap @{SERVICE_NODEPORTS}"),
+            ],
+        );
+    }
+
+    fn render(mut self, state: &ProxyState) -> Table {
+        self.skeleton();
+        for svc in state.services.values() {
+            let Some(cip) = svc
+                .cluster_ips
+                .iter()
+                .find(|ip| Family::of(ip) == self.fam)
+                .copied()
+            else {
+                continue;
+            };
+            for port in &svc.ports {
+                let eps = endpoints_for_port(
+                    state.slices_for(&svc.key),
+                    port,
+                    self.fam,
+                    &self.node.node_name,
+                );
+                self.service_port(svc, port, cip, &eps);
+            }
+        }
+        let hairpin = std::mem::take(&mut self.hairpin);
+        for ip in hairpin {
+            elem(self.set(HAIRPIN), format!("{ip} . {ip}"), None);
+        }
+        self.t
+    }
+
+    fn dnat_map_rule(&self, key_prefix: &str, n: usize, map: &str) -> String {
+        format!(
+            "dnat {} to {key_prefix}meta l4proto . th dport . numgen random mod {n} map @{map}",
+            self.fam.nft()
+        )
+    }
+
+    fn lb_chain(&mut self, n: usize, local: bool, nodeport: bool) -> String {
+        let (name, map, prefix) = match (local, nodeport) {
+            (false, false) => (lb(n), BACKENDS, format!("{} . ", self.daddr)),
+            (true, false) => (local_lb(n), LOCAL_BACKENDS, format!("{} . ", self.daddr)),
+            (false, true) => (np_lb(n), NODEPORT_BACKENDS, String::new()),
+            (true, true) => (np_local_lb(n), NODEPORT_LOCAL_BACKENDS, String::new()),
+        };
+        self.ensure_chain(name, |r| vec![r.dnat_map_rule(&prefix, n, map)])
+    }
+
+    /// Rules of an ETP=Local external entry chain: pods and the host go to the cluster list, everything
+    /// else to the local list (if any).
+    fn external_local_rules(
+        &self,
+        cluster_target: &str,
+        local_target: Option<&str>,
+    ) -> Vec<String> {
+        let mut rules = vec![];
+        if self.has_cluster_cidrs {
+            rules.push(format!(
+                "{} @{CLUSTER_CIDRS} goto {cluster_target}",
+                self.saddr
+            ));
+        }
+        rules.push(format!("fib saddr type local jump {MARK_FOR_MASQUERADE}"));
+        rules.push(format!("fib saddr type local goto {cluster_target}"));
+        if let Some(l) = local_target {
+            rules.push(format!("goto {l}"));
+        }
+        rules
+    }
+
+    fn note_hairpin(&mut self, eps: &[Endpoint]) {
+        for e in eps {
+            if e.local || e.node_unknown {
+                self.hairpin.insert(e.ip);
+            }
+        }
+    }
+
+    fn fill_backends(&mut self, map: &str, key_prefix: &str, eps: &[Endpoint]) {
+        let set = self.set(map);
+        for (i, e) in eps.iter().enumerate() {
+            elem(
+                set,
+                format!("{key_prefix} . {i}"),
+                Some(format!("{} . {}", e.ip, e.port)),
+            );
+        }
+    }
+
+    fn service_port(
+        &mut self,
+        svc: &ServiceInfo,
+        port: &ServicePort,
+        cip: IpAddr,
+        eps: &[Endpoint],
+    ) {
+        let fam = self.fam;
+        let proto = port.protocol.nft();
+        let external = svc.externally_accessible(port, fam);
+        let cats: Categorized = categorize(eps, svc, external, self.node);
+        let has_endpoints = cats.has_any;
+        let internal_list: &[Endpoint] = if svc.internal_policy_local {
+            &cats.local
+        } else {
+            &cats.cluster
+        };
+        let has_internal = has_endpoints && !internal_list.is_empty();
+        let has_external = has_endpoints && (!svc.external_policy_local || !cats.local.is_empty());
+        let reject = format!("goto {REJECT_CHAIN}");
+        let internal_filter = if !has_endpoints {
+            reject.clone()
+        } else {
+            "drop".to_string()
+        };
+        let external_filter = internal_filter.clone();
+
+        elem(self.set(CLUSTER_IPS), cip.to_string(), None);
+        let vip_key = |ip: &IpAddr| format!("{ip} . {proto} . {}", port.port);
+        let np_key = port.node_port.map(|np| format!("{proto} . {np}"));
+
+        if has_internal {
+            self.note_hairpin(internal_list);
+        }
+        if has_endpoints && external {
+            self.note_hairpin(&cats.cluster);
+            if svc.external_policy_local {
+                self.note_hairpin(&cats.local);
+            }
+        }
+
+        // Entry chains.
+        let (internal_entry, external_entry, np_entry) = match svc.affinity_timeout {
+            Some(timeout) => self.affinity_chains(
+                svc,
+                port,
+                &cats,
+                external && has_endpoints,
+                has_internal,
+                timeout,
+            ),
+            None => {
+                let internal_entry = if has_internal {
+                    // The ClusterIP's key in `backends` holds the internal list (local for ITP=Local).
+                    let n = internal_list.len();
+                    let lb = self.lb_chain(n, false, false);
+                    Some(match self.masq_rule.clone() {
+                        Some(rule) => self.ensure_chain(cluster_ip_entry(n), |_| {
+                            vec![rule, format!("goto {lb}")]
+                        }),
+                        None => lb,
+                    })
+                } else {
+                    None
+                };
+                let (mut ext_entry, mut np_entry) = (None, None);
+                if has_endpoints && external {
+                    let n = cats.cluster.len();
+                    let m = cats.local.len();
+                    if svc.external_policy_local {
+                        let c = self.lb_chain(n, false, false);
+                        let l = (m > 0).then(|| self.lb_chain(m, true, false));
+                        ext_entry = Some(self.ensure_chain(ext_local(n, m), |r| {
+                            r.external_local_rules(&c, l.as_deref())
+                        }));
+                        if port.node_port.is_some() {
+                            let c = self.lb_chain(n, false, true);
+                            let l = (m > 0).then(|| self.lb_chain(m, true, true));
+                            np_entry = Some(self.ensure_chain(np_ext_local(n, m), |r| {
+                                r.external_local_rules(&c, l.as_deref())
+                            }));
+                        }
+                    } else {
+                        let c = self.lb_chain(n, false, false);
+                        ext_entry = Some(self.ensure_chain(ext(n), |_| {
+                            vec![format!("jump {MARK_FOR_MASQUERADE}"), format!("goto {c}")]
+                        }));
+                        if port.node_port.is_some() {
+                            let c = self.lb_chain(n, false, true);
+                            np_entry = Some(self.ensure_chain(np_ext(n), |_| {
+                                vec![format!("jump {MARK_FOR_MASQUERADE}"), format!("goto {c}")]
+                            }));
+                        }
+                    }
+                }
+                (internal_entry, ext_entry, np_entry)
+            }
+        };
+        let affinity = svc.affinity_timeout.is_some();
+
+        // ClusterIP.
+        match internal_entry {
+            Some(entry) if has_internal => {
+                elem(
+                    self.set(SERVICE_IPS),
+                    vip_key(&cip),
+                    Some(format!("goto {entry}")),
+                );
+                if !affinity {
+                    let list = internal_list.to_vec();
+                    self.fill_backends(BACKENDS, &vip_key(&cip), &list);
+                }
+            }
+            _ => {
+                elem(
+                    self.set(NO_ENDPOINT_SERVICES),
+                    vip_key(&cip),
+                    Some(internal_filter),
+                );
+            }
+        }
+
+        // External IPs and LoadBalancer IPs.
+        let ext_ips: Vec<IpAddr> = svc
+            .external_ips
+            .iter()
+            .filter(|ip| Family::of(ip) == fam)
+            .copied()
+            .collect();
+        let lb_ips: Vec<IpAddr> = svc
+            .load_balancer_ips
+            .iter()
+            .filter(|ip| Family::of(ip) == fam)
+            .copied()
+            .collect();
+        for ip in ext_ips.iter().chain(lb_ips.iter()) {
+            let key = vip_key(ip);
+            if let Some(entry) = &external_entry {
+                elem(
+                    self.set(SERVICE_IPS),
+                    key.clone(),
+                    Some(format!("goto {entry}")),
+                );
+                if !affinity {
+                    let cluster = cats.cluster.clone();
+                    self.fill_backends(BACKENDS, &key, &cluster);
+                    if svc.external_policy_local {
+                        let local = cats.local.clone();
+                        self.fill_backends(LOCAL_BACKENDS, &key, &local);
+                    }
+                }
+            }
+            if !has_external {
+                elem(
+                    self.set(NO_ENDPOINT_SERVICES),
+                    key,
+                    Some(external_filter.clone()),
+                );
+            }
+        }
+
+        // loadBalancerSourceRanges.
+        let ranges: Vec<ipnet::IpNet> = svc
+            .load_balancer_source_ranges
+            .iter()
+            .filter(|r| Family::of_net(r) == fam)
+            .map(|r| r.trunc())
+            .collect();
+        if !ranges.is_empty() && !lb_ips.is_empty() {
+            let node_in_range = self
+                .node
+                .node_ips
+                .iter()
+                .any(|ip| ranges.iter().any(|r| r.contains(ip)));
+            let mut allowed: Vec<String> = ranges.iter().map(|r| r.to_string()).collect();
+            if node_in_range {
+                let host = if fam == Family::Ipv4 { 32 } else { 128 };
+                allowed.extend(lb_ips.iter().map(|ip| format!("{ip}/{host}")));
+            }
+            for ip in &lb_ips {
+                let key = vip_key(ip);
+                elem(self.set(FIREWALL_IPS), key.clone(), None);
+                for a in &allowed {
+                    elem(self.set(FIREWALL_ALLOW), format!("{key} . {a}"), None);
+                }
+            }
+        }
+
+        // NodePort.
+        if let Some(key) = np_key {
+            if let Some(entry) = &np_entry {
+                elem(
+                    self.set(SERVICE_NODEPORTS),
+                    key.clone(),
+                    Some(format!("goto {entry}")),
+                );
+                if !affinity {
+                    let cluster = cats.cluster.clone();
+                    self.fill_backends(NODEPORT_BACKENDS, &key, &cluster);
+                    if svc.external_policy_local {
+                        let local = cats.local.clone();
+                        self.fill_backends(NODEPORT_LOCAL_BACKENDS, &key, &local);
+                    }
+                }
+            }
+            if !has_external {
+                elem(self.set(NO_ENDPOINT_NODEPORTS), key, Some(external_filter));
+            }
+        }
+    }
+
+    /// Per-Service-port chains for ClientIP affinity. Returns (ClusterIP entry, external entry, NodePort entry).
+    fn affinity_chains(
+        &mut self,
+        svc: &ServiceInfo,
+        port: &ServicePort,
+        cats: &Categorized,
+        external: bool,
+        has_internal: bool,
+        timeout: u32,
+    ) -> (Option<String>, Option<String>, Option<String>) {
+        let h = names::hash(&[
+            &svc.key.namespace,
+            &svc.key.name,
+            port.protocol.nft(),
+            &port.name,
+        ]);
+        let cluster_chain = format!("aff-{h}-c");
+        let local_chain = format!("aff-{h}-l");
+        let ensure_pick = |r: &mut Self, name: &str, eps: &[Endpoint]| {
+            if eps.is_empty() || r.t.chains.contains_key(name) {
+                return;
+            }
+            let rules = r.affinity_pick_rules(svc, port, eps, timeout);
+            r.chain(name, None, rules);
+        };
+        let internal_list = if svc.internal_policy_local {
+            &cats.local
+        } else {
+            &cats.cluster
+        };
+        let internal_pick = if svc.internal_policy_local {
+            &local_chain
+        } else {
+            &cluster_chain
+        };
+        let internal = if has_internal {
+            ensure_pick(self, internal_pick, internal_list);
+            let mut rules: Vec<String> = self.masq_rule.iter().cloned().collect();
+            rules.push(format!("goto {internal_pick}"));
+            let name = format!("aff-{h}-cip");
+            self.chain(&name, None, rules);
+            Some(name)
+        } else {
+            None
+        };
+        let ext = if external {
+            ensure_pick(self, &cluster_chain, &cats.cluster);
+            let rules = if svc.external_policy_local {
+                ensure_pick(self, &local_chain, &cats.local);
+                let local = (!cats.local.is_empty()).then_some(local_chain.as_str());
+                self.external_local_rules(&cluster_chain, local)
+            } else {
+                vec![
+                    format!("jump {MARK_FOR_MASQUERADE}"),
+                    format!("goto {cluster_chain}"),
+                ]
+            };
+            let name = format!("aff-{h}-ext");
+            self.chain(&name, None, rules);
+            Some(name)
+        } else {
+            None
+        };
+        let np = if port.node_port.is_some() {
+            ext.clone()
+        } else {
+            None
+        };
+        (internal, ext, np)
+    }
+
+    fn affinity_pick_rules(
+        &mut self,
+        svc: &ServiceInfo,
+        port: &ServicePort,
+        eps: &[Endpoint],
+        timeout: u32,
+    ) -> Vec<String> {
+        let fam = self.fam;
+        let s = self.saddr;
+        let proto = port.protocol.nft();
+        let timeout_s = timeout.to_string();
+        let mut sets = vec![];
+        for e in eps {
+            let ip = e.ip.to_string();
+            let ep_port = e.port.to_string();
+            let name = format!(
+                "aff-{}",
+                names::hash(&[
+                    &svc.key.namespace,
+                    &svc.key.name,
+                    proto,
+                    &port.name,
+                    &ip,
+                    &ep_port,
+                    &timeout_s,
+                ])
+            );
+            let mut spec = SetSpec::set(format!("type {}", fam.addr_type()))
+                .flag("dynamic")
+                .flag("timeout");
+            spec.timeout = Some(timeout);
+            self.declare_set(&name, spec);
+            let target = match e.ip {
+                IpAddr::V4(a) => format!("{a}:{}", e.port),
+                IpAddr::V6(a) => format!("[{a}]:{}", e.port),
+            };
+            sets.push((name, target));
+        }
+        let f = fam.nft();
+        let mut rules = vec![];
+        for (set, target) in &sets {
+            rules.push(format!(
+                "{s} @{set} update @{set} {{ {s} }} meta l4proto {proto} dnat {f} to {target}"
+            ));
+        }
+        let n = sets.len();
+        for (i, (set, target)) in sets.iter().enumerate() {
+            let pick = if i + 1 < n {
+                format!("numgen random mod {} == 0 ", n - i)
+            } else {
+                String::new()
+            };
+            rules.push(format!(
+                "{pick}update @{set} {{ {s} }} meta l4proto {proto} dnat {f} to {target}"
+            ));
+        }
+        rules
+    }
+}
