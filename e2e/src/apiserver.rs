@@ -24,6 +24,8 @@
 //!   preconditions, Background/Foreground/Orphan propagation with an ownerReference garbage
 //!   collector, finalizers, graceful Pod deletion), deletecollection, `/status` subresources
 //!   (writes to `/status` change only status; main-resource writes never change status).
+//! * **Metrics** at `/metrics` (`svcnet_apiserver_*`: requests, open watches, slow watchers
+//!   closed, resourceVersion, objects per resource).
 //! * **Errors** are real `Status` bodies (`reason`, `code`, `details`) as kube-rs parses them.
 //!
 //! # Differences from kube-apiserver (deliberate)
@@ -58,6 +60,7 @@ mod defaults;
 mod discovery;
 mod gc;
 mod http;
+mod metrics;
 mod ops;
 mod patch;
 mod resources;
@@ -174,6 +177,7 @@ impl ApiServer {
             store: store.clone(),
             config: config.clone(),
             addr,
+            metrics: metrics::Metrics::new(),
         });
         let app = axum::Router::new()
             .fallback(http::handle)

@@ -201,8 +201,24 @@ async fn update_conflicts_generation_and_noop() {
     );
     assert_eq!((e.code, e.reason.as_str()), (400, "BadRequest"));
 
-    // Update of a missing Pod → 404.
+    // A Pod's spec is immutable apart from a few fields (upstream ValidatePodUpdate).
     let pods: Api<Pod> = Api::namespaced(env.client(), ns.name());
+    pods.create(&PostParams::default(), &harness::pod("imm", "node-a", &[]))
+        .await
+        .unwrap();
+    let change_node = json!({"spec": {"nodeName": "node-b"}});
+    let e = api_err(
+        pods.patch("imm", &PatchParams::default(), &Patch::Merge(&change_node))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code, 422);
+    let image = json!({"spec": {"containers": [{"name": "app", "image": "registry.invalid/svcnet/test:2"}]}});
+    pods.patch("imm", &PatchParams::default(), &Patch::Strategic(&image))
+        .await
+        .unwrap();
+
+    // Update of a missing Pod → 404.
     let mut p = harness::pod("ghost", "n", &[]);
     p.metadata.resource_version = Some("1".into());
     let e = api_err(
@@ -1144,6 +1160,37 @@ async fn custom_resources_and_discovery() {
             .unwrap_err(),
     );
     assert_eq!(e.code, 415);
+    // A cluster-scoped kind without a status subresource.
+    let gadget: CustomResourceDefinition = serde_json::from_value(json!({
+        "metadata": {"name": "gadgets.conformance.svcnet.io"},
+        "spec": {
+            "group": "conformance.svcnet.io",
+            "scope": "Cluster",
+            "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget", "listKind": "GadgetList"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                          "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}],
+        },
+    }))
+    .unwrap();
+    crds.create(&PostParams::default(), &gadget).await.unwrap();
+    let gar = harness_discover(
+        &env.client(),
+        &GroupVersionKind::gvk("conformance.svcnet.io", "v1", "Gadget"),
+    )
+    .await;
+    let gadgets: Api<DynamicObject> = Api::all_with(env.client(), &gar);
+    let g =
+        DynamicObject::new("g1", &gar).data(json!({"spec": {"x": 1}, "status": {"kept": true}}));
+    let g = gadgets.create(&PostParams::default(), &g).await.unwrap();
+    assert_eq!(
+        g.data["status"]["kept"], true,
+        "without the subresource, status is ordinary data"
+    );
+    assert!(g.metadata.namespace.is_none());
+    crds.delete("gadgets.conformance.svcnet.io", &DeleteParams::default())
+        .await
+        .unwrap();
+
     crds.delete("widgets.conformance.svcnet.io", &DeleteParams::default())
         .await
         .unwrap();

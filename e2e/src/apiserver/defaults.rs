@@ -164,7 +164,9 @@ pub(crate) fn on_update(
         }
         ("", "pods", Sub::Main) => {
             default_pod(new);
-            validate_pod(new)
+            let mut errs = validate_pod(new);
+            errs.extend(validate_pod_spec_update(old, new));
+            errs
         }
         ("", "namespaces", Sub::Main) => {
             // spec.finalizers can only change through /finalize.
@@ -753,6 +755,39 @@ fn validate_pod(obj: &Value) -> Vec<FieldError> {
         }
     }
     errs
+}
+
+/// Upstream allows a running Pod's spec to change only in container images,
+/// `activeDeadlineSeconds`, additional tolerations and `terminationGracePeriodSeconds`
+/// (`ValidatePodUpdate`); `spec.nodeName` is set through binding, never by update.
+fn validate_pod_spec_update(old: &Value, new: &Value) -> Vec<FieldError> {
+    let mutable_stripped = |v: &Value| {
+        let mut spec = v.get("spec").cloned().unwrap_or(Value::Null);
+        if let Some(m) = spec.as_object_mut() {
+            for f in [
+                "activeDeadlineSeconds",
+                "tolerations",
+                "terminationGracePeriodSeconds",
+            ] {
+                m.remove(f);
+            }
+            for list in ["containers", "initContainers"] {
+                if let Some(cs) = m.get_mut(list).and_then(Value::as_array_mut) {
+                    for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                        c.remove("image");
+                    }
+                }
+            }
+        }
+        spec
+    };
+    if mutable_stripped(old) == mutable_stripped(new) {
+        return Vec::new();
+    }
+    vec![FieldError::forbidden(
+        "spec",
+        "pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations), `spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+    )]
 }
 
 fn validate_endpointslice(obj: &Value) -> Vec<FieldError> {

@@ -29,6 +29,7 @@ pub(crate) struct Shared {
     pub store: Arc<Store>,
     pub config: ServerConfig,
     pub addr: std::net::SocketAddr,
+    pub metrics: super::metrics::Metrics,
 }
 
 /// Largest accepted request body.
@@ -49,10 +50,14 @@ pub(crate) async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> R
         .unwrap_or_default();
     let path = parts.uri.path().to_string();
     tracing::debug!(method = %parts.method, %path, "request");
-    match route(&shared, &parts.method, &path, &parts.headers, &query, body) {
+    let resp = match route(&shared, &parts.method, &path, &parts.headers, &query, body) {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
-    }
+    };
+    shared
+        .metrics
+        .observe(parts.method.as_str(), resp.status().as_u16());
+    resp
 }
 
 fn json_response(code: u16, body: Bytes) -> Response {
@@ -91,6 +96,16 @@ fn route(
     let registry = shared.store.lock().registry.clone();
     match segs.as_slice() {
         ["version"] => return Ok(json_value(200, &discovery::version())),
+        ["metrics"] => {
+            return Ok(Response::builder()
+                .status(200)
+                .header(
+                    http::header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
+                .body(Body::from(shared.metrics.render(&shared.store)))
+                .unwrap_or_else(|_| Response::new(Body::empty())))
+        }
         ["healthz"] | ["livez"] | ["readyz"] => {
             return Ok(Response::builder()
                 .status(200)

@@ -268,7 +268,18 @@ fn install_crd(inner: &mut Inner, crd: &mut Value, name: &str, dry_run: bool) ->
     if let Some(err) = crd_conflict(&inner.registry, &infos, name) {
         return Err(err);
     }
-    let now = now_rfc3339();
+    // Keep transition times of conditions that already hold (updates must not churn status).
+    let since = |ty: &str| {
+        crd.pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .and_then(|cs| {
+                cs.iter()
+                    .find(|c| c.get("type").and_then(Value::as_str) == Some(ty))
+            })
+            .and_then(|c| c.get("lastTransitionTime").cloned())
+            .unwrap_or_else(|| json!(now_rfc3339()))
+    };
+    let (names_since, established_since) = (since("NamesAccepted"), since("Established"));
     let names = crd.pointer("/spec/names").cloned().unwrap_or(Value::Null);
     let stored: Vec<String> = crd
         .pointer("/spec/versions")
@@ -284,8 +295,8 @@ fn install_crd(inner: &mut Inner, crd: &mut Value, name: &str, dry_run: bool) ->
         "acceptedNames": names,
         "storedVersions": stored,
         "conditions": [
-            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": now},
-            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": now},
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": names_since},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": established_since},
         ],
     });
     if !dry_run {

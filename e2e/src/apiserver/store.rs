@@ -89,6 +89,8 @@ pub(crate) struct Inner {
     dependents: HashMap<String, HashSet<GcItem>>,
     /// Objects the garbage collector should look at.
     pub gc_queue: VecDeque<GcItem>,
+    /// Watchers closed because their queue was full.
+    slow_closed: u64,
     /// Objects to look at again when their grace period ends.
     pub timers: Vec<(Instant, ResKey, Arc<str>)>,
 }
@@ -169,6 +171,7 @@ impl Store {
                 dependents: HashMap::new(),
                 gc_queue: VecDeque::new(),
                 timers: Vec::new(),
+                slow_closed: 0,
             }),
             gc_notify: Notify::new(),
             watch_capacity: watch_capacity.max(1),
@@ -327,6 +330,7 @@ impl Inner {
     fn record(&mut self, ev: Event) {
         let ev = Arc::new(ev);
         let ns = ev.namespace().map(str::to_string);
+        let mut slow = 0;
         self.watchers.retain(|w| {
             if w.res != ev.res {
                 return true;
@@ -340,11 +344,13 @@ impl Inner {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     tracing::info!(watcher = w.id, res = %w.res, "watcher fell behind; closing it");
+                    slow += 1;
                     false
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             }
         });
+        self.slow_closed += slow;
         self.history.push_back(ev);
         while self.history.len() > self.history_limit {
             if let Some(old) = self.history.pop_front() {
@@ -365,6 +371,19 @@ impl Inner {
     /// Close every open watch (their streams end; clients re-watch).
     pub fn close_all_watches(&mut self) {
         self.watchers.clear();
+    }
+
+    /// Watchers closed so far because they fell behind.
+    pub fn slow_watchers_closed(&self) -> u64 {
+        self.slow_closed
+    }
+
+    /// (resource key, object count) of every table.
+    pub fn table_sizes(&self) -> Vec<(String, usize)> {
+        self.tables
+            .iter()
+            .map(|(k, t)| (k.to_string(), t.len()))
+            .collect()
     }
 
     /// Number of open watches.
