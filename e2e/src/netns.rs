@@ -172,10 +172,10 @@ pub mod wire;
 pub use cleanup::{cleanup_stale, stale_names, DEFAULT_PREFIX};
 pub use error::{Error, Result};
 pub use exec::{list_netns, require_root, Netns};
-pub use outcome::{ClientOpts, Outcome};
+pub use outcome::{ClientOpts, HttpOutcome, Outcome};
 pub use plan::Cidr;
 pub use process::{Process, TcpSession};
 pub use topology::{
     EchoPorts, Node, Outside, Place, Pod, Topology, TopologyBuilder, DEFAULT_ECHO_PORT,
 };
-pub use wire::{Proto, RefuseReason};
+pub use wire::{HttpResponse, Proto, RefuseReason};

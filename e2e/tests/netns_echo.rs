@@ -161,3 +161,55 @@ fn interactive_mode_echoes_each_line_on_one_connection() {
     drop(stdin);
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn http_get_reports_status_headers_and_body() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut request = String::new();
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            request.push_str(&line);
+        }
+        let body = r#"{"service":{"namespace":"default","name":"web"},"localEndpoints":0}"#;
+        write!(
+            conn,
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+             X-Content-Type-Options: nosniff\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        request
+    });
+    let out = Command::new(ECHO)
+        .args(["http-get", &addr.to_string(), "--path", "/healthz"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(EXIT_REPLIED), "{out:?}");
+    let line: ClientLine = serde_json::from_slice(&out.stdout).unwrap();
+    let ClientLine::Response(r) = line else {
+        panic!("{line:?}")
+    };
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("Content-Type"), Some("application/json"));
+    let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(body["localEndpoints"], 0);
+    let request = server.join().unwrap();
+    assert!(
+        request.starts_with("GET /healthz HTTP/1.1\r\n"),
+        "{request}"
+    );
+
+    let bad = Command::new(ECHO)
+        .args(["http-get", &addr.to_string(), "--path", "no-slash"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(EXIT_USAGE));
+}

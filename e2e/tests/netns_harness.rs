@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use e2e::netns::{
-    cleanup_stale, list_netns, ClientOpts, EchoPorts, Error, Outcome, Proto, RefuseReason,
-    Topology, TopologyBuilder, DEFAULT_ECHO_PORT,
+    cleanup_stale, list_netns, ClientOpts, EchoPorts, Error, HttpOutcome, Outcome, Proto,
+    RefuseReason, Topology, TopologyBuilder, DEFAULT_ECHO_PORT,
 };
 
 const SHORT: Duration = Duration::from_millis(300);
@@ -109,6 +109,16 @@ fn outside_reaches_node_ips_but_not_pods() {
             assert_reply(&out, "node2-host", src, sa(dst, 9000));
         }
     }
+    // Nothing listens on the node's port 10256: the HTTP probe is refused, not timed out.
+    let probe = topo
+        .http_get(outside, sa(node.ipv4(), 10256), "/healthz")
+        .unwrap();
+    assert_eq!(
+        probe,
+        HttpOutcome::Refused {
+            reason: RefuseReason::ConnectionRefused
+        }
+    );
     let pod = topo.pod("a").unwrap();
     let out = topo
         .client(outside, Proto::Tcp, sa(pod.ipv4(), DEFAULT_ECHO_PORT))

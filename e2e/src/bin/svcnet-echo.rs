@@ -6,6 +6,7 @@
 //! svcnet-echo client --udp [fd00:96::a]:53
 //! svcnet-echo client --sctp 10.96.0.10:9999
 //! svcnet-echo client --tcp 10.96.0.10:80 --interactive   # long-lived: one reply per stdin line
+//! svcnet-echo http-get 192.168.200.11:30256 --path /healthz  # e.g. a health-check node port
 //! ```
 //!
 //! The server answers every TCP connection (a greeting on accept, then one reply per line
@@ -51,6 +52,24 @@ enum Cmd {
     Serve(ServeArgs),
     /// Connect (or send) and print the outcome of each attempt as a JSON line.
     Client(ClientArgs),
+    /// One HTTP/1.1 GET; prints the status, headers and body (or the failure) as a JSON line.
+    HttpGet(HttpArgs),
+}
+
+#[derive(Args, Debug)]
+struct HttpArgs {
+    /// Server address.
+    #[arg(value_name = "ADDR:PORT")]
+    target: SocketAddr,
+    /// Request path.
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// Timeout for connecting and reading the whole response.
+    #[arg(long, default_value_t = 1000)]
+    timeout_ms: u64,
+    /// Source address to bind before connecting.
+    #[arg(long, value_name = "ADDR")]
+    source: Option<IpAddr>,
 }
 
 #[derive(Args, Debug)]
@@ -128,6 +147,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Serve(args) => rt.block_on(serve(args)).map(|()| wire::EXIT_REPLIED),
         Cmd::Client(args) => rt.block_on(client(args)),
+        Cmd::HttpGet(args) => rt.block_on(http_get(args)),
     };
     match result {
         Ok(code) => exit(code),
@@ -599,6 +619,48 @@ async fn sctp_once(target: SocketAddr, source: Option<IpAddr>, timeout: Duration
             _ => continue,
         }
     }
+}
+
+async fn http_get(args: HttpArgs) -> anyhow::Result<i32> {
+    if !args.path.starts_with('/')
+        || args
+            .path
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        eprintln!(
+            "svcnet-echo: --path must start with '/' and contain no spaces or control characters"
+        );
+        return Ok(wire::EXIT_USAGE);
+    }
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let deadline = Instant::now() + timeout;
+    let line = match tcp_connect(args.target, args.source, deadline, timeout).await {
+        Err(line) => line,
+        Ok(mut stream) => {
+            let request = format!(
+                "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: svcnet-echo\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+                args.path, args.target
+            );
+            let mut raw = Vec::new();
+            let exchange = async {
+                stream.write_all(request.as_bytes()).await?;
+                tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut raw).await
+            };
+            match timeout_at(deadline, exchange).await {
+                Err(_) => timeout_line(timeout),
+                Ok(Err(e)) => ClientLine::Error {
+                    error: format!("connection broken: {e}"),
+                },
+                Ok(Ok(_)) => match wire::parse_http_response(&raw) {
+                    Ok(response) => ClientLine::Response(response),
+                    Err(error) => ClientLine::Error { error },
+                },
+            }
+        }
+    };
+    println!("{}", serde_json::to_string(&line)?);
+    Ok(line.exit_code())
 }
 
 /// Long-lived mode: one connection, one reply per stdin line, until stdin closes.

@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::error::{Error, Result};
-use super::wire::{ClientLine, RefuseReason};
+use super::wire::{ClientLine, HttpResponse, RefuseReason};
 
 /// The result of one client attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,11 +74,77 @@ impl From<ClientLine> for Outcome {
                 peer: r.peer,
                 local: r.local,
             },
+            ClientLine::Response(r) => Outcome::Error {
+                error: format!("expected an echo reply, got HTTP {}", r.status),
+            },
             ClientLine::Refused { reason, .. } => Outcome::Refused { reason },
             ClientLine::Timeout { .. } => Outcome::Timeout,
             ClientLine::Error { error } => Outcome::Error { error },
         }
     }
+}
+
+/// The result of an HTTP GET ([`super::Topology::http_get`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HttpOutcome {
+    /// The server answered (any status).
+    Response(HttpResponse),
+    /// Actively rejected (TCP reset / ICMP unreachable).
+    Refused {
+        /// How it was rejected.
+        reason: RefuseReason,
+    },
+    /// No answer within the timeout.
+    Timeout,
+    /// Anything else.
+    Error {
+        /// Description from the client.
+        error: String,
+    },
+}
+
+impl HttpOutcome {
+    /// The response, if there was one.
+    pub fn response(&self) -> Option<&HttpResponse> {
+        match self {
+            HttpOutcome::Response(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The status code, if there was a response.
+    pub fn status(&self) -> Option<u16> {
+        self.response().map(|r| r.status)
+    }
+
+    /// The body parsed as JSON, if there was a response with a JSON body.
+    pub fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&self.response()?.body).ok()
+    }
+}
+
+impl From<ClientLine> for HttpOutcome {
+    fn from(line: ClientLine) -> Self {
+        match line {
+            ClientLine::Response(r) => HttpOutcome::Response(r),
+            ClientLine::Replied(r) => HttpOutcome::Error {
+                error: format!("expected HTTP, got an echo reply from {}", r.pod),
+            },
+            ClientLine::Refused { reason, .. } => HttpOutcome::Refused { reason },
+            ClientLine::Timeout { .. } => HttpOutcome::Timeout,
+            ClientLine::Error { error } => HttpOutcome::Error { error },
+        }
+    }
+}
+
+/// Parses one line of `svcnet-echo http-get` output.
+pub(crate) fn parse_http_line(line: &str) -> Result<HttpOutcome> {
+    serde_json::from_str::<ClientLine>(line)
+        .map(HttpOutcome::from)
+        .map_err(|source| Error::ClientOutput {
+            line: line.to_string(),
+            source,
+        })
 }
 
 /// Parses one line of `svcnet-echo client` output.

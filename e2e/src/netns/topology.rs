@@ -12,7 +12,7 @@ use super::bins;
 use super::cleanup::{cleanup_stale, DEFAULT_PREFIX};
 use super::error::{Error, Result};
 use super::exec::{delete_netns, ip_batch, output, require_root, run, Netns};
-use super::outcome::{parse_client_output, ClientOpts, Outcome};
+use super::outcome::{parse_client_output, parse_http_line, ClientOpts, HttpOutcome, Outcome};
 use super::plan::{self, Cidr, Names, Step};
 use super::process::{tail, Process, TcpSession};
 use super::wire::{Proto, EXIT_ERROR, EXIT_REFUSED, EXIT_REPLIED, EXIT_TIMEOUT};
@@ -712,6 +712,30 @@ impl Topology {
             });
         }
         Ok(outcomes)
+    }
+
+    /// One HTTP GET of `path` from `from` to `target` (e.g. svcnet-proxy's health-check node
+    /// port), with the default client timeout.
+    pub fn http_get(
+        &self,
+        from: &impl Place,
+        target: SocketAddr,
+        path: &str,
+    ) -> Result<HttpOutcome> {
+        let mut cmd = from.netns().command(&self.echo_binary);
+        cmd.args(["http-get", &target.to_string(), "--path", path])
+            .arg("--timeout-ms")
+            .arg(self.client_timeout.as_millis().to_string());
+        let out = output(&mut cmd)?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        match stdout.lines().find(|l| !l.trim().is_empty()) {
+            Some(line) => parse_http_line(line),
+            None => Err(Error::Command {
+                cmd: super::exec::describe(&cmd),
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            }),
+        }
     }
 
     /// Opens a long-lived TCP connection from `from` to `target` (see [`TcpSession`]).

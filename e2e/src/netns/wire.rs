@@ -98,12 +98,100 @@ impl fmt::Display for RefuseReason {
     }
 }
 
-/// One line of `svcnet-echo client` output: the outcome of one attempt.
+/// An HTTP response as `svcnet-echo http-get` received it (e.g. from a health-check node port).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header names (lower-cased) and values, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body (de-chunked), as text.
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses a complete HTTP/1.x response (read until the server closed the connection).
+pub fn parse_http_response(raw: &[u8]) -> Result<HttpResponse, String> {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no end of headers in the response")?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let body = &raw[split + 4..];
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.split_whitespace();
+    let version = parts.next().unwrap_or_default();
+    if !version.starts_with("HTTP/1.") {
+        return Err(format!("not an HTTP/1.x status line: {status_line:?}"));
+    }
+    let status = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let body = if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        dechunk(body)?
+    } else if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        body.get(..len)
+            .ok_or_else(|| format!("body shorter than content-length {len}"))?
+            .to_vec()
+    } else {
+        body.to_vec()
+    };
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        let eol = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("truncated chunk size")?;
+        let size_text = String::from_utf8_lossy(&rest[..eol]);
+        let size_hex = size_text.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_hex, 16)
+            .map_err(|_| format!("bad chunk size {size_hex:?}"))?;
+        rest = &rest[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(rest.get(..size).ok_or("truncated chunk")?);
+        rest = rest.get(size + 2..).ok_or("truncated chunk end")?;
+    }
+}
+
+/// One line of `svcnet-echo client` / `http-get` output: the outcome of one attempt.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "lowercase")]
 pub enum ClientLine {
-    /// The server answered.
+    /// The echo server answered.
     Replied(Reply),
+    /// An HTTP server answered (`http-get`).
+    Response(HttpResponse),
     /// The attempt was actively rejected.
     Refused {
         /// Classified reason.
@@ -127,7 +215,7 @@ impl ClientLine {
     /// The exit code that corresponds to this outcome.
     pub fn exit_code(&self) -> i32 {
         match self {
-            ClientLine::Replied(_) => EXIT_REPLIED,
+            ClientLine::Replied(_) | ClientLine::Response(_) => EXIT_REPLIED,
             ClientLine::Refused { .. } => EXIT_REFUSED,
             ClientLine::Timeout { .. } => EXIT_TIMEOUT,
             ClientLine::Error { .. } => EXIT_ERROR,
