@@ -1215,3 +1215,66 @@ async fn harness_discover(client: &Client, gvk: &GroupVersionKind) -> ApiResourc
     }
     panic!("kind {gvk:?} never discovered: {last:?}");
 }
+
+#[tokio::test]
+async fn watcher_list_strategies() {
+    use kube::runtime::watcher;
+    let env = TestEnv::start().await.unwrap();
+    let ns = env.namespace("conf-strategies").await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(env.client(), ns.name());
+    for i in 0..7 {
+        cms.create(&PostParams::default(), &cm(&format!("s{i}"), &[]))
+            .await
+            .unwrap();
+    }
+    for (what, config) in [
+        (
+            "paginated list+watch",
+            watcher::Config::default().page_size(2),
+        ),
+        (
+            "streaming list",
+            watcher::Config::default().streaming_lists(),
+        ),
+    ] {
+        let mut s = watcher(cms.clone(), config).boxed();
+        let mut seen = Vec::new();
+        loop {
+            match tokio::time::timeout(T, s.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap()
+            {
+                watcher::Event::Init => {}
+                watcher::Event::InitApply(o) => seen.push(o.metadata.name.unwrap()),
+                watcher::Event::InitDone => break,
+                other => panic!("{what}: unexpected {other:?}"),
+            }
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            (0..7).map(|i| format!("s{i}")).collect::<Vec<_>>(),
+            "{what}"
+        );
+        cms.create(
+            &PostParams::default(),
+            &cm(&format!("after-{}", what.len()), &[]),
+        )
+        .await
+        .unwrap();
+        match tokio::time::timeout(T, s.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            watcher::Event::Apply(o) => assert!(o.metadata.name.unwrap().starts_with("after-")),
+            other => panic!("{what}: expected Apply, got {other:?}"),
+        }
+        cms.delete(&format!("after-{}", what.len()), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+}

@@ -285,3 +285,56 @@ impl ControlPlane {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The certificates kube-apiserver needs are produced and chain to the CA. (Needs `openssl`.)
+    #[test]
+    fn certificates_chain_to_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        make_certs(dir.path()).unwrap();
+        for f in [
+            "ca.crt",
+            "apiserver.crt",
+            "apiserver.key",
+            "admin.crt",
+            "admin.key",
+            "sa-signer.key",
+            "sa-signer.pub",
+        ] {
+            assert!(dir.path().join(f).exists(), "{f} missing");
+        }
+        for crt in ["apiserver.crt", "admin.crt"] {
+            openssl(dir.path(), &["verify", "-CAfile", "ca.crt", crt]).unwrap();
+        }
+        let out = std::process::Command::new("openssl")
+            .args(["x509", "-in", "admin.crt", "-noout", "-subject"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let subject = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            subject.contains("system:masters") && subject.contains("envtest-admin"),
+            "{subject}"
+        );
+        let out = std::process::Command::new("openssl")
+            .args([
+                "x509",
+                "-in",
+                "apiserver.crt",
+                "-noout",
+                "-ext",
+                "subjectAltName",
+            ])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let san = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            san.contains("127.0.0.1") && san.contains("localhost"),
+            "{san}"
+        );
+    }
+}
