@@ -1,8 +1,9 @@
 //! The line-oriented JSON protocol spoken by `svcnet-echo`, shared by the binary and the harness.
 //!
 //! The server answers every TCP connection (once on accept, then once per line received), every
-//! UDP datagram and every SCTP INIT with one [`Reply`] serialised as a single JSON line. The client prints one
-//! [`ClientLine`] per attempt and exits with one of the `EXIT_*` codes.
+//! UDP datagram and every SCTP INIT with one [`Reply`] serialised as a single JSON line. The
+//! client prints one [`ClientLine`] per attempt and exits with one of the `EXIT_*` codes;
+//! `http-get` prints one [`ClientLine::Response`] (or the failure).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -269,5 +270,24 @@ mod tests {
             ClientLine::Timeout { after_ms: 5 }.exit_code(),
             EXIT_TIMEOUT
         );
+    }
+
+    #[test]
+    fn http_responses_are_parsed_with_and_without_chunking() {
+        let plain = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 5\r\n\r\n{\"a\"}extra";
+        let r = parse_http_response(plain).unwrap();
+        assert_eq!(r.status, 503);
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.body, "{\"a\"}");
+        let chunked =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n";
+        assert_eq!(parse_http_response(chunked).unwrap().body, "abcde");
+        let eof = b"HTTP/1.0 200 OK\r\n\r\nuntil close";
+        assert_eq!(parse_http_response(eof).unwrap().body, "until close");
+        for bad in [&b"garbage"[..], b"SSH-2.0\r\n\r\n", b"HTTP/1.1 abc\r\n\r\n"] {
+            assert!(parse_http_response(bad).is_err());
+        }
+        let truncated = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nff\r\nab";
+        assert!(parse_http_response(truncated).is_err());
     }
 }
