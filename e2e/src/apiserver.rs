@@ -38,8 +38,9 @@
 //! * **Server-side apply is refused** with `415 UnsupportedMediaType`; no svcnet controller may
 //!   use it. Use create, update with resourceVersion, and merge patches.
 //! * No authentication/authorization/admission webhooks, no OpenAPI schema validation or pruning
-//!   of custom resources, no `managedFields`, no Table output (kubectl prints NAME/AGE-less
-//!   default columns), no protobuf.
+//!   of custom resources, no `managedFields`, no protobuf. Table output (server-side printing for
+//!   `kubectl get`) covers Services, Pods, EndpointSlices, Namespaces and Nodes; other kinds get
+//!   NAME/AGE, and watches always stream full objects.
 //! * The kubelet is emulated only in one respect: a Pod whose deletion grace period has elapsed
 //!   (and that has no finalizers) is removed by the server.
 //! * core/v1 and events.k8s.io/v1 Events are stored separately (upstream shares storage).
@@ -67,6 +68,7 @@ mod resources;
 mod selector;
 mod status;
 mod store;
+mod table;
 mod watch;
 
 pub mod cli;

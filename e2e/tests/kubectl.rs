@@ -120,6 +120,12 @@ async fn kubectl_get_create_apply_delete() {
     assert_eq!(out, "TCP/8080");
     let out = run(s(&["get", "pods"])).await;
     assert!(out.contains("web-0"), "{out}");
+    // Server-side printing gives the usual columns.
+    let out = run(s(&["get", "services"])).await;
+    assert!(
+        out.contains("CLUSTER-IP") && out.contains("80/TCP,53/UDP"),
+        "{out}"
+    );
 
     // Client-side apply: first apply adopts, second changes targetPort via a strategic merge patch.
     run(s(&["apply", "-f", &m])).await;

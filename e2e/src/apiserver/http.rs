@@ -21,6 +21,7 @@ use super::resources::ResourceInfo;
 use super::selector::{FieldSelector, LabelSelector, Selectors};
 use super::status::{ApiError, ApiResult};
 use super::store::Store;
+use super::table;
 use super::watch::{self, present, WatchParams};
 use super::ServerConfig;
 
@@ -293,11 +294,26 @@ fn dispatch(
             };
             Ok(watch::start(store.clone(), info, t.ns.clone(), sel, params))
         }
-        (Method::GET, None) => list(store, &info, ns, query),
+        (Method::GET, None) => list(store, &info, ns, query, table_accept(headers)),
         (Method::GET, Some(name)) => {
             let key = super::store::object_key(if info.namespaced { ns } else { None }, name);
-            let obj = store.lock().get(&info.key, &key);
+            let (obj, rv) = {
+                let inner = store.lock();
+                (inner.get(&info.key, &key), inner.rv())
+            };
             match obj {
+                Some(b) if table_accept(headers) => {
+                    let v: Value =
+                        serde_json::from_slice(&present(&info, b)).unwrap_or(Value::Null);
+                    let include = query
+                        .get("includeObject")
+                        .map(String::as_str)
+                        .unwrap_or_default();
+                    Ok(json_value(
+                        200,
+                        &table::render(&info, &[v], rv, None, include),
+                    ))
+                }
                 Some(b) => Ok(json_response(200, present(&info, b))),
                 None => Err(ApiError::not_found(&info.group, &info.plural, name)),
             }
@@ -348,6 +364,13 @@ fn dispatch(
         (Method::DELETE, None) => delete_collection(shared, &info, ns, query, &body),
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+fn table_accept(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(table::wants_table)
 }
 
 fn delete_options(query: &HashMap<String, String>, body: &[u8]) -> ApiResult<DeleteOptions> {
@@ -469,6 +492,7 @@ fn list(
     info: &Arc<ResourceInfo>,
     ns: Option<&str>,
     query: &HashMap<String, String>,
+    as_table: bool,
 ) -> ApiResult<Response> {
     let sel = selectors(info, query)?;
     let limit = match query.get("limit").map(String::as_str) {
@@ -541,5 +565,19 @@ fn list(
         (true, Some(k)) => Some(encode_continue(snap_rv, &k)),
         _ => None,
     };
+    if as_table {
+        let values: Vec<Value> = items
+            .iter()
+            .map(|b| serde_json::from_slice(b).unwrap_or(Value::Null))
+            .collect();
+        let include = query
+            .get("includeObject")
+            .map(String::as_str)
+            .unwrap_or_default();
+        return Ok(json_value(
+            200,
+            &table::render(info, &values, snap_rv, cont.as_deref(), include),
+        ));
+    }
     Ok(json_response(200, list_body(info, snap_rv, cont, &items)))
 }
