@@ -79,6 +79,13 @@
 //! `std::process::Command` prefixed with `ip netns exec <ns>`; [`Netns::run`], [`Netns::sh`]
 //! and [`Netns::nft`] run one-shot commands.
 //!
+//! # Reaching the host's API server from a node
+//!
+//! svcnet-proxy in a node namespace cannot see the host's loopback, where the embedded API
+//! server listens. [`Topology::forward_from_host_to_nodes`]`(6443, api_addr)` makes it reachable
+//! at `127.0.0.1:6443` inside every node (two byte relays joined by a Unix socket; nothing is
+//! added to the host's network namespace), so the proxy's kubeconfig points there.
+//!
 //! # Finding binaries
 //!
 //! Tests of this crate use `env!("CARGO_BIN_EXE_svcnet-echo")`. Everything else uses
@@ -118,7 +125,8 @@
 //!     ])?;
 //!     p.wait_timeout(Duration::from_secs(10))?;
 //!     // … or a long-running `svcnet-proxy run --kubeconfig …` against the embedded API
-//!     // server, followed by `p.wait_for_output("synced", Duration::from_secs(10))?`.
+//!     // server (made reachable in the node with `topo.forward_from_host_to_nodes(6443,
+//!     // api_addr)?`), followed by `p.wait_for_output("synced", Duration::from_secs(10))?`.
 //!     proxies.push(p);
 //! }
 //! let vip: SocketAddr = "10.96.0.10:80".parse()?;

@@ -1,8 +1,12 @@
 //! Tests of the network-namespace harness (`e2e::netns`) with real packets.
 //!
 //! **Every test here needs root** (it creates network namespaces, veths and bridges); CI runs as
-//! root. All traffic stays inside namespaces the tests create. The whole file runs in a few
-//! seconds: expected timeouts use a 300 ms client timeout.
+//! root. All traffic stays inside namespaces the tests create, plus the host's loopback in the
+//! relay test. The whole file runs in a few seconds: expected timeouts use a 300 ms client
+//! timeout.
+
+// Test helpers outside #[test] functions unwrap too.
+#![allow(clippy::unwrap_used)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -53,6 +57,18 @@ fn pid_dead(pid: u32) -> bool {
             .and_then(|(_, rest)| rest.split_whitespace().next())
             .is_some_and(|state| state == "Z" || state == "X"),
     }
+}
+
+/// PIDs whose command line mentions `needle`.
+fn pids_mentioning(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
 }
 
 /// Root only. Pod to pod on one node and across nodes, IPv4 and IPv6, TCP, UDP and (raw-socket)
@@ -318,8 +334,8 @@ fn add_and_remove_pods() {
     assert!(!out[0].is_replied(), "{out:?}");
 }
 
-/// Root only. Dropping the topology kills every process started in it (managed ones and
-/// stray ones) and deletes every namespace.
+/// Root only. Dropping the topology kills every process started in it (managed ones, stray
+/// ones, and the relays it runs on the host) and deletes every namespace.
 #[test]
 fn drop_leaves_no_namespaces_or_processes() {
     let topo = builder().pod("a", 1).pod("b", 2).build().unwrap();
@@ -350,6 +366,12 @@ fn drop_leaves_no_namespaces_or_processes() {
     // sleep 300, sleep 301, and one echo server per pod.
     assert!(pids.len() >= 4, "{pids:?}");
     let log_dir = topo.log_dir().to_path_buf();
+    // Relays: one on the host and one in the node, per node; found by their socket path.
+    topo.forward_from_host_to_nodes(6443, "127.0.0.1:9".parse().unwrap())
+        .unwrap();
+    let relays = pids_mentioning(&log_dir.to_string_lossy());
+    assert_eq!(relays.len(), 4, "{relays:?}");
+    pids.extend(relays);
     drop(topo);
     // The managed process is dead even before its handle is dropped.
     assert!(managed.wait_timeout(Duration::from_secs(2)).is_ok());
@@ -514,4 +536,59 @@ fn service_style_nat_works_through_the_topology() {
             "{proto}"
         );
     }
+}
+
+/// A one-shot HTTP server on the host's loopback answering `count` requests with their path.
+fn loopback_http_server(count: usize) -> (SocketAddr, std::thread::JoinHandle<()>) {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = std::thread::spawn(move || {
+        for _ in 0..count {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut first = String::new();
+            let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+            reader.read_line(&mut first).unwrap();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
+            write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{path}",
+                path.len()
+            )
+            .unwrap();
+        }
+    });
+    (addr, handle)
+}
+
+/// Root only. A service on the host's loopback (standing in for the embedded API server) is
+/// reachable at 127.0.0.1:6443 inside every node after `forward_from_host_to_nodes`, and not
+/// from namespaces that were not given a relay.
+#[test]
+fn host_loopback_service_reaches_nodes_through_relays() {
+    let topo = builder().pod("a", 1).build().unwrap();
+    let (api, server) = loopback_http_server(2);
+    let inside = topo.forward_from_host_to_nodes(6443, api).unwrap();
+    assert_eq!(inside.to_string(), "127.0.0.1:6443");
+    for (i, node) in topo.nodes().iter().enumerate() {
+        let path = format!("/version/{i}");
+        let got = topo.http_get(node, inside, &path).unwrap();
+        assert_eq!(got.status(), Some(200), "{got:?}");
+        assert_eq!(got.response().unwrap().body, path);
+    }
+    server.join().unwrap();
+    let pod = topo.pod("a").unwrap();
+    let got = topo.http_get(pod, inside, "/").unwrap();
+    assert_eq!(
+        got,
+        HttpOutcome::Refused {
+            reason: RefuseReason::ConnectionRefused
+        }
+    );
 }

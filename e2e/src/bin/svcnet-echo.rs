@@ -7,6 +7,7 @@
 //! svcnet-echo client --sctp 10.96.0.10:9999
 //! svcnet-echo client --tcp 10.96.0.10:80 --interactive   # long-lived: one reply per stdin line
 //! svcnet-echo http-get 192.168.200.11:30256 --path /healthz  # e.g. a health-check node port
+//! svcnet-echo relay --listen tcp:127.0.0.1:6443 --connect unix:/tmp/api.sock  # byte relay
 //! ```
 //!
 //! The server answers every TCP connection (a greeting on accept, then one reply per line
@@ -54,6 +55,45 @@ enum Cmd {
     Client(ClientArgs),
     /// One HTTP/1.1 GET; prints the status, headers and body (or the failure) as a JSON line.
     HttpGet(HttpArgs),
+    /// Relays byte streams between a TCP or Unix listener and a TCP or Unix target. A Unix socket
+    /// is a file, visible from every network namespace, so two relays carry a connection from a
+    /// node namespace to a service on the host's loopback (e.g. the embedded API server).
+    Relay(RelayArgs),
+}
+
+#[derive(Args, Debug)]
+struct RelayArgs {
+    /// Where to accept connections: `tcp:ADDR:PORT` or `unix:PATH`.
+    #[arg(long)]
+    listen: Endpoint,
+    /// Where to connect for each accepted connection: `tcp:ADDR:PORT` or `unix:PATH`.
+    #[arg(long)]
+    connect: Endpoint,
+}
+
+/// A stream endpoint of the relay.
+#[derive(Clone, Debug)]
+enum Endpoint {
+    Tcp(SocketAddr),
+    Unix(std::path::PathBuf),
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(addr) = s.strip_prefix("tcp:") {
+            addr.parse()
+                .map(Endpoint::Tcp)
+                .map_err(|e| format!("bad address {addr:?}: {e}"))
+        } else if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("empty unix socket path".into());
+            }
+            Ok(Endpoint::Unix(path.into()))
+        } else {
+            Err(format!("expected tcp:ADDR:PORT or unix:PATH, got {s:?}"))
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -148,6 +188,7 @@ fn main() -> ExitCode {
         Cmd::Serve(args) => rt.block_on(serve(args)).map(|()| wire::EXIT_REPLIED),
         Cmd::Client(args) => rt.block_on(client(args)),
         Cmd::HttpGet(args) => rt.block_on(http_get(args)),
+        Cmd::Relay(args) => rt.block_on(relay(args)).map(|()| wire::EXIT_REPLIED),
     };
     match result {
         Ok(code) => exit(code),
@@ -389,6 +430,77 @@ async fn serve_sctp(
         {
             tracing::debug!(%src, error = %e, "sctp send failed");
         }
+    }
+}
+
+// === relay ===
+
+/// Either kind of connected stream.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+async fn connect_endpoint(to: &Endpoint) -> io::Result<Box<dyn Stream>> {
+    Ok(match to {
+        Endpoint::Tcp(addr) => Box::new(TcpStream::connect(addr).await?),
+        Endpoint::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
+    })
+}
+
+async fn relay(args: RelayArgs) -> anyhow::Result<()> {
+    enum Listener {
+        Tcp(TcpListener),
+        Unix(tokio::net::UnixListener),
+    }
+    let listener = match &args.listen {
+        Endpoint::Tcp(addr) => Listener::Tcp(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr}"))?,
+        ),
+        Endpoint::Unix(path) => Listener::Unix(
+            tokio::net::UnixListener::bind(path)
+                .with_context(|| format!("listening on {}", path.display()))?,
+        ),
+    };
+    let listening = match &listener {
+        Listener::Tcp(l) => format!("tcp:{}", l.local_addr()?),
+        Listener::Unix(_) => format!("{:?}", args.listen),
+    };
+    println!(
+        "{}",
+        serde_json::json!({"ready": true, "pid": std::process::id(), "listen": listening})
+    );
+    loop {
+        let accepted: io::Result<Box<dyn Stream>> = match &listener {
+            Listener::Tcp(l) => l
+                .accept()
+                .await
+                .map(|(s, _)| Box::new(s) as Box<dyn Stream>),
+            Listener::Unix(l) => l
+                .accept()
+                .await
+                .map(|(s, _)| Box::new(s) as Box<dyn Stream>),
+        };
+        let mut inbound = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let to = args.connect.clone();
+        tokio::spawn(async move {
+            match connect_endpoint(&to).await {
+                Ok(mut outbound) => {
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await
+                    {
+                        tracing::debug!(error = %e, "relayed connection ended with an error");
+                    }
+                }
+                // Dropping `inbound` closes the client's connection: it sees the target is down.
+                Err(e) => tracing::warn!(?to, error = %e, "cannot connect relay target"),
+            }
+        });
     }
 }
 

@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use super::bins;
@@ -375,6 +376,7 @@ impl TopologyBuilder {
             next_host: vec![2; usize::from(self.nodes) + 1],
             next_veth: 0,
             spawned: AtomicU32::new(0),
+            relays: Mutex::new(Vec::new()),
             echo_binary,
             echo_ports: self.echo.clone(),
             client_timeout: self.client_timeout,
@@ -423,6 +425,7 @@ pub struct Topology {
     next_host: Vec<u8>,
     next_veth: u32,
     spawned: AtomicU32,
+    relays: Mutex<Vec<Process>>,
     echo_binary: PathBuf,
     echo_ports: EchoPorts,
     client_timeout: Duration,
@@ -738,6 +741,55 @@ impl Topology {
         }
     }
 
+    /// Makes `host_target`, a TCP service on the host's loopback (e.g. the embedded API server),
+    /// reachable at `127.0.0.1:<port>` inside `at`'s namespace, and returns that address (use it
+    /// in the kubeconfig of a svcnet-proxy running there). Two `svcnet-echo relay` processes carry
+    /// the bytes through a Unix socket in [`Topology::log_dir`] (a file, so visible from every
+    /// namespace); no link or address is added to the host's network namespace. TLS passes
+    /// through untouched. The relays live as long as the topology.
+    pub fn forward_from_host(
+        &self,
+        at: &impl Place,
+        port: u16,
+        host_target: SocketAddr,
+    ) -> Result<SocketAddr> {
+        let n = self.spawned.fetch_add(1, Ordering::Relaxed);
+        let sock = self.log_dir.join(format!("relay-{n}.sock"));
+        let unix = format!("unix:{}", sock.display());
+        let mut host_side = Command::new(&self.echo_binary);
+        host_side.args(["relay", "--listen", &unix, "--connect"]);
+        host_side.arg(format!("tcp:{host_target}"));
+        let mut host_relay = self.spawn_command("host-relay", host_side)?;
+        host_relay.wait_for_output("\"ready\":true", ECHO_READY_TIMEOUT)?;
+        let listen = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port);
+        let mut ns_side = at.netns().command(&self.echo_binary);
+        ns_side.args(["relay", "--connect", &unix, "--listen"]);
+        ns_side.arg(format!("tcp:{listen}"));
+        let mut ns_relay = self.spawn_command(&format!("{}-relay", at.label()), ns_side)?;
+        ns_relay.wait_for_output("\"ready\":true", ECHO_READY_TIMEOUT)?;
+        let mut relays = self
+            .relays
+            .lock()
+            .map_err(|_| Error::Session("relay list poisoned by a panic".into()))?;
+        relays.push(host_relay);
+        relays.push(ns_relay);
+        Ok(listen)
+    }
+
+    /// [`Topology::forward_from_host`] into every node: `host_target` becomes reachable at
+    /// `127.0.0.1:<port>` in each node namespace (where svcnet-proxy runs).
+    pub fn forward_from_host_to_nodes(
+        &self,
+        port: u16,
+        host_target: SocketAddr,
+    ) -> Result<SocketAddr> {
+        let mut listen = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port);
+        for node in &self.nodes {
+            listen = self.forward_from_host(node, port, host_target)?;
+        }
+        Ok(listen)
+    }
+
     /// Opens a long-lived TCP connection from `from` to `target` (see [`TcpSession`]).
     pub fn session(&self, from: &impl Place, target: SocketAddr) -> Result<TcpSession> {
         let mut cmd = from.netns().command(&self.echo_binary);
@@ -763,6 +815,10 @@ impl Drop for Topology {
             }
         }
         self.echo_servers.clear();
+        match self.relays.get_mut() {
+            Ok(relays) => relays.clear(),
+            Err(poisoned) => poisoned.into_inner().clear(),
+        }
         for ns in self.created.iter().rev() {
             if let Err(e) = delete_netns(ns) {
                 eprintln!("netns harness: cannot delete namespace {ns}: {e}");
