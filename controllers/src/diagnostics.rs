@@ -324,15 +324,35 @@ impl Default for DiagnosticsState {
     fn default() -> Self {
         DiagnosticsState {
             active: HashMap::new(),
-            min_interval: Duration::from_secs(30),
+            min_interval: Duration::from_secs(5),
             repeat_interval: Duration::from_secs(600),
         }
     }
 }
 
 impl DiagnosticsState {
-    /// Records the current findings of `key` and returns the Events to emit.
+    /// Records the current findings of `key` and returns the Events to emit,
+    /// and when to look again if a changed message was held back.
     pub fn update(&mut self, key: &str, findings: Vec<Finding>, now: Instant) -> Vec<EventSpec> {
+        self.update_with_recheck(key, findings, now).0
+    }
+
+    /// Whether `key` currently has a finding with this reason.
+    pub fn has(&self, key: &str, reason: &str) -> bool {
+        self.active
+            .get(key)
+            .is_some_and(|m| m.keys().any(|(r, _)| *r == reason))
+    }
+
+    /// Like [`DiagnosticsState::update`], also returning after how long a
+    /// held-back (rate-limited) message change should be re-evaluated.
+    pub fn update_with_recheck(
+        &mut self,
+        key: &str,
+        findings: Vec<Finding>,
+        now: Instant,
+    ) -> (Vec<EventSpec>, Option<Duration>) {
+        let mut recheck: Option<Duration> = None;
         let mut events = Vec::new();
         let prev = self.active.remove(key).unwrap_or_default();
         let mut next: BTreeMap<(&'static str, String), Active> = BTreeMap::new();
@@ -346,6 +366,16 @@ impl DiagnosticsState {
                         || since >= self.repeat_interval
                 }
             };
+            if !emit {
+                if let Some(a) = prev.get(&id) {
+                    if a.message != f.message {
+                        let wait = self
+                            .min_interval
+                            .saturating_sub(now.saturating_duration_since(a.last_emitted));
+                        recheck = Some(recheck.map_or(wait, |r| r.min(wait)));
+                    }
+                }
+            }
             let last_emitted = if emit {
                 events.push(EventSpec::warning(f.reason, f.message.clone()));
                 now
@@ -379,7 +409,7 @@ impl DiagnosticsState {
         if !next.is_empty() {
             self.active.insert(key.to_string(), next);
         }
-        events
+        (events, recheck)
     }
 
     /// Forgets a deleted Service.
@@ -467,7 +497,10 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("label key App"), "{m}");
-        assert!(m.contains("1 pod matches every term but app=web (b)"), "{m}");
+        assert!(
+            m.contains("1 pod matches every term but app=web (b)"),
+            "{m}"
+        );
         let empty: Vec<&PodInfo> = Vec::new();
         assert!(diagnose(&svc(&[("app", "web")], None), &empty)[0]
             .message

@@ -12,7 +12,7 @@ use crate::endpointslice::apply::{
     is_namespace_terminating, is_not_found, reference_to, EventSink,
 };
 use crate::endpointslice::index::{
-    services_for_pod_change, spawn_watch, Change, ObjKey, PodIndex, ServiceIndex,
+    services_for_pod_change, spawn_watch, Change, ObjKey, PodIndex, ServiceIndex, TaskGuard,
 };
 use crate::endpointslice::metrics::ControllerMetrics;
 use crate::endpointslice::model::{to_chrono, PodInfo};
@@ -65,6 +65,8 @@ struct Ctx {
     trigger: Mutex<TriggerTimeTracker>,
     /// resourceVersions we replaced: a cache still showing one is stale.
     replaced: Mutex<HashMap<ObjKey, String>>,
+    /// Objects we created that the cache has not shown yet.
+    created: Mutex<HashSet<ObjKey>>,
     queue: WorkQueue<ObjKey>,
     metrics: ControllerMetrics,
     events: EventSink,
@@ -106,28 +108,33 @@ pub async fn run(
         caches: RwLock::new(Caches::default()),
         trigger: Mutex::new(TriggerTimeTracker::default()),
         replaced: Mutex::new(HashMap::new()),
+        created: Mutex::new(HashSet::new()),
         queue: queue.clone(),
         metrics,
         events,
     });
-    let timer = queue.spawn_timer();
-    let mut svc_rx = spawn_watch(
+    let mut guard = TaskGuard::default();
+    guard.0.push(queue.spawn_timer());
+    let (mut svc_rx, svc_rx_task) = spawn_watch(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
         |s| s,
     );
-    let mut pod_rx = spawn_watch(
+    let (mut pod_rx, pod_rx_task) = spawn_watch(
         Api::<Pod>::all(client.clone()),
         watcher::Config::default(),
         |p| PodInfo::from_pod(&p),
     );
-    let mut ep_rx = spawn_watch(
+    let (mut ep_rx, ep_rx_task) = spawn_watch(
         Api::<Endpoints>::all(client.clone()),
         watcher::Config::default(),
         strip,
     );
+    guard.0.push(svc_rx_task);
+    guard.0.push(pod_rx_task);
+    guard.0.push(ep_rx_task);
     let mut synced = [false; 3];
-    let mut workers = Vec::new();
+    let mut workers_started = false;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -137,7 +144,7 @@ pub async fn run(
             Some(c) = ep_rx.recv() => { synced[2] |= matches!(c, Change::Relist(_)); on_endpoints(&ctx, c).await; }
             else => break,
         }
-        if workers.is_empty() && synced.iter().all(|s| *s) {
+        if !workers_started && synced.iter().all(|s| *s) {
             let (svcs, leftovers) = {
                 let c = ctx.caches.read().await;
                 let leftovers: Vec<ObjKey> = c
@@ -158,15 +165,13 @@ pub async fn run(
             }
             for _ in 0..ctx.cfg.concurrent_syncs {
                 let ctx = ctx.clone();
-                workers.push(tokio::spawn(async move { worker(ctx).await }));
+                guard.0.push(tokio::spawn(async move { worker(ctx).await }));
             }
+            workers_started = true;
         }
     }
     queue.shutdown().await;
-    timer.abort();
-    for w in workers {
-        w.abort();
-    }
+    drop(guard);
     Ok(())
 }
 
@@ -307,7 +312,9 @@ async fn worker(ctx: Arc<Ctx>) {
                 let stale = matches!(&e, Error::Retry(m) if m.starts_with("stale"));
                 ctx.metrics
                     .sync(if stale { "stale" } else { "error" }, started.elapsed());
-                tracing::debug!(service = %key, error = %e, "endpoints sync failed; retrying");
+                if !stale {
+                    tracing::debug!(service = %key, error = %e, "endpoints sync failed; retrying");
+                }
                 ctx.queue.add_rate_limited(key.clone()).await;
             }
         }
@@ -336,6 +343,7 @@ async fn sync(ctx: &Ctx, key: &ObjKey) -> Result<()> {
             .await
             .delete_service(&key.namespace, &key.name);
         ctx.replaced.lock().await.remove(key);
+        ctx.created.lock().await.remove(key);
         return match api.delete(&key.name, &DeleteParams::default()).await {
             Ok(_) => {
                 ctx.metrics.change("delete");
@@ -348,6 +356,16 @@ async fn sync(ctx: &Ctx, key: &ObjKey) -> Result<()> {
     let spec = svc.spec.clone().unwrap_or_default();
     if spec.type_.as_deref() == Some("ExternalName") || spec.selector.is_none() {
         return Ok(());
+    }
+    {
+        let mut created = ctx.created.lock().await;
+        if existing.is_some() {
+            created.remove(key);
+        } else if created.contains(key) {
+            return Err(Error::Retry(format!(
+                "stale Endpoints cache for {key}: created object not seen yet"
+            )));
+        }
     }
     if let Some(cur) = &existing {
         let mut replaced = ctx.replaced.lock().await;
@@ -377,6 +395,7 @@ async fn sync(ctx: &Ctx, key: &ObjKey) -> Result<()> {
         EndpointsAction::Create(e) => match api.create(&pp, e).await {
             Ok(_) => {
                 ctx.metrics.change("create");
+                ctx.created.lock().await.insert(key.clone());
                 Ok(())
             }
             Err(err) if is_namespace_terminating(&err) => return Ok(()),

@@ -132,7 +132,13 @@ impl EventSink {
             type_: t,
             reason: ev.reason.clone(),
             note: Some(ev.message.chars().take(1000).collect()),
-            action: "Reconcile".into(),
+            // kube's Recorder folds events with the same (reason, action) into
+            // one series and keeps the first note; a note-derived action keeps
+            // a changed message visible while repeats still form a series.
+            action: format!(
+                "Reconcile-{}",
+                &super::hash::hex(&super::hash::fnv128a(ev.message.as_bytes()))[..8]
+            ),
             secondary: None,
         };
         if let Err(err) = self.recorder.publish(&e, regarding).await {

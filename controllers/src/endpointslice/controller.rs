@@ -14,7 +14,9 @@
 //! so never touched.
 
 use super::apply::{apply_slice_plan, reference_to, EventSink};
-use super::index::{services_for_pod_change, spawn_watch, Change, ObjKey, PodIndex, ServiceIndex};
+use super::index::{
+    services_for_pod_change, spawn_watch, Change, ObjKey, PodIndex, ServiceIndex, TaskGuard,
+};
 use super::metrics::ControllerMetrics;
 use super::model::{to_chrono, NodeInfo, PodInfo};
 use super::plan::{EventSpec, SlicePlan};
@@ -117,6 +119,10 @@ struct Book {
     topo: TopologyCache,
     diag: DiagnosticsState,
     totals: HashMap<ObjKey, (i64, i64)>,
+    /// Services whose selector matched no Pod at their last sync, by
+    /// namespace: any Pod change there re-evaluates them (the diagnostic
+    /// names near-miss Pods, which the selector index cannot map back).
+    no_pods: HashMap<String, std::collections::HashSet<ObjKey>>,
 }
 
 struct Ctx {
@@ -174,33 +180,38 @@ pub async fn run(
         metrics,
         events,
     });
-    let timer = queue.spawn_timer();
+    let mut guard = TaskGuard::default();
+    guard.0.push(queue.spawn_timer());
 
-    let mut svc_rx = spawn_watch(
+    let (mut svc_rx, svc_rx_task) = spawn_watch(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
         |s| s,
     );
-    let mut pod_rx = spawn_watch(
+    let (mut pod_rx, pod_rx_task) = spawn_watch(
         Api::<Pod>::all(client.clone()),
         watcher::Config::default(),
         |p| PodInfo::from_pod(&p),
     );
-    let mut node_rx = spawn_watch(
+    let (mut node_rx, node_rx_task) = spawn_watch(
         Api::<Node>::all(client.clone()),
         watcher::Config::default(),
         |n| NodeInfo::from_node(&n),
     );
     let slice_cfg = watcher::Config::default()
         .labels(&format!("{LABEL_MANAGED_BY}={}", ctx.cfg.controller_name));
-    let mut slice_rx = spawn_watch(
+    let (mut slice_rx, slice_rx_task) = spawn_watch(
         Api::<EndpointSlice>::all(client.clone()),
         slice_cfg,
         strip_slice,
     );
 
+    guard.0.push(svc_rx_task);
+    guard.0.push(pod_rx_task);
+    guard.0.push(node_rx_task);
+    guard.0.push(slice_rx_task);
     let mut synced = [false; 4];
-    let mut workers: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    let mut workers_started = false;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -211,7 +222,7 @@ pub async fn run(
             Some(c) = slice_rx.recv() => { synced[3] |= matches!(c, Change::Relist(_)); on_slice(&ctx, c).await; }
             else => break,
         }
-        if workers.is_empty() && synced.iter().all(|s| *s) {
+        if !workers_started && synced.iter().all(|s| *s) {
             tracing::info!("endpointslice controller caches synced; starting workers");
             let keys = ctx.caches.read().await.services.keys();
             for k in keys {
@@ -219,15 +230,13 @@ pub async fn run(
             }
             for _ in 0..ctx.cfg.concurrent_syncs {
                 let ctx = ctx.clone();
-                workers.push(tokio::spawn(async move { worker(ctx).await }));
+                guard.0.push(tokio::spawn(async move { worker(ctx).await }));
             }
+            workers_started = true;
         }
     }
     queue.shutdown().await;
-    timer.abort();
-    for w in workers {
-        w.abort();
-    }
+    drop(guard);
     Ok(())
 }
 
@@ -267,6 +276,10 @@ async fn on_service(ctx: &Ctx, c: Change<Service>) {
 
 async fn on_pod(ctx: &Ctx, c: Change<PodInfo>) {
     let mut keys = std::collections::HashSet::new();
+    let namespaces: std::collections::HashSet<String> = match &c {
+        Change::Apply(p) | Change::Delete(p) => [p.namespace.clone()].into(),
+        Change::Relist(l) => l.iter().map(|p| p.namespace.clone()).collect(),
+    };
     {
         let mut caches = ctx.caches.write().await;
         let caches = &mut *caches;
@@ -318,6 +331,20 @@ async fn on_pod(ctx: &Ctx, c: Change<PodInfo>) {
     }
     for k in keys {
         ctx.queue.add_after(k, ctx.cfg.batch_period).await;
+    }
+    if ctx.cfg.diagnostics {
+        let waiting: Vec<ObjKey> = {
+            let book = ctx.book.lock().await;
+            namespaces
+                .iter()
+                .flat_map(|ns| book.no_pods.get(ns).into_iter().flatten().cloned())
+                .collect()
+        };
+        for k in waiting {
+            ctx.queue
+                .add_after(k, ctx.cfg.batch_period.max(Duration::from_secs(1)))
+                .await;
+        }
     }
 }
 
@@ -412,7 +439,11 @@ async fn worker(ctx: Arc<Ctx>) {
                 let stale = matches!(&e, Error::Retry(m) if m.starts_with("stale"));
                 ctx.metrics
                     .sync(if stale { "stale" } else { "error" }, took);
-                tracing::debug!(service = %key, error = %e, "sync failed; retrying");
+                if stale {
+                    tracing::trace!(service = %key, error = %e, "cache not caught up; retrying");
+                } else {
+                    tracing::debug!(service = %key, error = %e, "sync failed; retrying");
+                }
                 if !ctx.queue.add_rate_limited(key.clone()).await {
                     tracing::warn!(service = %key, error = %e, "dropping service out of the queue");
                 }
@@ -438,6 +469,9 @@ async fn cleanup_deleted(ctx: &Ctx, key: &ObjKey) -> Result<()> {
         book.trigger.delete_service(&key.namespace, &key.name);
         book.topo.delete_service(&key.to_string());
         book.diag.forget(&key.to_string());
+        if let Some(set) = book.no_pods.get_mut(&key.namespace) {
+            set.remove(key);
+        }
         book.totals.remove(key);
         let (e, s) = book
             .totals
@@ -530,7 +564,22 @@ async fn sync(ctx: &Ctx, key: &ObjKey) -> Result<()> {
             } else {
                 diagnose(&svc, &pod_refs)
             };
-            book.diag.update(&owner, findings, Instant::now())
+            let (events, recheck) = book
+                .diag
+                .update_with_recheck(&owner, findings, Instant::now());
+            let no_pods = book.diag.has(&owner, crate::diagnostics::REASON_NO_PODS);
+            let set = book.no_pods.entry(key.namespace.clone()).or_default();
+            if no_pods {
+                set.insert(key.clone());
+            } else {
+                set.remove(key);
+            }
+            if let Some(d) = recheck {
+                ctx.queue
+                    .add_after(key.clone(), d + Duration::from_millis(10))
+                    .await;
+            }
+            events
         } else {
             Vec::new()
         };

@@ -66,13 +66,13 @@ pub fn spawn_watch<K, T>(
     api: Api<K>,
     cfg: watcher::Config,
     convert: impl Fn(K) -> T + Send + 'static,
-) -> mpsc::Receiver<Change<T>>
+) -> (mpsc::Receiver<Change<T>>, tokio::task::JoinHandle<()>)
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
     T: Send + 'static,
 {
     let (tx, rx) = mpsc::channel(1024);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut stream = watcher(api, cfg).default_backoff().boxed();
         let mut buf: Vec<T> = Vec::new();
         while let Some(ev) = stream.next().await {
@@ -98,7 +98,21 @@ where
             }
         }
     });
-    rx
+    (rx, task)
+}
+
+/// Aborts its tasks when dropped, so that dropping a controller's `run`
+/// future (shutdown, or a test "killing" it) also stops its workers,
+/// timers and watches.
+#[derive(Default)]
+pub struct TaskGuard(pub Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
 }
 
 /// Pods by key, by namespace and by label.

@@ -8,7 +8,7 @@
 
 use super::desired::{reconcile_mirror, should_mirror, MirrorConfig, MIRRORING_CONTROLLER_NAME};
 use crate::endpointslice::apply::{apply_slice_plan, reference_to, EventSink};
-use crate::endpointslice::index::{spawn_watch, Change, ObjKey};
+use crate::endpointslice::index::{spawn_watch, Change, ObjKey, TaskGuard};
 use crate::endpointslice::metrics::ControllerMetrics;
 use crate::endpointslice::plan::SlicePlan;
 use crate::endpointslice::queue::{Backoff, WorkQueue};
@@ -108,7 +108,8 @@ pub async fn run(
         metrics,
         events,
     });
-    let timer = queue.spawn_timer();
+    let mut guard = TaskGuard::default();
+    guard.0.push(queue.spawn_timer());
     let strip_svc = |mut s: Service| {
         s.metadata.managed_fields = None;
         s
@@ -121,21 +122,25 @@ pub async fn run(
         e.metadata.managed_fields = None;
         e
     };
-    let mut svc_rx = spawn_watch(
+    let (mut svc_rx, svc_rx_task) = spawn_watch(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
         strip_svc,
     );
-    let mut ep_rx = spawn_watch(
+    let (mut ep_rx, ep_rx_task) = spawn_watch(
         Api::<Endpoints>::all(client.clone()),
         watcher::Config::default(),
         strip_ep,
     );
     let scfg = watcher::Config::default()
         .labels(&format!("{LABEL_MANAGED_BY}={}", ctx.cfg.controller_name));
-    let mut slice_rx = spawn_watch(Api::<EndpointSlice>::all(client.clone()), scfg, strip_slice);
+    let (mut slice_rx, slice_rx_task) =
+        spawn_watch(Api::<EndpointSlice>::all(client.clone()), scfg, strip_slice);
+    guard.0.push(svc_rx_task);
+    guard.0.push(ep_rx_task);
+    guard.0.push(slice_rx_task);
     let mut synced = [false; 3];
-    let mut workers = Vec::new();
+    let mut workers_started = false;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -145,7 +150,7 @@ pub async fn run(
             Some(c) = slice_rx.recv() => { synced[2] |= matches!(c, Change::Relist(_)); on_slice(&ctx, c).await; }
             else => break,
         }
-        if workers.is_empty() && synced.iter().all(|s| *s) {
+        if !workers_started && synced.iter().all(|s| *s) {
             let keys: Vec<ObjKey> = {
                 let c = ctx.caches.read().await;
                 c.endpoints.keys().chain(c.slices.keys()).cloned().collect()
@@ -155,15 +160,13 @@ pub async fn run(
             }
             for _ in 0..ctx.cfg.concurrent_syncs {
                 let ctx = ctx.clone();
-                workers.push(tokio::spawn(async move { worker(ctx).await }));
+                guard.0.push(tokio::spawn(async move { worker(ctx).await }));
             }
+            workers_started = true;
         }
     }
     queue.shutdown().await;
-    timer.abort();
-    for w in workers {
-        w.abort();
-    }
+    drop(guard);
     Ok(())
 }
 

@@ -12,8 +12,10 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use std::collections::BTreeMap;
 
-/// svcnet's managed-by value for mirrored slices.
-pub const MIRRORING_CONTROLLER_NAME: &str = "svcnet.io/endpointslicemirroring-controller";
+/// svcnet's managed-by value for mirrored slices (a label value cannot hold
+/// `/`, hence not design.md's `svcnet.io/endpointslicemirroring-controller`;
+/// upstream writes `endpointslicemirroring-controller.k8s.io`).
+pub const MIRRORING_CONTROLLER_NAME: &str = "endpointslicemirroring-controller.svcnet.io";
 /// `endpointslice.kubernetes.io/skip-mirror`.
 pub const LABEL_SKIP_MIRROR: &str = "endpointslice.kubernetes.io/skip-mirror";
 /// `kubectl.kubernetes.io/last-applied-configuration`.
