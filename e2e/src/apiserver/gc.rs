@@ -86,15 +86,19 @@ fn process(inner: &mut Inner, res: &Arc<str>, key: &Arc<str>) {
     if ops::is_deleting(&obj) {
         let fins = ops::finalizers(&obj);
         if &**res == "/namespaces" {
-            let contents = inner.keys_in_namespace(key);
-            for (r, k) in &contents {
-                let Some(ci) = inner.registry.find_key(r) else {
-                    continue;
-                };
-                let (ns, name) = k.split_once('/').unwrap_or(("", k));
-                let _ = ops::delete(inner, &ci, Some(ns), name, &DeleteOptions::default());
+            // Contents are deleted once; a terminating namespace accepts no new content, so
+            // later passes only check whether it has become empty.
+            if inner.purged_namespaces.insert(key.to_string()) {
+                for (r, k) in inner.keys_in_namespace(key) {
+                    let Some(ci) = inner.registry.find_key(&r) else {
+                        continue;
+                    };
+                    let (ns, name) = k.split_once('/').unwrap_or(("", &k));
+                    let _ = ops::delete(inner, &ci, Some(ns), name, &DeleteOptions::default());
+                }
             }
-            if inner.keys_in_namespace(key).is_empty() && fins.is_empty() {
+            if !inner.namespace_has_objects(key) && fins.is_empty() {
+                inner.purged_namespaces.remove(&**key);
                 ops::remove_object(inner, &info, key);
             }
             return;

@@ -91,6 +91,8 @@ pub(crate) struct Inner {
     pub gc_queue: VecDeque<GcItem>,
     /// Watchers closed because their queue was full.
     slow_closed: u64,
+    /// Terminating namespaces whose contents have been deleted already.
+    pub purged_namespaces: HashSet<String>,
     /// Objects to look at again when their grace period ends.
     pub timers: Vec<(Instant, ResKey, Arc<str>)>,
 }
@@ -172,6 +174,7 @@ impl Store {
                 gc_queue: VecDeque::new(),
                 timers: Vec::new(),
                 slow_closed: 0,
+                purged_namespaces: HashSet::new(),
             }),
             gc_notify: Notify::new(),
             watch_capacity: watch_capacity.max(1),
@@ -226,6 +229,18 @@ impl Inner {
             }
         }
         out
+    }
+
+    /// Whether any namespaced object is left in `ns`.
+    pub fn namespace_has_objects(&self, ns: &str) -> bool {
+        let prefix = format!("{ns}/");
+        self.tables.iter().any(|(res, table)| {
+            self.registry.find_key(res).is_some_and(|r| r.namespaced)
+                && table
+                    .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded))
+                    .next()
+                    .is_some_and(|(k, _)| k.starts_with(&prefix))
+        })
     }
 
     /// All keys of a resource table (for dropping a CRD's objects).
