@@ -262,6 +262,23 @@ fn repeated_attempts_and_source_address() {
         )
         .unwrap();
     assert_eq!(outs[0].peer_ip(), Some(a.ipv6().into()));
+    // A fixed source port: every attempt reuses it (UDP and SCTP).
+    for (proto, port) in [(Proto::Udp, 40000), (Proto::Sctp, 40001)] {
+        let outs = topo
+            .clients(
+                a,
+                proto,
+                sa(b.ipv4(), DEFAULT_ECHO_PORT),
+                &ClientOpts::count(3).source_port(port),
+            )
+            .unwrap();
+        for o in &outs {
+            assert!(
+                matches!(o, Outcome::Replied { peer, .. } if peer.port() == port),
+                "{proto}: {outs:?}"
+            );
+        }
+    }
     // A source address the client does not own is a local error, not a network outcome.
     let err = topo
         .clients(
@@ -470,6 +487,7 @@ fn service_style_nat_works_through_the_topology() {
         topo.pod("c").unwrap(),
     );
     let node1 = topo.node(1).unwrap();
+    let node1_ip = node1.ipv4();
     let p = DEFAULT_ECHO_PORT;
     let rules = format!(
         "table inet svntest {{
@@ -516,6 +534,26 @@ fn service_style_nat_works_through_the_topology() {
         .client(outside, Proto::Tcp, sa([10, 97, 0, 1], 80))
         .unwrap();
     assert_reply(&external, "c", node1.ipv4().into(), sa(c.ipv4(), p));
+    // Routed via node 2, which has no such rule, the external IP does not answer.
+    let mut topo = topo;
+    topo.set_outside_via(2).unwrap();
+    let outside = topo.outside().unwrap();
+    assert_eq!(outside.via_node(), 2);
+    let elsewhere = topo
+        .clients(
+            outside,
+            Proto::Tcp,
+            sa([10, 97, 0, 1], 80),
+            &ClientOpts::default().timeout(SHORT),
+        )
+        .unwrap();
+    assert!(!elsewhere[0].is_replied(), "{elsewhere:?}");
+    topo.set_outside_via(1).unwrap();
+    let (a, c) = (topo.pod("a").unwrap(), topo.pod("c").unwrap());
+    let back = topo
+        .client(topo.outside().unwrap(), Proto::Tcp, sa([10, 97, 0, 1], 80))
+        .unwrap();
+    assert_reply(&back, "c", node1_ip.into(), sa(c.ipv4(), p));
 
     // SCTP is tracked and NATed like TCP/UDP.
     let sctp4 = topo

@@ -152,6 +152,10 @@ struct ClientArgs {
     /// Source address to bind before connecting / sending.
     #[arg(long, value_name = "ADDR")]
     source: Option<IpAddr>,
+    /// Fixed source port for every attempt (default: a new one each time). With UDP this reuses
+    /// one conntrack entry across attempts, which is how stale-entry cleanup is observed.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    source_port: Option<u16>,
     /// TCP only: keep one connection open, send each stdin line and print each reply.
     #[arg(long, conflicts_with = "count")]
     interactive: bool,
@@ -506,22 +510,46 @@ async fn relay(args: RelayArgs) -> anyhow::Result<()> {
 
 // === client ===
 
+/// What the client binds before connecting / sending.
+#[derive(Clone, Copy, Debug, Default)]
+struct Source {
+    ip: Option<IpAddr>,
+    port: Option<u16>,
+}
+
+impl Source {
+    /// The address to bind for `target`, if anything was asked for.
+    fn bind_for(self, target: SocketAddr) -> Option<SocketAddr> {
+        if self.ip.is_none() && self.port.is_none() {
+            return None;
+        }
+        Some(SocketAddr::new(
+            self.ip.unwrap_or_else(|| unspecified_like(target)),
+            self.port.unwrap_or(0),
+        ))
+    }
+}
+
 async fn client(args: ClientArgs) -> anyhow::Result<i32> {
     let timeout = Duration::from_millis(args.timeout_ms);
+    let source = Source {
+        ip: args.source,
+        port: args.source_port,
+    };
     if args.interactive {
         let Some(target) = args.tcp else {
             eprintln!("svcnet-echo: --interactive needs --tcp");
             return Ok(wire::EXIT_USAGE);
         };
-        return interactive(target, args.source, timeout).await;
+        return interactive(target, source, timeout).await;
     }
     let mut first_failure = None;
     for attempt in 0..args.count.max(1) {
         let line = match (args.tcp, args.udp) {
-            (Some(target), _) => tcp_once(target, args.source, timeout).await,
-            (None, Some(target)) => udp_once(target, args.source, timeout, attempt).await,
+            (Some(target), _) => tcp_once(target, source, timeout).await,
+            (None, Some(target)) => udp_once(target, source, timeout, attempt).await,
             (None, None) => match args.sctp {
-                Some(target) => sctp_once(target, args.source, timeout).await,
+                Some(target) => sctp_once(target, source, timeout).await,
                 None => anyhow::bail!("give --tcp, --udp or --sctp"),
             },
         };
@@ -572,7 +600,7 @@ fn unspecified_like(target: SocketAddr) -> IpAddr {
 
 async fn tcp_connect(
     target: SocketAddr,
-    source: Option<IpAddr>,
+    source: Source,
     deadline: Instant,
     timeout: Duration,
 ) -> Result<TcpStream, ClientLine> {
@@ -583,11 +611,14 @@ async fn tcp_connect(
     .map_err(|e| ClientLine::Error {
         error: format!("socket: {e}"),
     })?;
-    if let Some(src) = source {
+    if let Some(bind) = source.bind_for(target) {
+        // A fixed source port may still have a connection in TIME_WAIT.
+        let reuse = socket.set_reuseaddr(source.port.is_some());
         socket
-            .bind(SocketAddr::new(src, 0))
+            .bind(bind)
+            .and(reuse)
             .map_err(|e| ClientLine::Error {
-                error: format!("bind {src}: {e}"),
+                error: format!("bind {bind}: {e}"),
             })?;
     }
     match timeout_at(deadline, socket.connect(target)).await {
@@ -620,7 +651,7 @@ async fn read_reply<R: tokio::io::AsyncBufRead + Unpin>(
     }
 }
 
-async fn tcp_once(target: SocketAddr, source: Option<IpAddr>, timeout: Duration) -> ClientLine {
+async fn tcp_once(target: SocketAddr, source: Source, timeout: Duration) -> ClientLine {
     let deadline = Instant::now() + timeout;
     let stream = match tcp_connect(target, source, deadline, timeout).await {
         Ok(s) => s,
@@ -632,12 +663,14 @@ async fn tcp_once(target: SocketAddr, source: Option<IpAddr>, timeout: Duration)
 
 async fn udp_once(
     target: SocketAddr,
-    source: Option<IpAddr>,
+    source: Source,
     timeout: Duration,
     attempt: u32,
 ) -> ClientLine {
     let deadline = Instant::now() + timeout;
-    let bind = SocketAddr::new(source.unwrap_or_else(|| unspecified_like(target)), 0);
+    let bind = source
+        .bind_for(target)
+        .unwrap_or_else(|| SocketAddr::new(unspecified_like(target), 0));
     let socket = match UdpSocket::bind(bind).await {
         Ok(s) => s,
         Err(e) => {
@@ -669,9 +702,9 @@ async fn udp_once(
     }
 }
 
-async fn sctp_once(target: SocketAddr, source: Option<IpAddr>, timeout: Duration) -> ClientLine {
+async fn sctp_once(target: SocketAddr, source: Source, timeout: Duration) -> ClientLine {
     let deadline = Instant::now() + timeout;
-    let bound = source.unwrap_or_else(|| unspecified_like(target));
+    let bound = source.ip.unwrap_or_else(|| unspecified_like(target));
     let socket = match raw_sctp_socket(bound) {
         Ok(s) => s,
         Err(e) => {
@@ -684,7 +717,9 @@ async fn sctp_once(target: SocketAddr, source: Option<IpAddr>, timeout: Duration
     if let Err(e) = socket.connect(SocketAddr::new(target.ip(), 0)).await {
         return classify(&e);
     }
-    let src_port = rand::random_range(32768..61000u16);
+    let src_port = source
+        .port
+        .unwrap_or_else(|| rand::random_range(32768..61000u16));
     let tag = nonzero_tag();
     let init = Header {
         src_port,
@@ -747,7 +782,11 @@ async fn http_get(args: HttpArgs) -> anyhow::Result<i32> {
     }
     let timeout = Duration::from_millis(args.timeout_ms);
     let deadline = Instant::now() + timeout;
-    let line = match tcp_connect(args.target, args.source, deadline, timeout).await {
+    let source = Source {
+        ip: args.source,
+        port: None,
+    };
+    let line = match tcp_connect(args.target, source, deadline, timeout).await {
         Err(line) => line,
         Ok(mut stream) => {
             let request = format!(
@@ -776,11 +815,7 @@ async fn http_get(args: HttpArgs) -> anyhow::Result<i32> {
 }
 
 /// Long-lived mode: one connection, one reply per stdin line, until stdin closes.
-async fn interactive(
-    target: SocketAddr,
-    source: Option<IpAddr>,
-    timeout: Duration,
-) -> anyhow::Result<i32> {
+async fn interactive(target: SocketAddr, source: Source, timeout: Duration) -> anyhow::Result<i32> {
     let emit = |line: &ClientLine| -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string(line)?);
         Ok(line.exit_code())

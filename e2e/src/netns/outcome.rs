@@ -175,6 +175,8 @@ pub struct ClientOpts {
     pub count: u32,
     /// Source address to bind (an address of the client's namespace).
     pub source: Option<IpAddr>,
+    /// Fixed source port for every attempt (UDP: one conntrack entry reused across attempts).
+    pub source_port: Option<u16>,
 }
 
 impl Default for ClientOpts {
@@ -183,6 +185,7 @@ impl Default for ClientOpts {
             timeout: None,
             count: 1,
             source: None,
+            source_port: None,
         }
     }
 }
@@ -205,6 +208,12 @@ impl ClientOpts {
     /// Sets the source address.
     pub fn source(mut self, source: IpAddr) -> Self {
         self.source = Some(source);
+        self
+    }
+
+    /// Sets a fixed source port.
+    pub fn source_port(mut self, port: u16) -> Self {
+        self.source_port = Some(port);
         self
     }
 }

@@ -405,9 +405,30 @@ pub fn pod_steps(names: &Names, name: &str, node: u8, host: u8, veth: &str) -> V
     ]
 }
 
+/// Routes (`<cidr> via <node ip>`) that send Service and external CIDRs to node `via`.
+pub fn outside_routes(via: u8) -> Vec<String> {
+    vec![
+        format!("{SERVICE_CIDR_V4} via {}", node_ipv4(via)),
+        format!("{EXTERNAL_CIDR_V4} via {}", node_ipv4(via)),
+        format!("{SERVICE_CIDR_V6} via {}", node_ipv6(via)),
+        format!("{EXTERNAL_CIDR_V6} via {}", node_ipv6(via)),
+    ]
+}
+
 /// Steps that create outside client `index`, routing Service and external CIDRs via node `via`.
 pub fn outside_steps(names: &Names, index: u8, via: u8) -> Vec<Step> {
     let ns = names.outside(index);
+    let mut lines = vec![
+        "link set lo up".to_string(),
+        "link set eth0 up".into(),
+        format!("addr add {}/24 dev eth0", outside_ipv4(index)),
+        format!("addr add {}/64 dev eth0 nodad", outside_ipv6(index)),
+    ];
+    lines.extend(
+        outside_routes(via)
+            .into_iter()
+            .map(|r| format!("route add {r}")),
+    );
     vec![
         Step::AddNetns(ns.clone()),
         Step::Sysctl {
@@ -422,19 +443,7 @@ pub fn outside_steps(names: &Names, index: u8, via: u8) -> Vec<Step> {
                 format!("link set o{index} up"),
             ],
         },
-        Step::Ip {
-            ns,
-            lines: vec![
-                "link set lo up".into(),
-                "link set eth0 up".into(),
-                format!("addr add {}/24 dev eth0", outside_ipv4(index)),
-                format!("addr add {}/64 dev eth0 nodad", outside_ipv6(index)),
-                format!("route add {SERVICE_CIDR_V4} via {}", node_ipv4(via)),
-                format!("route add {EXTERNAL_CIDR_V4} via {}", node_ipv4(via)),
-                format!("route add {SERVICE_CIDR_V6} via {}", node_ipv6(via)),
-                format!("route add {EXTERNAL_CIDR_V6} via {}", node_ipv6(via)),
-            ],
-        },
+        Step::Ip { ns, lines },
     ]
 }
 

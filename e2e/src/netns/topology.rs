@@ -511,6 +511,21 @@ impl Topology {
             .ok_or_else(|| Error::NotFound(format!("outside client {index}")))
     }
 
+    /// Re-routes every outside client's Service and external CIDRs via node `node` (e.g. to
+    /// send LoadBalancer traffic to a node without local endpoints).
+    pub fn set_outside_via(&mut self, node: u8) -> Result<()> {
+        self.node(node)?;
+        for out in &mut self.outside {
+            let lines = plan::outside_routes(node)
+                .into_iter()
+                .map(|r| format!("route replace {r}"))
+                .collect::<Vec<_>>();
+            ip_batch(out.netns.name(), &lines)?;
+            out.via = node;
+        }
+        Ok(())
+    }
+
     /// Names of every namespace this topology created (and will delete).
     pub fn namespaces(&self) -> &[String] {
         &self.created
@@ -691,6 +706,9 @@ impl Topology {
             .arg(opts.count.max(1).to_string());
         if let Some(src) = opts.source {
             cmd.arg("--source").arg(src.to_string());
+        }
+        if let Some(port) = opts.source_port {
+            cmd.arg("--source-port").arg(port.to_string());
         }
         let out = output(&mut cmd)?;
         let code = out.status.code();
