@@ -17,7 +17,7 @@ const POLL: Duration = Duration::from_millis(5);
 /// A child process running in a namespace, killed (SIGKILL) and reaped when dropped.
 ///
 /// Its stdout and stderr go to files, readable at any time with [`Process::stdout`] /
-/// [`Process::stderr`]; the topology prints their tails if a test panics.
+/// [`Process::stderr`]; their tails are printed if it is dropped while a test panics.
 #[derive(Debug)]
 pub struct Process {
     label: String,
@@ -171,6 +171,18 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The test failed: show what this process said, it is often the reason.
+            for (what, text) in [("stdout", self.stdout()), ("stderr", self.stderr())] {
+                if !text.trim().is_empty() {
+                    eprintln!(
+                        "--- {} {what} (last 30 lines) ---\n{}",
+                        self.label,
+                        tail(&text, 30)
+                    );
+                }
+            }
+        }
         if let Err(e) = self.kill() {
             tracing::warn!(label = %self.label, error = %e, "cannot kill process");
         }

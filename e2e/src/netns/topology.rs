@@ -15,11 +15,14 @@ use super::error::{Error, Result};
 use super::exec::{delete_netns, ip_batch, output, require_root, run, Netns};
 use super::outcome::{parse_client_output, parse_http_line, ClientOpts, HttpOutcome, Outcome};
 use super::plan::{self, Cidr, Names, Step};
-use super::process::{tail, Process, TcpSession};
+use super::process::{Process, TcpSession};
 use super::wire::{Proto, EXIT_ERROR, EXIT_REFUSED, EXIT_REPLIED, EXIT_TIMEOUT};
 
 /// The port every pod's echo server listens on by default, for TCP, UDP and SCTP.
 pub const DEFAULT_ECHO_PORT: u16 = 8080;
+
+/// Topologies created by this process so far.
+static TOPOLOGIES: AtomicU32 = AtomicU32::new(0);
 
 /// How long an echo server may take to report that it is listening.
 const ECHO_READY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -360,7 +363,13 @@ impl TopologyBuilder {
         let names = Names {
             prefix: self.prefix.clone(),
             pid: std::process::id(),
-            tag: format!("{:04x}", rand::random::<u16>()),
+            // A per-process counter makes tags unique within the process; the random part
+            // avoids leftovers of an earlier process that had the same pid.
+            tag: format!(
+                "{:x}{:04x}",
+                TOPOLOGIES.fetch_add(1, Ordering::Relaxed),
+                rand::random::<u16>()
+            ),
         };
         let log_dir = std::env::temp_dir().join(names.id());
         std::fs::create_dir_all(&log_dir)
@@ -821,17 +830,6 @@ impl Topology {
 impl Drop for Topology {
     fn drop(&mut self) {
         let panicking = std::thread::panicking();
-        if panicking {
-            for (pod, server) in &self.echo_servers {
-                let err = server.stderr();
-                if !err.trim().is_empty() {
-                    eprintln!(
-                        "--- echo server of {pod}, stderr tail ---\n{}",
-                        tail(&err, 20)
-                    );
-                }
-            }
-        }
         self.echo_servers.clear();
         match self.relays.get_mut() {
             Ok(relays) => relays.clear(),
