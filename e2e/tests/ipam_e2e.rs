@@ -708,3 +708,124 @@ async fn two_controllers_at_once_never_duplicate() {
         .expect("exactly one claim per allocated value");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_port_protocol_sharing_create_vs_update_and_health_check() {
+    let cidrs = ["10.96.0.0/16"];
+    let (env, _ns, api) = setup(&cidrs).await;
+    let _ctl = start_controller(&env.client(), config(&cidrs));
+    // Create: 53/TCP + 53/UDP share one nodePort.
+    api.create(
+        &PostParams::default(),
+        &svc(
+            "dns",
+            json!({"type": "NodePort", "ports": [
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+                {"name": "dns-udp", "port": 53, "protocol": "UDP"}]}),
+        ),
+    )
+    .await
+    .unwrap();
+    let dns = e2e::harness::wait_for(&api, "dns", WAIT, |s: Option<&Service>| {
+        s.is_some_and(|s| node_ports(s).len() == 2)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let np = node_ports(&dns);
+    assert_eq!(np[0], np[1], "create shares one nodePort across protocols");
+
+    // Update: ClusterIP 80/TCP → NodePort 80/TCP + 80/UDP gets two nodePorts (upstream e2e).
+    api.create(&PostParams::default(), &svc("web", json!({})))
+        .await
+        .unwrap();
+    let web = e2e::harness::wait_for(&api, "web", WAIT, |s: Option<&Service>| {
+        s.is_some_and(|s| !cluster_ips(s).is_empty())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let mut web = web;
+    {
+        let spec = web.spec.as_mut().unwrap();
+        spec.type_ = Some("NodePort".into());
+        let mut udp = spec.ports.as_ref().unwrap()[0].clone();
+        udp.name = Some("http-udp".into());
+        udp.protocol = Some("UDP".into());
+        spec.ports.as_mut().unwrap().push(udp);
+    }
+    api.replace("web", &PostParams::default(), &web)
+        .await
+        .unwrap();
+    let web = e2e::harness::wait_for(&api, "web", WAIT, |s: Option<&Service>| {
+        s.is_some_and(|s| node_ports(s).len() == 2)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let np = node_ports(&web);
+    if env.is_embedded() {
+        assert_ne!(
+            np[0], np[1],
+            "update allocates each unset nodePort separately"
+        );
+    }
+
+    // LoadBalancer + externalTrafficPolicy Local gets a healthCheckNodePort.
+    api.create(
+        &PostParams::default(),
+        &svc(
+            "local",
+            json!({"type": "LoadBalancer", "loadBalancerClass": "svcnet.io/lb",
+                   "externalTrafficPolicy": "Local"}),
+        ),
+    )
+    .await
+    .unwrap();
+    let local = e2e::harness::wait_for(&api, "local", WAIT, |s: Option<&Service>| {
+        s.and_then(|s| s.spec.as_ref())
+            .and_then(|s| s.health_check_node_port)
+            .is_some()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let hc = local.spec.as_ref().unwrap().health_check_node_port.unwrap();
+    assert!((30000..=32767).contains(&hc));
+    assert!(!node_ports(&local).contains(&hc));
+    if env.is_embedded() {
+        let ports: Api<NodePortClaim> = Api::all(env.client());
+        let claim = ports.get(&hc.to_string()).await.unwrap();
+        assert_eq!(claim.spec.purpose, crds::PortPurpose::HealthCheckNodePort);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_election_hands_over_after_expiry() {
+    use controllers::runtime::leader::{try_acquire_or_renew, LeaderConfig};
+    use k8s_openapi::api::coordination::v1::Lease;
+    let env = TestEnv::start().await.expect("test env");
+    let ns = env.namespace("lease").await.expect("namespace");
+    let api: Api<Lease> = Api::namespaced(env.client(), ns.name());
+    let cfg = |id: &str| LeaderConfig {
+        namespace: ns.name().to_string(),
+        name: "svcnet-controller".into(),
+        identity: id.into(),
+        lease_duration: Duration::from_secs(1),
+        retry_period: Duration::from_millis(100),
+    };
+    assert!(try_acquire_or_renew(&api, &cfg("a")).await.unwrap());
+    assert!(!try_acquire_or_renew(&api, &cfg("b")).await.unwrap());
+    assert!(
+        try_acquire_or_renew(&api, &cfg("a")).await.unwrap(),
+        "renew"
+    );
+    // a stops renewing; after the lease duration b takes over.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert!(try_acquire_or_renew(&api, &cfg("b")).await.unwrap());
+    assert!(!try_acquire_or_renew(&api, &cfg("a")).await.unwrap());
+    let lease = api.get("svcnet-controller").await.unwrap();
+    let spec = lease.spec.unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some("b"));
+    assert_eq!(spec.lease_transitions, Some(1));
+}

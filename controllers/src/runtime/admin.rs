@@ -83,3 +83,47 @@ pub async fn serve(
     tracing::info!(addr = %listener.local_addr()?, "admin server listening");
     axum::serve(listener, router(registry, ready)).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn health_ready_and_metrics_endpoints() {
+        let mut registry = Registry::default();
+        let metrics = crate::ipam::IpamMetrics::register(&mut registry);
+        metrics.set_range("cluster_ip", "10.96.0.0/12", 100, 40);
+        metrics.error("full");
+        let ready = Readiness::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(Arc::new(registry), ready.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
+        ready.set_ready(true);
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        let body = get(addr, "/metrics").await;
+        assert!(
+            body.contains(r#"svcnet_ipam_range_free{kind="cluster_ip",range="10.96.0.0/12"} 60"#),
+            "{body}"
+        );
+        assert!(
+            body.contains(r#"svcnet_ipam_allocation_errors_total{reason="full"} 1"#),
+            "{body}"
+        );
+    }
+}
