@@ -67,8 +67,17 @@
 //! [`TopologyBuilder::client_timeout`] (default 1 s) or [`ClientOpts::timeout`]; keep it small
 //! (~300 ms) where a timeout is the expected result. [`Topology::clients`] makes several
 //! attempts, each from a new source port, in one process (for load-balancing and affinity
-//! checks); [`Topology::session`] keeps one TCP connection open and echoes line by line (to
-//! prove an established connection survives a dataplane restart).
+//! checks; [`ClientOpts::source`] / [`ClientOpts::source_port`] pin the source address / port,
+//! e.g. to reuse one UDP conntrack entry); [`Topology::clients_timed`] adds each attempt's
+//! duration measured inside the namespace (for latency benchmarks, free of process start-up);
+//! [`Topology::session`] keeps one TCP connection open and echoes line by line (to prove an
+//! established connection survives a dataplane restart); [`Topology::http_get`] probes an HTTP
+//! endpoint such as a health-check node port ([`HttpOutcome`]: status, headers, JSON body).
+//!
+//! The topology can change while a test runs: [`Topology::add_pod`] / [`Topology::remove_pod`],
+//! [`Topology::start_echo`] / [`Topology::stop_echo`] (endpoints appearing and going away),
+//! [`Topology::set_outside_via`] (send external traffic to another node), and
+//! [`Topology::echo_server`] for servers on nodes (hostNetwork endpoints).
 //!
 //! # Processes
 //!

@@ -77,6 +77,7 @@ fn replies_carry_name_peer_and_local() {
             assert_eq!(r.proto, proto);
             assert_eq!(r.local, addr);
             assert_eq!(r.peer.ip().to_string(), "127.0.0.1");
+            assert!(r.rtt_us.is_some(), "the client times every attempt");
         }
     }
 }

@@ -262,6 +262,24 @@ fn repeated_attempts_and_source_address() {
         )
         .unwrap();
     assert_eq!(outs[0].peer_ip(), Some(a.ipv6().into()));
+    // Timed attempts: the client measures each one inside the namespace.
+    let timed = topo
+        .clients_timed(
+            a,
+            Proto::Tcp,
+            sa(b.ipv4(), DEFAULT_ECHO_PORT),
+            &ClientOpts::count(5),
+        )
+        .unwrap();
+    assert_eq!(timed.len(), 5);
+    for (outcome, rtt) in &timed {
+        assert!(outcome.is_replied(), "{timed:?}");
+        let rtt = rtt.expect("a replied attempt carries its duration");
+        assert!(
+            rtt > Duration::ZERO && rtt <= topo.client_timeout(),
+            "{rtt:?}"
+        );
+    }
     // A fixed source port: every attempt reuses it (UDP and SCTP).
     for (proto, port) in [(Proto::Udp, 40000), (Proto::Sctp, 40001)] {
         let outs = topo

@@ -310,6 +310,7 @@ async fn handle_tcp(stream: TcpStream, peer: SocketAddr, name: String) -> io::Re
         proto: Proto::Tcp,
         seq: Some(0),
         msg: None,
+        rtt_us: None,
     };
     write.write_all(reply_line(&reply).as_bytes()).await?;
     let mut lines = BufReader::new(read).lines();
@@ -341,6 +342,7 @@ async fn serve_udp(socket: UdpSocket, name: String) -> anyhow::Result<()> {
             proto: Proto::Udp,
             seq: None,
             msg: (!payload.is_empty()).then_some(payload),
+            rtt_us: None,
         };
         if let Err(e) = socket.send_to(reply_line(&reply).as_bytes(), peer).await {
             tracing::debug!(%peer, error = %e, "udp send failed");
@@ -414,6 +416,7 @@ async fn serve_sctp(
                 proto: Proto::Sctp,
                 seq: None,
                 msg: None,
+                rtt_us: None,
             };
             Chunk::InitAck {
                 tag: nonzero_tag(),
@@ -545,7 +548,8 @@ async fn client(args: ClientArgs) -> anyhow::Result<i32> {
     }
     let mut first_failure = None;
     for attempt in 0..args.count.max(1) {
-        let line = match (args.tcp, args.udp) {
+        let started = std::time::Instant::now();
+        let mut line = match (args.tcp, args.udp) {
             (Some(target), _) => tcp_once(target, source, timeout).await,
             (None, Some(target)) => udp_once(target, source, timeout, attempt).await,
             (None, None) => match args.sctp {
@@ -553,6 +557,9 @@ async fn client(args: ClientArgs) -> anyhow::Result<i32> {
                 None => anyhow::bail!("give --tcp, --udp or --sctp"),
             },
         };
+        if let ClientLine::Replied(reply) = &mut line {
+            reply.rtt_us = Some(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+        }
         println!("{}", serde_json::to_string(&line)?);
         if first_failure.is_none() && line.exit_code() != wire::EXIT_REPLIED {
             first_failure = Some(line.exit_code());

@@ -158,11 +158,16 @@ pub(crate) fn parse_client_line(line: &str) -> Result<Outcome> {
 }
 
 /// Parses the whole output of a non-interactive client run.
-pub(crate) fn parse_client_output(stdout: &str) -> Result<Vec<Outcome>> {
+pub(crate) fn parse_client_output(stdout: &str) -> Result<Vec<ClientLine>> {
     stdout
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(parse_client_line)
+        .map(|line| {
+            serde_json::from_str::<ClientLine>(line).map_err(|source| Error::ClientOutput {
+                line: line.to_string(),
+                source,
+            })
+        })
         .collect()
 }
 
@@ -234,7 +239,11 @@ mod tests {
             r#"{"outcome":"error","error":"connection closed before a reply"}"#,
             "\n"
         );
-        let v = parse_client_output(out).unwrap();
+        let v: Vec<Outcome> = parse_client_output(out)
+            .unwrap()
+            .into_iter()
+            .map(Outcome::from)
+            .collect();
         assert_eq!(v.len(), 4);
         assert_eq!(v[0].pod(), Some("a"));
         assert_eq!(v[0].peer_ip(), Some("10.0.0.1".parse().unwrap()));

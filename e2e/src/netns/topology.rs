@@ -16,7 +16,7 @@ use super::exec::{delete_netns, ip_batch, output, require_root, run, Netns};
 use super::outcome::{parse_client_output, parse_http_line, ClientOpts, HttpOutcome, Outcome};
 use super::plan::{self, Cidr, Names, Step};
 use super::process::{Process, TcpSession};
-use super::wire::{Proto, EXIT_ERROR, EXIT_REFUSED, EXIT_REPLIED, EXIT_TIMEOUT};
+use super::wire::{ClientLine, Proto, EXIT_ERROR, EXIT_REFUSED, EXIT_REPLIED, EXIT_TIMEOUT};
 
 /// The port every pod's echo server listens on by default, for TCP, UDP and SCTP.
 pub const DEFAULT_ECHO_PORT: u16 = 8080;
@@ -701,6 +701,17 @@ impl Topology {
         target: SocketAddr,
         opts: &ClientOpts,
     ) -> Result<Vec<Outcome>> {
+        let lines = self.client_lines(from, proto, target, opts)?;
+        Ok(lines.into_iter().map(Outcome::from).collect())
+    }
+
+    fn client_lines(
+        &self,
+        from: &impl Place,
+        proto: Proto,
+        target: SocketAddr,
+        opts: &ClientOpts,
+    ) -> Result<Vec<ClientLine>> {
         let flag = match proto {
             Proto::Tcp => "--tcp",
             Proto::Udp => "--udp",
@@ -742,6 +753,29 @@ impl Topology {
             });
         }
         Ok(outcomes)
+    }
+
+    /// Like [`Topology::clients`], with each attempt's duration as the client measured it inside
+    /// the namespace (socket + connect / send → reply; no process start-up). For latency
+    /// benchmarks; attempts that got no reply carry `None`.
+    pub fn clients_timed(
+        &self,
+        from: &impl Place,
+        proto: Proto,
+        target: SocketAddr,
+        opts: &ClientOpts,
+    ) -> Result<Vec<(Outcome, Option<Duration>)>> {
+        let lines = self.client_lines(from, proto, target, opts)?;
+        Ok(lines
+            .into_iter()
+            .map(|line| {
+                let rtt = match &line {
+                    ClientLine::Replied(r) => r.rtt_us.map(Duration::from_micros),
+                    _ => None,
+                };
+                (Outcome::from(line), rtt)
+            })
+            .collect())
     }
 
     /// One HTTP GET of `path` from `from` to `target` (e.g. svcnet-proxy's health-check node

@@ -71,6 +71,10 @@ pub struct Reply {
     /// The line (TCP) or datagram payload (UDP) that was echoed, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub msg: Option<String>,
+    /// Added by the client (never by the server) in non-interactive mode: microseconds from the
+    /// start of the attempt (socket, connect / send) to the reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_us: Option<u64>,
 }
 
 /// Why an attempt counts as rejected.
@@ -237,6 +241,7 @@ mod tests {
             proto: Proto::Tcp,
             seq: None,
             msg: None,
+            rtt_us: None,
         };
         let s = serde_json::to_string(&r).unwrap();
         assert_eq!(
