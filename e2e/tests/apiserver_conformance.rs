@@ -442,6 +442,30 @@ async fn label_and_field_selectors() {
             .unwrap_err(),
     );
     assert_eq!((e.code, e.reason.as_str()), (400, "BadRequest"));
+    // A filtered watch sees the same selection.
+    let mut w = cms
+        .watch(
+            &WatchParams::default().labels("tier notin (fe)").timeout(5),
+            "0",
+        )
+        .await
+        .unwrap()
+        .boxed();
+    let mut watched = Vec::new();
+    while watched.len() < 3 {
+        match tokio::time::timeout(T, w.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            WatchEvent::Added(c) => watched.push(c.metadata.name.unwrap()),
+            WatchEvent::Bookmark(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    watched.sort();
+    assert_eq!(watched, ["b", "c", "d"]);
 
     let fnames = |sel: &'static str| {
         let cms = cms.clone();
@@ -495,6 +519,23 @@ async fn label_and_field_selectors() {
             .unwrap_err(),
     );
     assert_eq!(e.code, 400);
+
+    // deletecollection honours the selector.
+    cms.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("app=web"),
+    )
+    .await
+    .unwrap();
+    harness::wait_until("web configmaps to be gone", T, || async {
+        cms.list(&ListParams::default().labels("app=web"))
+            .await
+            .map(|l| l.items.is_empty())
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap();
+    assert_eq!(names("").await, ["c", "d"]);
 }
 
 #[tokio::test]
