@@ -1,6 +1,9 @@
 //! The `svcnet-controller` process: flags, client, admin server, leader election, controllers.
 //!
-//! `main` only parses [`Args`] and calls [`run`]. Flags keep upstream's names where upstream has
+//! `main` only parses [`Args`] and calls [`run`]. While this replica leads, the selected
+//! controllers (`--controllers`, default all: `ipam`, `endpointslice`, `endpoints`,
+//! `endpointslicemirroring`) run side by side; each restarts on its own after a failure, and all
+//! stop when leadership is lost. Flags keep upstream's names where upstream has
 //! them (`--service-cluster-ip-range`, `--service-node-port-range`, `--kubeconfig`,
 //! `--leader-elect*`); every flag has a `SVCNET_*` environment fallback.
 
@@ -13,6 +16,7 @@ use kube::{Client, Config};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use crate::endpointslice::metrics::ControllerMetrics;
 use crate::ipam::{parse_service_cidrs, Ipam, IpamConfig, IpamMetrics};
 use crate::runtime::admin::{self, Readiness};
 use crate::runtime::leader::{self, LeaderConfig};
@@ -115,6 +119,60 @@ pub struct Args {
     #[arg(long, env = "SVCNET_IPAM_LEAK_GRACE_PERIOD", default_value = "60s", value_parser = parse_duration)]
     pub ipam_leak_grace_period: Duration,
 
+    /// Controllers to run, comma-separated: `ipam`, `endpointslice`, `endpoints`,
+    /// `endpointslicemirroring`, or `*` for all.
+    #[arg(long, env = "SVCNET_CONTROLLERS", default_value = "*")]
+    pub controllers: String,
+
+    /// EndpointSlice controller: endpoints per slice (1..=1000).
+    #[arg(long, env = "SVCNET_MAX_ENDPOINTS_PER_SLICE", default_value_t = 100)]
+    pub max_endpoints_per_slice: usize,
+
+    /// EndpointSlice controller: concurrent Service syncs.
+    #[arg(
+        long,
+        env = "SVCNET_CONCURRENT_SERVICE_ENDPOINT_SYNCS",
+        default_value_t = 5
+    )]
+    pub concurrent_service_endpoint_syncs: usize,
+
+    /// EndpointSlice controller: batching window for Pod-triggered syncs (`0` = immediate).
+    #[arg(long, env = "SVCNET_ENDPOINTSLICE_UPDATES_BATCH_PERIOD", default_value = "0s", value_parser = parse_duration)]
+    pub endpointslice_updates_batch_period: Duration,
+
+    /// Endpoints controller: concurrent syncs.
+    #[arg(long, env = "SVCNET_CONCURRENT_ENDPOINT_SYNCS", default_value_t = 5)]
+    pub concurrent_endpoint_syncs: usize,
+
+    /// Endpoints controller: batching window (`0` = immediate).
+    #[arg(long, env = "SVCNET_ENDPOINT_UPDATES_BATCH_PERIOD", default_value = "0s", value_parser = parse_duration)]
+    pub endpoint_updates_batch_period: Duration,
+
+    /// Mirroring controller: endpoints per mirrored subset (1..=1000).
+    #[arg(
+        long,
+        env = "SVCNET_MIRRORING_MAX_ENDPOINTS_PER_SUBSET",
+        default_value_t = 1000
+    )]
+    pub mirroring_max_endpoints_per_subset: usize,
+
+    /// Mirroring controller: concurrent syncs.
+    #[arg(
+        long,
+        env = "SVCNET_MIRRORING_CONCURRENT_SERVICE_ENDPOINT_SYNCS",
+        default_value_t = 5
+    )]
+    pub mirroring_concurrent_service_endpoint_syncs: usize,
+
+    /// Mirroring controller: batching window (`0` = immediate).
+    #[arg(long, env = "SVCNET_MIRRORING_ENDPOINTSLICE_UPDATES_BATCH_PERIOD", default_value = "0s", value_parser = parse_duration)]
+    pub mirroring_endpointslice_updates_batch_period: Duration,
+
+    /// Create svcnet's CRDs at start when they are missing (needs RBAC on
+    /// customresourcedefinitions; meant for the embedded server and demos).
+    #[arg(long, env = "SVCNET_INSTALL_CRDS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub install_crds: bool,
+
     /// Identity in the Lease and in Events (default: $POD_NAME or $HOSTNAME plus a random suffix).
     #[arg(long, env = "SVCNET_IDENTITY")]
     pub identity: Option<String>,
@@ -147,6 +205,86 @@ impl Args {
         })
     }
 
+    /// The selected controllers, validated.
+    pub fn selected(&self) -> Result<Selected> {
+        let mut sel = Selected::default();
+        for name in self
+            .controllers
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            match name {
+                "*" => {
+                    sel = Selected {
+                        ipam: true,
+                        endpointslice: true,
+                        endpoints: true,
+                        mirroring: true,
+                    }
+                }
+                "ipam" => sel.ipam = true,
+                "endpointslice" => sel.endpointslice = true,
+                "endpoints" => sel.endpoints = true,
+                "endpointslicemirroring" => sel.mirroring = true,
+                other => {
+                    return Err(Error::InvalidConfig {
+                        flag: "--controllers",
+                        value: self.controllers.clone(),
+                        reason: format!(
+                            "unknown controller {other:?} (known: ipam, endpointslice, endpoints, endpointslicemirroring, *)"
+                        ),
+                    })
+                }
+            }
+        }
+        if sel == Selected::default() {
+            return Err(Error::InvalidConfig {
+                flag: "--controllers",
+                value: self.controllers.clone(),
+                reason: "no controller selected".to_string(),
+            });
+        }
+        Ok(sel)
+    }
+
+    fn endpointslice_config(&self, instance: &str) -> crate::endpointslice::Config {
+        crate::endpointslice::Config {
+            max_endpoints_per_slice: self.max_endpoints_per_slice,
+            concurrent_syncs: self.concurrent_service_endpoint_syncs,
+            batch_period: self.endpointslice_updates_batch_period,
+            instance: Some(instance.to_string()),
+            ..Default::default()
+        }
+    }
+
+    fn endpoints_config(&self, instance: &str) -> crate::endpoints::Config {
+        crate::endpoints::Config {
+            concurrent_syncs: self.concurrent_endpoint_syncs,
+            batch_period: self.endpoint_updates_batch_period,
+            instance: Some(instance.to_string()),
+        }
+    }
+
+    fn mirroring_config(&self, instance: &str) -> crate::mirroring::Config {
+        crate::mirroring::Config {
+            max_endpoints_per_subset: self.mirroring_max_endpoints_per_subset,
+            concurrent_syncs: self.mirroring_concurrent_service_endpoint_syncs,
+            batch_period: self.mirroring_endpointslice_updates_batch_period,
+            instance: Some(instance.to_string()),
+            ..Default::default()
+        }
+    }
+
+    /// Checks every flag (no I/O); `main` exits 64 when this fails.
+    pub fn validate(&self) -> Result<()> {
+        self.ipam_config(String::new())?;
+        self.admin_addr()?;
+        self.selected()?;
+        self.endpointslice_config("").validate()?;
+        Ok(())
+    }
+
     /// The admin address, `None` when disabled.
     pub fn admin_addr(&self) -> Result<Option<SocketAddr>> {
         if self.metrics_bind_address == "0" || self.metrics_bind_address.is_empty() {
@@ -170,6 +308,19 @@ impl Args {
             format!("{host}_{:08x}", rand::random::<u32>())
         })
     }
+}
+
+/// Which controllers run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Selected {
+    /// Service IPAM.
+    pub ipam: bool,
+    /// EndpointSlice controller.
+    pub endpointslice: bool,
+    /// Endpoints controller.
+    pub endpoints: bool,
+    /// EndpointSlice mirroring controller.
+    pub mirroring: bool,
 }
 
 /// Builds a client from `--kubeconfig` or the environment.
@@ -215,6 +366,114 @@ async fn ipam_term(client: Client, cfg: IpamConfig, metrics: IpamMetrics, ready:
     }
 }
 
+/// Creates every svcnet CRD that does not exist yet (existing ones are left as they are).
+pub async fn install_crds(client: &Client) -> Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    for crd in crds::all() {
+        match api.create(&kube::api::PostParams::default(), &crd).await {
+            Ok(_) => tracing::info!(crd = ?crd.metadata.name, "installed CRD"),
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Runs a controller whose `run` ends only on error, restarting it after a pause.
+async fn restarting<F, Fut>(name: &'static str, mut start: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    loop {
+        match start().await {
+            Ok(()) => tracing::warn!(controller = name, "controller stopped; restarting"),
+            Err(err) => tracing::warn!(controller = name, %err, "controller failed; restarting"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Everything that runs while we lead.
+struct Term {
+    client: Client,
+    args: Args,
+    identity: String,
+    selected: Selected,
+    ipam_cfg: IpamConfig,
+    ipam_metrics: IpamMetrics,
+    slice_metrics: ControllerMetrics,
+    endpoints_metrics: ControllerMetrics,
+    mirroring_metrics: ControllerMetrics,
+    ready: Readiness,
+}
+
+impl Term {
+    async fn run(&self) {
+        let ipam = async {
+            if self.selected.ipam {
+                ipam_term(
+                    self.client.clone(),
+                    self.ipam_cfg.clone(),
+                    self.ipam_metrics.clone(),
+                    self.ready.clone(),
+                )
+                .await;
+            } else {
+                self.ready.set_ready(true);
+                std::future::pending::<()>().await;
+            }
+        };
+        let slices = async {
+            if self.selected.endpointslice {
+                restarting("endpointslice", || {
+                    crate::endpointslice::run(
+                        self.client.clone(),
+                        self.args.endpointslice_config(&self.identity),
+                        self.slice_metrics.clone(),
+                        std::future::pending::<()>(),
+                    )
+                })
+                .await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let endpoints = async {
+            if self.selected.endpoints {
+                restarting("endpoints", || {
+                    crate::endpoints::run(
+                        self.client.clone(),
+                        self.args.endpoints_config(&self.identity),
+                        self.endpoints_metrics.clone(),
+                        std::future::pending::<()>(),
+                    )
+                })
+                .await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let mirroring = async {
+            if self.selected.mirroring {
+                restarting("endpointslicemirroring", || {
+                    crate::mirroring::run(
+                        self.client.clone(),
+                        self.args.mirroring_config(&self.identity),
+                        self.mirroring_metrics.clone(),
+                        std::future::pending::<()>(),
+                    )
+                })
+                .await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::join!(ipam, slices, endpoints, mirroring);
+    }
+}
+
 /// Runs the controller process until SIGINT/SIGTERM.
 pub async fn run(args: Args) -> Result<()> {
     let identity = args.identity();
@@ -222,8 +481,16 @@ pub async fn run(args: Args) -> Result<()> {
     let admin_addr = args.admin_addr()?;
     let client = client(args.kubeconfig.as_deref()).await?;
 
+    let selected = args.selected()?;
+    if args.install_crds {
+        install_crds(&client).await?;
+    }
     let mut registry = Registry::default();
     let metrics = IpamMetrics::register(&mut registry);
+    let slice_metrics = ControllerMetrics::register(&mut registry, "svcnet_endpointslice");
+    let endpoints_metrics = ControllerMetrics::register(&mut registry, "svcnet_endpoints");
+    let mirroring_metrics =
+        ControllerMetrics::register(&mut registry, "svcnet_endpointslicemirroring");
     let registry = Arc::new(registry);
     let ready = Readiness::default();
 
@@ -260,10 +527,21 @@ pub async fn run(args: Args) -> Result<()> {
                     return;
                 }
             }
-            tracing::info!(%identity, "starting controllers");
-            let term = ipam_term(client.clone(), cfg.clone(), metrics.clone(), ready.clone());
+            tracing::info!(%identity, ?selected, "starting controllers");
+            let term = Term {
+                client: client.clone(),
+                args: args.clone(),
+                identity: identity.clone(),
+                selected,
+                ipam_cfg: cfg.clone(),
+                ipam_metrics: metrics.clone(),
+                slice_metrics: slice_metrics.clone(),
+                endpoints_metrics: endpoints_metrics.clone(),
+                mirroring_metrics: mirroring_metrics.clone(),
+                ready: ready.clone(),
+            };
             tokio::select! {
-                _ = term => {}
+                _ = term.run() => {}
                 _ = async {
                     loop {
                         if rx.changed().await.is_err() {
@@ -335,6 +613,24 @@ mod tests {
         let bad = Args::try_parse_from(["x", "--metrics-bind-address=nope"]).unwrap();
         assert!(bad.admin_addr().is_err());
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        let all = Args::try_parse_from(["x"]).unwrap();
+        assert_eq!(
+            all.selected().unwrap(),
+            Selected {
+                ipam: true,
+                endpointslice: true,
+                endpoints: true,
+                mirroring: true
+            }
+        );
+        assert!(all.validate().is_ok());
+        let some = Args::try_parse_from(["x", "--controllers=ipam,endpoints"]).unwrap();
+        let sel = some.selected().unwrap();
+        assert!(sel.ipam && sel.endpoints && !sel.endpointslice && !sel.mirroring);
+        let bad = Args::try_parse_from(["x", "--controllers=ipam,bogus"]).unwrap();
+        assert!(bad.selected().unwrap_err().to_string().contains("bogus"));
+        let bad = Args::try_parse_from(["x", "--max-endpoints-per-slice=5000"]).unwrap();
+        assert!(bad.validate().is_err());
         assert!(parse_duration("5 parsecs").is_err());
     }
 }
