@@ -14,6 +14,7 @@ pub mod render;
 pub mod types;
 
 pub use error::{Error, Result};
+pub mod assembly;
 pub mod config;
 pub mod conntrack;
 pub mod convert;

@@ -96,7 +96,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let m = Manifests::read(&files)?;
             let cfg = node_config(&m, &node, true)?;
             let mut p = Proxier::new(ExecNft::new(), cfg);
-            let out = p.sync(&m.to_state(), true)?;
+            let out = p.sync(&m.to_state(), None, true)?;
             println!(
                 "{}",
                 serde_json::json!({

@@ -1,15 +1,16 @@
-//! The sync engine: render the desired model, diff it against the last applied one and apply the
-//! minimal transaction; fall back to a full sync (which never deletes the table) after any failure, when
-//! the node configuration changes, or on request (periodic drift repair).
+//! The sync engine: re-render only the changed Services into the [`Assembly`], apply the minimal
+//! transaction; fall back to a full sync (which never deletes the table) after any failure, when the node
+//! configuration changes, or on request (periodic drift repair).
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use crate::diff::{diff, full_sync};
+use crate::assembly::Assembly;
+use crate::diff::full_sync;
 use crate::error::Result;
-use crate::model::{Counts, Model};
+use crate::model::Counts;
 use crate::nft::Nft;
-use crate::render::render;
-use crate::types::{NodeConfig, ProxyState};
+use crate::types::{NodeConfig, ProxyState, ServiceKey};
 
 /// What one sync did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,11 +25,11 @@ pub struct SyncOutcome {
     pub duration: Duration,
 }
 
-/// Keeps the last applied model and applies changes through an [`Nft`].
+/// Keeps the applied [`Assembly`] and applies changes through an [`Nft`].
 pub struct Proxier<N: Nft> {
     nft: N,
     node: NodeConfig,
-    applied: Option<Model>,
+    applied: Option<Assembly>,
 }
 
 impl<N: Nft> Proxier<N> {
@@ -69,43 +70,54 @@ impl<N: Nft> Proxier<N> {
         self.applied.is_none()
     }
 
-    /// Syncs `state` into the kernel. `full` forces a full sync.
-    pub fn sync(&mut self, state: &ProxyState, full: bool) -> Result<SyncOutcome> {
+    /// Syncs `state` into the kernel. `changed` lists the Services whose Service or EndpointSlices changed
+    /// since the last sync (`None` = compare every Service); `full` forces a full sync.
+    pub fn sync(
+        &mut self,
+        state: &ProxyState,
+        changed: Option<&BTreeSet<ServiceKey>>,
+        full: bool,
+    ) -> Result<SyncOutcome> {
         let start = Instant::now();
-        let desired = render(state, &self.node);
-        let partial = match (&self.applied, full) {
-            (Some(old), false) => match diff(old, &desired) {
-                Ok(tx) => Some(tx),
-                Err(why) => {
-                    tracing::info!(reason = %why.0, "partial sync impossible, doing a full sync");
-                    None
-                }
-            },
+        let partial = match self.applied.as_mut() {
+            Some(a) if !full => Some(a),
             _ => None,
         };
-        let is_full = partial.is_none();
-        let tx = match partial {
-            Some(tx) => tx,
-            None => {
-                let existing = match self.nft.existing() {
-                    Ok(e) => e,
-                    Err(e) => {
-                        self.applied = None;
-                        return Err(e);
-                    }
-                };
-                full_sync(&existing, &desired)
+        if let Some(assembly) = partial {
+            let keys: BTreeSet<ServiceKey> = match changed {
+                Some(c) => c.clone(),
+                None => assembly
+                    .services()
+                    .into_iter()
+                    .chain(state.services.keys().cloned())
+                    .collect(),
+            };
+            let tx = assembly.update(state, keys);
+            let ops = tx.op_count();
+            if let Err(e) = self.nft.run(&tx) {
+                self.applied = None;
+                return Err(e);
             }
-        };
-        let ops = tx.op_count();
-        if let Err(e) = self.nft.run(&tx) {
-            self.applied = None;
-            return Err(e);
+            let counts = assembly.counts();
+            return Ok(SyncOutcome {
+                full: false,
+                ops,
+                counts,
+                duration: start.elapsed(),
+            });
         }
-        let counts = desired.counts();
-        self.applied = Some(desired);
+        self.applied = None;
+        let mut assembly = Assembly::new(&self.node);
+        let _ = assembly.update(state, state.services.keys().cloned().collect());
+        let model = assembly.model();
+        let existing = self.nft.existing()?;
+        let tx = full_sync(&existing, &model);
+        let ops = tx.op_count();
+        self.nft.run(&tx)?;
+        let counts = assembly.counts();
+        self.applied = Some(assembly);
         Ok(SyncOutcome {
-            full: is_full,
+            full: true,
             ops,
             counts,
             duration: start.elapsed(),

@@ -35,18 +35,62 @@ use crate::types::{Family, NodeConfig, NodePortAddresses, ProxyState, ServiceInf
 
 /// Renders the complete desired model for every configured family.
 pub fn render(state: &ProxyState, node: &NodeConfig) -> Model {
-    let mut m = Model::default();
-    for &fam in &node.families {
-        m.tables
-            .insert(fam, FamilyRenderer::new(fam, node).render(state));
+    let mut a = crate::assembly::Assembly::new(node);
+    let _ = a.update(state, state.services.keys().cloned().collect());
+    a.model()
+}
+
+/// Everything one Service contributes to one family's table: elements of the shared sets and maps, the
+/// (shared or per-Service) chains it jumps to with their full definition, and its dynamic sets.
+/// Shared chains are reference-counted by [`crate::assembly::Assembly`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fragment {
+    /// (set or map, key, value).
+    pub elements: Vec<(&'static str, String, Option<String>)>,
+    /// Chains by name.
+    pub chains: BTreeMap<String, Chain>,
+    /// Dynamic (affinity) sets by name.
+    pub sets: BTreeMap<String, SetSpec>,
+}
+
+/// The fixed part of a family's table: base chains, shared sets and maps, static elements.
+pub fn skeleton(fam: Family, node: &NodeConfig) -> Table {
+    let mut r = FamilyRenderer::new(fam, node);
+    r.skeleton();
+    r.t
+}
+
+/// Renders one Service's [`Fragment`] for `fam`; `None` when the Service has no ClusterIP of that family.
+pub fn service_fragment(
+    fam: Family,
+    node: &NodeConfig,
+    state: &ProxyState,
+    svc: &ServiceInfo,
+) -> Option<Fragment> {
+    let cip = svc
+        .cluster_ips
+        .iter()
+        .find(|ip| Family::of(ip) == fam)
+        .copied()?;
+    let mut r = FamilyRenderer::new(fam, node);
+    for port in &svc.ports {
+        let eps = endpoints_for_port(state.slices_for(&svc.key), port, fam, &node.node_name);
+        r.service_port(svc, port, cip, &eps);
     }
-    m
+    let hairpin = std::mem::take(&mut r.hairpin);
+    for ip in hairpin {
+        r.elem(HAIRPIN, format!("{ip} . {ip}"), None);
+    }
+    Some(r.frag)
 }
 
 struct FamilyRenderer<'a> {
     fam: Family,
     node: &'a NodeConfig,
+    /// Skeleton output.
     t: Table,
+    /// Per-Service output.
+    frag: Fragment,
     /// `ip daddr` / `ip6 daddr`.
     daddr: &'static str,
     /// `ip saddr` / `ip6 saddr`.
@@ -55,10 +99,6 @@ struct FamilyRenderer<'a> {
     masq_rule: Option<String>,
     has_cluster_cidrs: bool,
     hairpin: BTreeSet<IpAddr>,
-}
-
-fn elem(s: &mut Set, key: String, value: Option<String>) {
-    s.elements.insert(key, value);
 }
 
 impl<'a> FamilyRenderer<'a> {
@@ -81,6 +121,7 @@ impl<'a> FamilyRenderer<'a> {
             fam,
             node,
             t: Table::new(fam),
+            frag: Fragment::default(),
             daddr,
             saddr,
             masq_rule,
@@ -89,11 +130,14 @@ impl<'a> FamilyRenderer<'a> {
         }
     }
 
-    fn set(&mut self, name: &str) -> &mut Set {
-        self.t
-            .sets
-            .get_mut(name)
-            .expect("renderer only adds elements to sets declared by skeleton()")
+    fn elem(&mut self, set: &'static str, key: String, value: Option<String>) {
+        self.frag.elements.push((set, key, value));
+    }
+
+    fn skel_elem(&mut self, set: &str, key: String, value: Option<String>) {
+        if let Some(s) = self.t.sets.get_mut(set) {
+            s.elements.insert(key, value);
+        }
     }
 
     fn declare_set(&mut self, name: &str, spec: SetSpec) {
@@ -112,10 +156,16 @@ impl<'a> FamilyRenderer<'a> {
             .insert(name.to_string(), Chain { base, rules });
     }
 
+    fn frag_chain(&mut self, name: &str, rules: Vec<String>) {
+        self.frag
+            .chains
+            .insert(name.to_string(), Chain { base: None, rules });
+    }
+
     fn ensure_chain(&mut self, name: String, rules: impl FnOnce(&Self) -> Vec<String>) -> String {
-        if !self.t.chains.contains_key(&name) {
+        if !self.frag.chains.contains_key(&name) {
             let rules = rules(self);
-            self.chain(&name, None, rules);
+            self.frag_chain(&name, rules);
         }
         name
     }
@@ -173,7 +223,7 @@ impl<'a> FamilyRenderer<'a> {
                 .map(|c| c.trunc().to_string())
                 .collect();
             for c in cidrs {
-                elem(self.set(CLUSTER_CIDRS), c, None);
+                self.skel_elem(CLUSTER_CIDRS, c, None);
             }
         }
         let service_cidrs: Vec<_> = self
@@ -189,7 +239,7 @@ impl<'a> FamilyRenderer<'a> {
                 SetSpec::set(format!("type {addr}")).flag("interval"),
             );
             for c in service_cidrs.iter().cloned() {
-                elem(self.set(SERVICE_CIDRS), c, None);
+                self.skel_elem(SERVICE_CIDRS, c, None);
             }
         }
 
@@ -213,7 +263,7 @@ impl<'a> FamilyRenderer<'a> {
                     .copied()
                     .collect();
                 for ip in ips {
-                    elem(self.set(NODEPORT_IPS), ip.to_string(), None);
+                    self.skel_elem(NODEPORT_IPS, ip.to_string(), None);
                 }
                 format!("{d} @{NODEPORT_IPS}")
             }
@@ -324,34 +374,6 @@ impl<'a> FamilyRenderer<'a> {
         );
     }
 
-    fn render(mut self, state: &ProxyState) -> Table {
-        self.skeleton();
-        for svc in state.services.values() {
-            let Some(cip) = svc
-                .cluster_ips
-                .iter()
-                .find(|ip| Family::of(ip) == self.fam)
-                .copied()
-            else {
-                continue;
-            };
-            for port in &svc.ports {
-                let eps = endpoints_for_port(
-                    state.slices_for(&svc.key),
-                    port,
-                    self.fam,
-                    &self.node.node_name,
-                );
-                self.service_port(svc, port, cip, &eps);
-            }
-        }
-        let hairpin = std::mem::take(&mut self.hairpin);
-        for ip in hairpin {
-            elem(self.set(HAIRPIN), format!("{ip} . {ip}"), None);
-        }
-        self.t
-    }
-
     fn dnat_map_rule(&self, key_prefix: &str, n: usize, map: &str) -> String {
         format!(
             "dnat {} to {key_prefix}meta l4proto . th dport . numgen random mod {n} map @{map}",
@@ -399,11 +421,10 @@ impl<'a> FamilyRenderer<'a> {
         }
     }
 
-    fn fill_backends(&mut self, map: &str, key_prefix: &str, eps: &[Endpoint]) {
-        let set = self.set(map);
+    fn fill_backends(&mut self, map: &'static str, key_prefix: &str, eps: &[Endpoint]) {
         for (i, e) in eps.iter().enumerate() {
-            elem(
-                set,
+            self.elem(
+                map,
                 format!("{key_prefix} . {i}"),
                 Some(format!("{} . {}", e.ip, e.port)),
             );
@@ -437,7 +458,7 @@ impl<'a> FamilyRenderer<'a> {
         };
         let external_filter = internal_filter.clone();
 
-        elem(self.set(CLUSTER_IPS), cip.to_string(), None);
+        self.elem(CLUSTER_IPS, cip.to_string(), None);
         let vip_key = |ip: &IpAddr| format!("{ip} . {proto} . {}", port.port);
         let np_key = port.node_port.map(|np| format!("{proto} . {np}"));
 
@@ -513,22 +534,14 @@ impl<'a> FamilyRenderer<'a> {
         // ClusterIP.
         match internal_entry {
             Some(entry) if has_internal => {
-                elem(
-                    self.set(SERVICE_IPS),
-                    vip_key(&cip),
-                    Some(format!("goto {entry}")),
-                );
+                self.elem(SERVICE_IPS, vip_key(&cip), Some(format!("goto {entry}")));
                 if !affinity {
                     let list = internal_list.to_vec();
                     self.fill_backends(BACKENDS, &vip_key(&cip), &list);
                 }
             }
             _ => {
-                elem(
-                    self.set(NO_ENDPOINT_SERVICES),
-                    vip_key(&cip),
-                    Some(internal_filter),
-                );
+                self.elem(NO_ENDPOINT_SERVICES, vip_key(&cip), Some(internal_filter));
             }
         }
 
@@ -548,11 +561,7 @@ impl<'a> FamilyRenderer<'a> {
         for ip in ext_ips.iter().chain(lb_ips.iter()) {
             let key = vip_key(ip);
             if let Some(entry) = &external_entry {
-                elem(
-                    self.set(SERVICE_IPS),
-                    key.clone(),
-                    Some(format!("goto {entry}")),
-                );
+                self.elem(SERVICE_IPS, key.clone(), Some(format!("goto {entry}")));
                 if !affinity {
                     let cluster = cats.cluster.clone();
                     self.fill_backends(BACKENDS, &key, &cluster);
@@ -563,11 +572,7 @@ impl<'a> FamilyRenderer<'a> {
                 }
             }
             if !has_external {
-                elem(
-                    self.set(NO_ENDPOINT_SERVICES),
-                    key,
-                    Some(external_filter.clone()),
-                );
+                self.elem(NO_ENDPOINT_SERVICES, key, Some(external_filter.clone()));
             }
         }
 
@@ -591,9 +596,9 @@ impl<'a> FamilyRenderer<'a> {
             }
             for ip in &lb_ips {
                 let key = vip_key(ip);
-                elem(self.set(FIREWALL_IPS), key.clone(), None);
+                self.elem(FIREWALL_IPS, key.clone(), None);
                 for a in &allowed {
-                    elem(self.set(FIREWALL_ALLOW), format!("{key} . {a}"), None);
+                    self.elem(FIREWALL_ALLOW, format!("{key} . {a}"), None);
                 }
             }
         }
@@ -601,8 +606,8 @@ impl<'a> FamilyRenderer<'a> {
         // NodePort.
         if let Some(key) = np_key {
             if let Some(entry) = &np_entry {
-                elem(
-                    self.set(SERVICE_NODEPORTS),
+                self.elem(
+                    SERVICE_NODEPORTS,
                     key.clone(),
                     Some(format!("goto {entry}")),
                 );
@@ -616,7 +621,7 @@ impl<'a> FamilyRenderer<'a> {
                 }
             }
             if !has_external {
-                elem(self.set(NO_ENDPOINT_NODEPORTS), key, Some(external_filter));
+                self.elem(NO_ENDPOINT_NODEPORTS, key, Some(external_filter));
             }
         }
     }
@@ -640,11 +645,11 @@ impl<'a> FamilyRenderer<'a> {
         let cluster_chain = format!("aff-{h}-c");
         let local_chain = format!("aff-{h}-l");
         let ensure_pick = |r: &mut Self, name: &str, eps: &[Endpoint]| {
-            if eps.is_empty() || r.t.chains.contains_key(name) {
+            if eps.is_empty() || r.frag.chains.contains_key(name) {
                 return;
             }
             let rules = r.affinity_pick_rules(svc, port, eps, timeout);
-            r.chain(name, None, rules);
+            r.frag_chain(name, rules);
         };
         let internal_list = if svc.internal_policy_local {
             &cats.local
@@ -661,7 +666,7 @@ impl<'a> FamilyRenderer<'a> {
             let mut rules: Vec<String> = self.masq_rule.iter().cloned().collect();
             rules.push(format!("goto {internal_pick}"));
             let name = format!("aff-{h}-cip");
-            self.chain(&name, None, rules);
+            self.frag_chain(&name, rules);
             Some(name)
         } else {
             None
@@ -679,7 +684,7 @@ impl<'a> FamilyRenderer<'a> {
                 ]
             };
             let name = format!("aff-{h}-ext");
-            self.chain(&name, None, rules);
+            self.frag_chain(&name, rules);
             Some(name)
         } else {
             None
@@ -723,7 +728,7 @@ impl<'a> FamilyRenderer<'a> {
                 .flag("dynamic")
                 .flag("timeout");
             spec.timeout = Some(timeout);
-            self.declare_set(&name, spec);
+            self.frag.sets.insert(name.clone(), spec);
             let target = match e.ip {
                 IpAddr::V4(a) => format!("{a}:{}", e.port),
                 IpAddr::V6(a) => format!("[{a}]:{}", e.port),

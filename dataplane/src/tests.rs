@@ -586,12 +586,12 @@ fn partial_sync_is_minimal() {
     let fake = FakeNft::new();
     let mut p = Proxier::new(fake.clone(), node());
     let mut st = big_state(50, 3);
-    let out = p.sync(&st, false).unwrap();
+    let out = p.sync(&st, None, false).unwrap();
     assert!(out.full);
     assert_eq!(fake.model(), render(&st, &node()));
 
     // No change → empty transaction.
-    let out = p.sync(&st, false).unwrap();
+    let out = p.sync(&st, None, false).unwrap();
     assert!(!out.full);
     assert_eq!(out.ops, 0);
 
@@ -600,7 +600,8 @@ fn partial_sync_is_minimal() {
     let mut s = st.slices[&key]["s7-1"].clone();
     s.endpoints[2].address = "10.200.0.1".parse().unwrap();
     st.upsert_slice(s);
-    let out = p.sync(&st, false).unwrap();
+    let out = p.sync(&st, Some(&[key.clone()].into()), false).unwrap();
+    assert_eq!(out.ops, 2, "one element deleted, one added");
     assert!(!out.full);
     let tx = fake.last_transaction().unwrap();
     assert!(
@@ -617,7 +618,7 @@ fn partial_sync_is_minimal() {
     let mut s = st.slices[&key]["s7-1"].clone();
     s.endpoints.pop();
     st.upsert_slice(s);
-    p.sync(&st, false).unwrap();
+    p.sync(&st, None, false).unwrap();
     assert_eq!(fake.model(), render(&st, &node()));
     assert!(fake.model().tables[&Family::Ipv4]
         .chains
@@ -625,7 +626,7 @@ fn partial_sync_is_minimal() {
 
     // Delete every Service: shared chains become stale and are removed.
     let empty = ProxyState::default();
-    p.sync(&empty, false).unwrap();
+    p.sync(&empty, None, false).unwrap();
     let m = fake.model();
     assert_eq!(m, render(&empty, &node()));
     assert!(!m.tables[&Family::Ipv4].chains.contains_key("lb-3"));
@@ -636,11 +637,11 @@ fn failure_forces_full_sync_and_resync_repairs_drift() {
     let fake = FakeNft::new();
     let mut p = Proxier::new(fake.clone(), node());
     let st = big_state(5, 2);
-    p.sync(&st, false).unwrap();
+    p.sync(&st, None, false).unwrap();
     fake.fail_next("injected");
-    assert!(p.sync(&big_state(6, 2), false).is_err());
+    assert!(p.sync(&big_state(6, 2), None, false).is_err());
     assert!(p.needs_full_sync());
-    let out = p.sync(&big_state(6, 2), false).unwrap();
+    let out = p.sync(&big_state(6, 2), None, false).unwrap();
     assert!(out.full);
     assert_eq!(fake.model(), render(&big_state(6, 2), &node()));
 
@@ -651,7 +652,7 @@ fn failure_forces_full_sync_and_resync_repairs_drift() {
         t.sets.get_mut("backends").unwrap().elements.clear();
         t.chains.insert("intruder".into(), Default::default());
     });
-    let out = p.sync(&big_state(6, 2), true).unwrap();
+    let out = p.sync(&big_state(6, 2), None, true).unwrap();
     assert!(out.full);
     assert_eq!(fake.model(), render(&big_state(6, 2), &node()));
     let tx = fake.last_transaction().unwrap();
@@ -666,9 +667,9 @@ fn full_sync_keeps_affinity_sets() {
         vec![svc("ns", "a", "10.96.0.1").tcp(80).affinity(100)],
         vec![slice("ns", "a", "a-1").tcp(80).ep("10.244.2.1", "node-b")],
     );
-    p.sync(&st, false).unwrap();
+    p.sync(&st, None, false).unwrap();
     let tx = {
-        p.sync(&st, true).unwrap();
+        p.sync(&st, None, true).unwrap();
         fake.last_transaction().unwrap()
     };
     let text = tx.render();
@@ -719,7 +720,7 @@ fn diff_transactions_apply_cleanly_across_random_changes() {
             st.services
                 .remove(&ServiceKey::new("ns", format!("s{}", (i + 3) % 7)));
         }
-        p.sync(&st, false)
+        p.sync(&st, None, false)
             .unwrap_or_else(|e| panic!("step {step}: {e}"));
         assert_eq!(fake.model(), render(&st, &node()), "step {step}");
     }

@@ -94,7 +94,9 @@ fn golden_loads_into_real_nft() {
     nft.check(&tx).expect("nft -c accepts the golden ruleset");
 
     let mut p = Proxier::new(nft.clone(), node.clone());
-    let out = p.sync(&st, false).expect("full sync into an empty netns");
+    let out = p
+        .sync(&st, None, false)
+        .expect("full sync into an empty netns");
     assert!(out.full);
     let existing = nft.existing().unwrap();
     let t = &existing[&dataplane::types::Family::Ipv4];
@@ -102,7 +104,7 @@ fn golden_loads_into_real_nft() {
     assert!(t.sets.iter().any(|(s, map)| s == "backends" && *map));
 
     // Full resync over the live table (flush + redeclare, affinity sets kept).
-    assert!(p.sync(&st, true).expect("full resync").full);
+    assert!(p.sync(&st, None, true).expect("full resync").full);
 
     // Partial: drop one Service and all its slices.
     let mut st2 = st.clone();
@@ -111,7 +113,7 @@ fn golden_loads_into_real_nft() {
     st2.slices.remove(&key);
     let d = diff(&model, &render(&st2, &node)).unwrap();
     assert!(!d.is_empty());
-    let out = p.sync(&st2, false).expect("partial sync");
+    let out = p.sync(&st2, None, false).expect("partial sync");
     assert!(!out.full);
     nft.run(&dataplane::model::Transaction::new()).unwrap();
 }

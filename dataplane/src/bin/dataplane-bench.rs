@@ -1,0 +1,377 @@
+//! Dataplane benchmark; prints one JSON object. Needs root (creates network namespaces).
+//!
+//! * `full_sync`: full sync of S Services × E endpoints into a fresh netns (median of R runs), and the
+//!   baseline: plain `nft -f` of the same S×E backends as one flat map (same netns shape, same runs).
+//! * `single_change`: one endpoint change at that scale (partial sync; median / p90 / max of N changes).
+//! * `connect_latency`: TCP connect to a ClusterIP with S Services installed vs with 100.
+//!
+//! Each measurement runs in a child process started with `ip netns exec`, so nft runs exactly as it
+//! does under svcnet-proxy (no `ip netns exec` per transaction).
+//!
+//! Usage: `dataplane-bench [--services 10000] [--endpoints 10] [--runs 3] [--changes 20]`
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use dataplane::nft::ExecNft;
+use dataplane::proxier::Proxier;
+use dataplane::types::*;
+use serde_json::{json, Value};
+
+struct Opts {
+    services: usize,
+    endpoints: usize,
+    runs: usize,
+    changes: usize,
+}
+
+fn parse_opts(args: &[String]) -> anyhow::Result<Opts> {
+    let mut o = Opts {
+        services: 10_000,
+        endpoints: 10,
+        runs: 3,
+        changes: 20,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || -> anyhow::Result<usize> {
+            it.next()
+                .context("missing value")?
+                .parse()
+                .context("not a number")
+        };
+        match a.as_str() {
+            "--services" => o.services = val()?,
+            "--endpoints" => o.endpoints = val()?,
+            "--runs" => o.runs = val()?,
+            "--changes" => o.changes = val()?,
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    Ok(o)
+}
+
+fn svc_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + i as u32 + 1)
+}
+
+fn ep_ip(i: usize, j: usize, e: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + (i * e + j) as u32 + 1)
+}
+
+fn node() -> NodeConfig {
+    NodeConfig {
+        node_name: "node-a".into(),
+        node_ips: vec!["192.168.0.10".parse().expect("literal")],
+        cluster_cidrs: vec!["10.128.0.0/9".parse().expect("literal")],
+        nodeport_addresses: NodePortAddresses::All,
+        families: vec![Family::Ipv4, Family::Ipv6],
+        ..Default::default()
+    }
+}
+
+fn state(services: usize, endpoints: usize) -> ProxyState {
+    let mut st = ProxyState::default();
+    for i in 0..services {
+        let name = format!("svc-{i}");
+        st.upsert_service(ServiceInfo {
+            key: ServiceKey::new("bench", &name),
+            cluster_ips: vec![IpAddr::V4(svc_ip(i))],
+            ports: vec![ServicePort {
+                name: "http".into(),
+                protocol: Protocol::Tcp,
+                port: 80,
+                node_port: None,
+            }],
+            external_ips: vec![],
+            load_balancer_ips: vec![],
+            load_balancer_source_ranges: vec![],
+            affinity_timeout: None,
+            external_policy_local: false,
+            internal_policy_local: false,
+            health_check_node_port: None,
+        });
+        st.upsert_slice(EndpointSliceInfo {
+            namespace: "bench".into(),
+            name: format!("{name}-abcde"),
+            service_name: name,
+            family: Family::Ipv4,
+            ports: vec![EndpointPort {
+                name: "http".into(),
+                protocol: Protocol::Tcp,
+                port: 8080,
+            }],
+            endpoints: (0..endpoints)
+                .map(|j| EndpointInfo {
+                    address: IpAddr::V4(ep_ip(i, j, endpoints)),
+                    ready: true,
+                    serving: true,
+                    terminating: false,
+                    node_name: Some(format!("node-{}", j % 50)),
+                    zone_hints: vec![],
+                    node_hints: vec![],
+                })
+                .collect(),
+            trigger_time: None,
+        });
+    }
+    st
+}
+
+fn flat_script(services: usize, endpoints: usize) -> String {
+    let mut s = String::from(
+        "add table ip flatbench\nadd map ip flatbench backends { type ipv4_addr . inet_service . inet_service : ipv4_addr . inet_service ; }\n",
+    );
+    let mut n = 0;
+    for i in 0..services {
+        for j in 0..endpoints {
+            if n % 2048 == 0 {
+                if n > 0 {
+                    s.push_str(" }\n");
+                }
+                s.push_str("add element ip flatbench backends { ");
+            } else {
+                s.push_str(", ");
+            }
+            let _ = write!(
+                s,
+                "{} . 80 . {j} : {} . 8080",
+                svc_ip(i),
+                ep_ip(i, j, endpoints)
+            );
+            n += 1;
+        }
+    }
+    if n > 0 {
+        s.push_str(" }\n");
+    }
+    s
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let idx = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v.get(idx).copied().unwrap_or(f64::NAN)
+}
+
+// === inner phases (run inside a netns) ===
+
+fn inner_baseline(o: &Opts) -> anyhow::Result<Value> {
+    let script = flat_script(o.services, o.endpoints);
+    let start = Instant::now();
+    ExecNft::new().run_script(&script, false)?;
+    Ok(json!({ "seconds": start.elapsed().as_secs_f64() }))
+}
+
+fn inner_full(o: &Opts) -> anyhow::Result<Value> {
+    let st = state(o.services, o.endpoints);
+    let mut p = Proxier::new(ExecNft::new(), node());
+    let start = Instant::now();
+    let out = p.sync(&st, None, true)?;
+    let secs = start.elapsed().as_secs_f64();
+    Ok(json!({
+        "seconds": secs, "chains": out.counts.chains, "rules": out.counts.rules,
+        "sets": out.counts.sets, "elements": out.counts.elements,
+    }))
+}
+
+fn connect_latency(target: SocketAddr, n: usize) -> anyhow::Result<Value> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        let s = TcpStream::connect_timeout(&target, Duration::from_secs(2))
+            .context("connect to service")?;
+        v.push(start.elapsed().as_secs_f64() * 1e6);
+        drop(s);
+    }
+    Ok(json!({ "p50_us": median(&mut v), "p90_us": percentile(&mut v, 0.9), "samples": n }))
+}
+
+fn inner_scale(o: &Opts) -> anyhow::Result<Value> {
+    // A local listener behind service 0.
+    // Loopback plus a veth pair carrying a default route, so that Service IPs are routable.
+    for cmd in [
+        "link set lo up",
+        "link add svb0 type veth peer name svb1",
+        "link set svb0 up",
+        "link set svb1 up",
+        "addr add 192.168.0.10/24 dev svb0",
+        "route add default via 192.168.0.1 dev svb0 onlink",
+    ] {
+        let args: Vec<&str> = cmd.split(' ').collect();
+        if !Command::new("ip").args(&args).status()?.success() {
+            bail!("ip {cmd} failed");
+        }
+    }
+    for j in 0..o.endpoints {
+        Command::new("ip")
+            .args([
+                "addr",
+                "add",
+                &format!("{}/32", ep_ip(0, j, o.endpoints)),
+                "dev",
+                "lo",
+            ])
+            .status()?;
+    }
+    let listener = TcpListener::bind("0.0.0.0:8080")?;
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            drop(s);
+        }
+    });
+    let target = SocketAddr::new(IpAddr::V4(svc_ip(0)), 80);
+    let samples = 2000;
+
+    let mut st = state(o.services, o.endpoints);
+    let mut p = Proxier::new(ExecNft::new(), node());
+    p.sync(&st, None, true)?;
+    let _ = connect_latency(target, 200)?; // warm-up
+    let lat_big = connect_latency(target, samples)?;
+
+    // Single endpoint changes on random-ish Services.
+    let mut times = vec![];
+    let mut ops = vec![];
+    for c in 0..o.changes {
+        let i = (c * 7919 + 13) % o.services;
+        let key = ServiceKey::new("bench", format!("svc-{i}"));
+        let mut slice = st
+            .slices
+            .get(&key)
+            .and_then(|m| m.values().next())
+            .cloned()
+            .context("slice exists")?;
+        let last = slice.endpoints.len() - 1;
+        slice.endpoints[last].address =
+            IpAddr::V4(Ipv4Addr::new(10, 255, (c / 250) as u8, (c % 250) as u8 + 1));
+        st.upsert_slice(slice);
+        let changed = [key].into_iter().collect();
+        let start = Instant::now();
+        let out = p.sync(&st, Some(&changed), false)?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+        ops.push(out.ops);
+        if out.full {
+            bail!("single change unexpectedly did a full sync");
+        }
+    }
+    let max = times.iter().cloned().fold(0.0, f64::max);
+
+    // Shrink to 100 Services (partial sync) and measure latency again.
+    let small = state(100.min(o.services), o.endpoints);
+    let start = Instant::now();
+    p.sync(&small, None, false)?;
+    let shrink = start.elapsed().as_secs_f64();
+    let _ = connect_latency(target, 200)?;
+    let lat_small = connect_latency(target, samples)?;
+    let ratio = lat_big["p50_us"].as_f64().unwrap_or(f64::NAN)
+        / lat_small["p50_us"].as_f64().unwrap_or(f64::NAN);
+    Ok(json!({
+        "single_change": {
+            "median_ms": median(&mut times.clone()), "p90_ms": percentile(&mut times.clone(), 0.9), "max_ms": max,
+            "ops_per_change": ops,
+        },
+        "shrink_to_100_partial_seconds": shrink,
+        "connect_latency": { "with_all_services": lat_big, "with_100_services": lat_small, "ratio_p50": ratio },
+    }))
+}
+
+// === orchestration ===
+
+struct Ns(String);
+
+impl Ns {
+    fn new(tag: &str) -> anyhow::Result<Ns> {
+        let name = format!("svcnet-bench-{tag}-{}", std::process::id());
+        if !Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()?
+            .success()
+        {
+            bail!("ip netns add {name} failed (needs root)");
+        }
+        Ok(Ns(name))
+    }
+
+    fn run(&self, phase: &str, args: &[String]) -> anyhow::Result<Value> {
+        let exe = std::env::current_exe()?;
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .arg(exe)
+            .args(["--inner", phase])
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "phase {phase} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--inner") {
+        let phase = args.get(1).cloned().unwrap_or_default();
+        let o = parse_opts(&args[2..])?;
+        let v = match phase.as_str() {
+            "baseline" => inner_baseline(&o)?,
+            "full" => inner_full(&o)?,
+            "scale" => inner_scale(&o)?,
+            other => bail!("unknown phase {other}"),
+        };
+        println!("{v}");
+        return Ok(());
+    }
+    let o = parse_opts(&args)?;
+    let mut base = vec![];
+    let mut full = vec![];
+    let mut counts = Value::Null;
+    for r in 0..o.runs {
+        let ns = Ns::new(&format!("b{r}"))?;
+        base.push(
+            ns.run("baseline", &args)?["seconds"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+        );
+        drop(ns);
+        let ns = Ns::new(&format!("f{r}"))?;
+        let v = ns.run("full", &args)?;
+        full.push(v["seconds"].as_f64().unwrap_or(f64::NAN));
+        counts = v;
+    }
+    let ns = Ns::new("scale")?;
+    let scale = ns.run("scale", &args)?;
+    let (bm, fm) = (median(&mut base.clone()), median(&mut full.clone()));
+    let mut report = BTreeMap::new();
+    report.insert("services", json!(o.services));
+    report.insert("endpoints_per_service", json!(o.endpoints));
+    report.insert(
+        "full_sync",
+        json!({
+            "runs_seconds": full, "median_seconds": fm,
+            "baseline_flat_map_runs_seconds": base, "baseline_flat_map_median_seconds": bm,
+            "ratio_to_baseline": fm / bm,
+            "chains": counts["chains"], "rules": counts["rules"], "sets": counts["sets"], "elements": counts["elements"],
+        }),
+    );
+    report.insert("scale", scale);
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
