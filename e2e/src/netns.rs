@@ -88,6 +88,12 @@
 //! `std::process::Command` prefixed with `ip netns exec <ns>`; [`Netns::run`], [`Netns::sh`]
 //! and [`Netns::nft`] run one-shot commands.
 //!
+//! # Kubernetes objects for the topology
+//!
+//! [`Topology::k8s_nodes`] and [`Topology::k8s_pod`] build Node and Pod objects whose names,
+//! InternalIPs, pod CIDRs, pod IPs, `nodeName` and container ports match the namespaces, so
+//! the objects given to the API server describe the cluster the packets actually flow through.
+//!
 //! # Reaching the host's API server from a node
 //!
 //! svcnet-proxy in a node namespace cannot see the host's loopback, where the embedded API
@@ -179,6 +185,7 @@ pub mod bins;
 mod cleanup;
 mod error;
 mod exec;
+pub mod k8s;
 mod outcome;
 pub mod plan;
 mod process;

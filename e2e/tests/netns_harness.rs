@@ -648,3 +648,84 @@ fn host_loopback_service_reaches_nodes_through_relays() {
         }
     );
 }
+
+/// Root only. Node and Pod objects describe the namespaces: names, InternalIPs, pod CIDRs, pod
+/// IPs (IPv4 first), nodeName, Ready, and the ports the echo server listens on.
+#[test]
+fn kubernetes_objects_match_the_topology() {
+    let mut topo = builder().pod("web-0", 2).build().unwrap();
+    let nodes = topo.k8s_nodes().unwrap();
+    assert_eq!(nodes.len(), 2);
+    let n2 = &nodes[1];
+    assert_eq!(n2.metadata.name.as_deref(), Some("node2"));
+    let spec = n2.spec.as_ref().unwrap();
+    assert_eq!(
+        spec.pod_cidrs.as_deref().unwrap(),
+        ["10.244.2.0/24", "fd00:244:2::/64"]
+    );
+    let addrs: Vec<(String, String)> = n2
+        .status
+        .as_ref()
+        .unwrap()
+        .addresses
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|a| (a.type_.clone(), a.address.clone()))
+        .collect();
+    assert_eq!(addrs[0], ("InternalIP".into(), "192.168.200.12".into()));
+    assert_eq!(addrs[1], ("InternalIP".into(), "fd00:200::12".into()));
+
+    let labels = [("app".to_string(), "web".to_string())].into();
+    let pod = topo.k8s_pod("web-0", "default", &labels).unwrap();
+    assert_eq!(pod.metadata.namespace.as_deref(), Some("default"));
+    assert_eq!(pod.metadata.labels.as_ref(), Some(&labels));
+    assert_eq!(
+        pod.spec.as_ref().unwrap().node_name.as_deref(),
+        Some("node2")
+    );
+    let status = pod.status.as_ref().unwrap();
+    let ips: Vec<&str> = status
+        .pod_ips
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| p.ip.as_str())
+        .collect();
+    assert_eq!(ips, ["10.244.2.2", "fd00:244:2::2"]);
+    assert!(status
+        .conditions
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True"));
+    let ports: Vec<(String, i32, String)> = pod.spec.as_ref().unwrap().containers[0]
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone().unwrap(),
+                p.container_port,
+                p.protocol.clone().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            ("tcp-8080".into(), 8080, "TCP".into()),
+            ("udp-8080".into(), 8080, "UDP".into()),
+            ("sctp-8080".into(), 8080, "SCTP".into())
+        ]
+    );
+    // Restarting the echo server on other ports changes the declared ports.
+    topo.start_echo("web-0", &EchoPorts::new(&[9090], &[]))
+        .unwrap();
+    let pod = topo.k8s_pod("web-0", "default", &labels).unwrap();
+    let declared = pod.spec.unwrap().containers[0].ports.clone().unwrap();
+    assert_eq!(declared.len(), 1);
+    assert_eq!(declared[0].container_port, 9090);
+    assert!(topo.k8s_pod("nope", "default", &labels).is_err());
+}

@@ -430,7 +430,7 @@ pub struct Topology {
     pods: Vec<Pod>,
     outside: Vec<Outside>,
     created: Vec<String>,
-    echo_servers: BTreeMap<String, Process>,
+    echo_servers: BTreeMap<String, (EchoPorts, Process)>,
     next_host: Vec<u8>,
     next_veth: u32,
     spawned: AtomicU32,
@@ -535,6 +535,26 @@ impl Topology {
         Ok(())
     }
 
+    /// Kubernetes Node objects for every node (see [`super::k8s::node`]).
+    pub fn k8s_nodes(&self) -> Result<Vec<k8s_openapi::api::core::v1::Node>> {
+        self.nodes.iter().map(super::k8s::node).collect()
+    }
+
+    /// A Kubernetes Pod object for pod `name` in `namespace` with `labels`, declaring the ports
+    /// its echo server currently listens on (see [`super::k8s::pod`]).
+    pub fn k8s_pod(
+        &self,
+        name: &str,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<k8s_openapi::api::core::v1::Pod> {
+        let pod = self.pod(name)?;
+        let node = self.node(pod.node_index())?;
+        let none = EchoPorts::none();
+        let ports = self.echo_servers.get(name).map_or(&none, |(p, _)| p);
+        super::k8s::pod(pod, node, namespace, labels, ports)
+    }
+
     /// Names of every namespace this topology created (and will delete).
     pub fn namespaces(&self) -> &[String] {
         &self.created
@@ -609,14 +629,15 @@ impl Topology {
         self.echo_servers.remove(name);
         let pod = self.pod(name)?.clone();
         let server = self.echo_server(&pod, name, ports)?;
-        self.echo_servers.insert(name.to_string(), server);
+        self.echo_servers
+            .insert(name.to_string(), (ports.clone(), server));
         Ok(())
     }
 
     /// Stops the echo server of pod `name` (the pod stays; its ports become closed).
     pub fn stop_echo(&mut self, name: &str) -> Result<()> {
         match self.echo_servers.remove(name) {
-            Some(mut server) => server.kill().map(|_| ()),
+            Some((_, mut server)) => server.kill().map(|_| ()),
             None => Err(Error::NotFound(format!("echo server of pod {name:?}"))),
         }
     }
