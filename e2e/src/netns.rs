@@ -17,7 +17,7 @@
 //!     .pod("web-1", 2)                // pod "web-1" on node2: 10.244.2.2 / fd00:244:2::2
 //!     // Tests of this crate pass env!("CARGO_BIN_EXE_svcnet-echo"); the default is bins::locate.
 //!     .echo_binary(e2e::netns::bins::locate("svcnet-echo")?)
-//!     .build()?;                      // every pod runs svcnet-echo on TCP+UDP 8080
+//!     .build()?;                      // every pod runs svcnet-echo on TCP, UDP, SCTP 8080
 //!
 //! let web1 = topo.pod("web-1")?;
 //! let to = SocketAddr::new(web1.ipv6().into(), DEFAULT_ECHO_PORT);
@@ -56,7 +56,8 @@
 //! Namespaces are named `svn-<pid>-<tag>-{lan,node<i>,out<j>,pod-<name>}`; all links live
 //! inside them, so nothing touches the host's network. Every `build()` first calls
 //! [`cleanup_stale`], which deletes namespaces (and kills the processes in them) left by test
-//! processes that died without running `Drop`.
+//! processes that died without running `Drop`. A program that must clean up on Ctrl-C (the
+//! demo) catches the signal and drops its `Topology`: `Drop` does not run on an uncaught signal.
 //!
 //! # Outcomes
 //!
