@@ -466,13 +466,20 @@ async fn every_dual_stack_policy() {
         api.create(&PostParams::default(), &s).await.unwrap();
     }
     for (name, _, fams, n_ips) in &cases {
+        let n_ips = *n_ips;
         let got = e2e::harness::wait_for(&api, name, WAIT, |s: Option<&Service>| {
-            s.and_then(|s| s.spec.as_ref())
-                .and_then(|s| s.ip_families.as_ref())
-                .is_some_and(|f| !f.is_empty())
+            s.and_then(|s| s.spec.as_ref()).is_some_and(|s| {
+                s.ip_family_policy.is_some()
+                    && s.cluster_ips
+                        .iter()
+                        .flatten()
+                        .filter(|ip| *ip != "None")
+                        .count()
+                        == n_ips
+            })
         })
         .await
-        .unwrap()
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
         .unwrap();
         let spec = got.spec.unwrap();
         assert_eq!(spec.ip_families.unwrap(), *fams, "{name}");
@@ -482,7 +489,7 @@ async fn every_dual_stack_policy() {
             .into_iter()
             .filter(|s| s != "None")
             .collect();
-        assert_eq!(ips.len(), *n_ips, "{name}: {ips:?}");
+        assert_eq!(ips.len(), n_ips, "{name}: {ips:?}");
         for (ip, fam) in ips.iter().zip(fams) {
             let addr: IpAddr = ip.parse().unwrap();
             assert_eq!(addr.is_ipv6(), *fam == "IPv6", "{name}: {ip}");
@@ -734,6 +741,27 @@ async fn node_port_protocol_sharing_create_vs_update_and_health_check() {
     .unwrap();
     let np = node_ports(&dns);
     assert_eq!(np[0], np[1], "create shares one nodePort across protocols");
+    // Same with a requested ClusterIP (still a create on our side).
+    api.create(
+        &PostParams::default(),
+        &svc(
+            "dns2",
+            json!({"type": "NodePort", "clusterIP": "10.96.53.53", "ports": [
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+                {"name": "dns-udp", "port": 53, "protocol": "UDP"}]}),
+        ),
+    )
+    .await
+    .unwrap();
+    let dns2 = e2e::harness::wait_for(&api, "dns2", WAIT, |s: Option<&Service>| {
+        s.is_some_and(|s| node_ports(s).len() == 2)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let np2 = node_ports(&dns2);
+    assert_eq!(np2[0], np2[1], "requested ClusterIP: nodePort still shared");
+    assert_ne!(np2[0], np[0]);
 
     // Update: ClusterIP 80/TCP → NodePort 80/TCP + 80/UDP gets two nodePorts (upstream e2e).
     api.create(&PostParams::default(), &svc("web", json!({})))

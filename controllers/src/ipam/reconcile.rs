@@ -30,13 +30,28 @@ fn fam_tag(ip: IpAddr) -> String {
     format!("[{}]:{ip}", family_of(ip))
 }
 
-/// The "before" a Service is planned against: what we recorded after its last successful
-/// reconcile, or — when we have none (first sight, or after a restart) — the Service itself if it
-/// already carries allocations (a real apiserver allocated them, or we did before restarting),
-/// so it is treated as an update and nothing is re-planned. A Service without a ClusterIP yet is a
-/// create.
-pub fn baseline(view: &SvcView) -> Option<SvcView> {
-    (view.type_ != SvcType::ExternalName && !view.cluster_ips.is_empty()).then(|| view.clone())
+/// The "before" a Service is planned against when we have no record of its last successful
+/// reconcile (first sight, or after a restart): the Service itself if its spec already uses a
+/// value it holds a claim for (we processed it before), so it is planned as an update; otherwise
+/// `None`, a create — also for Services a real apiserver filled in, whose values are then simply
+/// adopted (create-time planning keeps every value that is set).
+pub fn baseline(view: &SvcView, held_ips: &[IpAddr], held_ports: &[u16]) -> Option<SvcView> {
+    if view.type_ == SvcType::ExternalName {
+        return None;
+    }
+    let uses_ip = view
+        .cluster_ips
+        .iter()
+        .filter_map(|s| s.parse::<IpAddr>().ok())
+        .any(|ip| held_ips.contains(&ip));
+    let uses_port = view
+        .ports
+        .iter()
+        .map(|p| p.node_port)
+        .chain(std::iter::once(view.health_check_node_port))
+        .filter_map(|p| u16::try_from(p).ok())
+        .any(|p| p != 0 && held_ports.contains(&p));
+    (uses_ip || uses_port).then(|| view.clone())
 }
 
 impl Ipam {
@@ -86,9 +101,15 @@ impl Ipam {
 
     async fn reconcile_service(&self, svc: &Arc<Service>, view: &SvcView) -> Result<()> {
         let uid = view.uid.clone();
-        let old = match self.last.lock().await.get(&uid).cloned() {
+        let cached = self.last.lock().await.get(&uid).cloned();
+        let old = match cached {
             Some(o) => Some(o),
-            None => baseline(view),
+            None => {
+                let st = self.state.lock().await;
+                let ips: Vec<IpAddr> = st.ips_of(&uid).into_iter().map(|(ip, _)| ip).collect();
+                let ports: Vec<u16> = st.ports_of(&uid).into_iter().map(|(p, _)| p).collect();
+                baseline(view, &ips, &ports)
+            }
         };
 
         let cip = match plan_cluster_ips(view, old.as_ref(), &self.families) {
@@ -972,11 +993,19 @@ mod tests {
     }
 
     #[test]
-    fn baseline_treats_allocated_services_as_updates() {
+    fn baseline_treats_only_processed_services_as_updates() {
         use crate::ipam::model::fixtures::svc;
-        assert!(baseline(&svc("a")).is_none());
-        assert!(baseline(&svc("a").ips(&["10.0.0.1"])).is_some());
-        assert!(baseline(&svc("a").headless()).is_some());
-        assert!(baseline(&svc("a").typ(SvcType::ExternalName)).is_none());
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        // Never processed: a create, even with a requested (or apiserver-filled) IP.
+        assert!(baseline(&svc("a"), &[], &[]).is_none());
+        assert!(baseline(&svc("a").ips(&["10.0.0.1"]), &[], &[]).is_none());
+        // Claimed but the spec write never landed: still a create.
+        assert!(baseline(&svc("a"), &[ip], &[30080]).is_none());
+        // Spec uses a held value: an update.
+        assert!(baseline(&svc("a").ips(&["10.0.0.1"]), &[ip], &[]).is_some());
+        let np = svc("a").typ(SvcType::NodePort).port(80, "TCP", 30080);
+        assert!(baseline(&np, &[], &[30080]).is_some());
+        assert!(baseline(&svc("a").headless(), &[], &[]).is_none());
+        assert!(baseline(&svc("a").typ(SvcType::ExternalName), &[ip], &[]).is_none());
     }
 }
