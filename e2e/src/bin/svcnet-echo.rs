@@ -1,7 +1,8 @@
-//! `svcnet-echo`: a tiny TCP/UDP echo server and client for network-namespace tests.
+//! `svcnet-echo`: a small TCP/UDP/SCTP echo server and client for network-namespace tests, with
+//! an HTTP probe and a byte relay.
 //!
 //! ```text
-//! svcnet-echo serve --name web-0 --tcp 8080 --udp 5353 --sctp 9999 [--bind 10.244.1.2 --bind fd00:244:1::2]
+//! svcnet-echo serve --name web-0 --tcp 8080 --udp 5353 --sctp 9999 [--bind 10.244.1.2 …]
 //! svcnet-echo client --tcp 10.96.0.10:80 [--timeout-ms 500] [--count 5] [--source 192.168.200.101]
 //! svcnet-echo client --udp [fd00:96::a]:53
 //! svcnet-echo client --sctp 10.96.0.10:9999
@@ -11,10 +12,11 @@
 //! ```
 //!
 //! The server answers every TCP connection (a greeting on accept, then one reply per line
-//! received), every UDP datagram and every SCTP INIT with one JSON line: `{"pod":…,"peer":…,"local":…,"proto":…}`,
-//! where `peer` is the source address it saw. Without `--bind` it listens on `[::]`, dual-stack;
-//! UDP replies then report `local` as the wildcard address, so the harness binds the pod IPs
-//! explicitly. Once every socket is bound it prints one `{"ready":true,…}` line on stdout.
+//! received), every UDP datagram and every SCTP INIT with one JSON line,
+//! `{"pod":…,"peer":…,"local":…,"proto":…}`, where `peer` is the source address it saw.
+//! Without `--bind` it listens on `[::]`, dual-stack; UDP replies then report `local` as the
+//! wildcard address, so the harness binds the pod IPs explicitly. Once every socket is bound it
+//! prints one `{"ready":true,…}` line on stdout.
 //!
 //! The client prints one line per attempt (see `e2e::netns::wire::ClientLine`) and exits 0 when
 //! every attempt got a reply, otherwise with the code of the first attempt that did not:
@@ -258,7 +260,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     println!(
         "{}",
-        serde_json::json!({"ready": true, "pid": std::process::id(), "tcp": tcp_addrs, "udp": udp_addrs, "sctp": sctp_addrs})
+        serde_json::json!({
+            "ready": true,
+            "pid": std::process::id(),
+            "tcp": tcp_addrs,
+            "udp": udp_addrs,
+            "sctp": sctp_addrs,
+        })
     );
     // Every task loops forever; the first one to fail takes the server down.
     match tasks.join_next().await {
