@@ -857,3 +857,82 @@ async fn leader_election_hands_over_after_expiry() {
     assert_eq!(spec.holder_identity.as_deref(), Some("b"));
     assert_eq!(spec.lease_transitions, Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_problems_are_reported_as_conditions() {
+    let cidrs = ["10.96.0.0/16"];
+    let (env, ns, api) = setup(&cidrs).await;
+    let client = env.client();
+    let (bad, a, b) = (
+        format!("bad-{}", ns.name()),
+        format!("a-{}", ns.name()),
+        format!("b-{}", ns.name()),
+    );
+    create_pool(
+        &client,
+        &bad,
+        json!({"cidrs": ["not-a-cidr"], "ranges": [{"start": "198.51.100.9", "stop": "198.51.100.1"}]}),
+    )
+    .await;
+    create_pool(&client, &a, json!({"cidrs": ["203.0.113.0/29"]})).await;
+    create_pool(
+        &client,
+        &b,
+        json!({"ranges": [{"start": "203.0.113.6", "stop": "203.0.113.9"}], "disabled": true}),
+    )
+    .await;
+    let _ctl = start_controller(&client, config(&cidrs));
+    let pools: Api<LoadBalancerIPPool> = Api::all(client.clone());
+    let cond = |p: &LoadBalancerIPPool, t: &str| -> Option<(String, String, String)> {
+        p.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let got = poll("bad pool not ready", || async {
+        let p = pools.get(&bad).await.ok()?;
+        cond(&p, "Ready").filter(|c| c.0 == "False")
+    })
+    .await;
+    assert_eq!(got.1, "InvalidRange");
+    assert!(
+        got.2.contains("not-a-cidr") && got.2.contains("start is after stop"),
+        "{}",
+        got.2
+    );
+    let got = poll("overlap reported on a", || async {
+        let p = pools.get(&a).await.ok()?;
+        cond(&p, "Overlap").filter(|c| c.0 == "True")
+    })
+    .await;
+    assert!(got.2.contains(&b), "{}", got.2);
+    let got = poll("disabled pool not ready", || async {
+        let p = pools.get(&b).await.ok()?;
+        cond(&p, "Ready").filter(|c| c.0 == "False")
+    })
+    .await;
+    assert_eq!(got.1, "Disabled");
+    // A Service asking for an address of the disabled pool only is refused with an Event.
+    let mut s = svc(
+        "wants-b",
+        json!({"type": "LoadBalancer", "loadBalancerClass": "svcnet.io/lb"}),
+    );
+    s.metadata.annotations = Some(BTreeMap::from([(
+        "svcnet.io/lb-pool".to_string(),
+        b.clone(),
+    )]));
+    api.create(&PostParams::default(), &s).await.unwrap();
+    let msg = wait_event(
+        &client,
+        ns.name(),
+        "wants-b",
+        "LoadBalancerIPAllocationFailed",
+    )
+    .await;
+    assert!(
+        msg.contains("no LoadBalancerIPPool serves this Service"),
+        "{msg}"
+    );
+}

@@ -546,7 +546,7 @@ impl Ipam {
         };
         let reserve = self.state.lock().await.reserve_port(port);
         match reserve {
-            Reserve::Held(info) if info.parent.uid == view.uid => Ok(()),
+            Reserve::Held(info) if info.parent.uid == view.uid && info.purpose == purpose => Ok(()),
             Reserve::Held(info) => {
                 let msg = format!(
                     "{field}: Invalid value: {port}: provided port is already allocated (held by {}/{})",
@@ -588,7 +588,7 @@ impl Ipam {
                             st.apply_port_claim(&c);
                             st.unreserve_port(port, true);
                         }
-                        if c.spec.parent_ref.uid == view.uid {
+                        if c.spec.parent_ref.uid == view.uid && c.spec.purpose == purpose {
                             Ok(())
                         } else {
                             let msg = format!(
