@@ -1,4 +1,4 @@
-//! LoadBalancer IPs from [`LoadBalancerIPPool`](crds::LoadBalancerIPPool)s: which Services we
+//! LoadBalancer IPs from [`crds::LoadBalancerIPPool`]s: which Services we
 //! serve, which addresses they ask for, which pools may serve them, and when two Services may
 //! share an address (MetalLB semantics: same `svcnet.io/sharing-key`, no port/protocol used by
 //! both).
