@@ -102,6 +102,30 @@ impl FamilyAssembly {
         }
     }
 
+    /// Adds a fragment without change tracking (full builds).
+    fn add_untracked(&mut self, f: &Fragment) {
+        for (set, key, value) in &f.elements {
+            self.elements
+                .entry((*set, key.clone()))
+                .or_default()
+                .push(value.clone());
+        }
+        for (name, chain) in &f.chains {
+            let entry = self
+                .chains
+                .entry(name.clone())
+                .or_insert_with(|| (chain.clone(), 0));
+            entry.1 += 1;
+        }
+        for (name, spec) in &f.sets {
+            let entry = self
+                .sets
+                .entry(name.clone())
+                .or_insert_with(|| (spec.clone(), 0));
+            entry.1 += 1;
+        }
+    }
+
     fn ops(&self, fam: Family, p: Pending, out: &mut OpBuckets) {
         let mut del: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
         let mut add: BTreeMap<&'static str, Vec<(String, Option<String>)>> = BTreeMap::new();
@@ -229,6 +253,119 @@ impl Assembly {
             families,
             fragments: HashMap::new(),
         }
+    }
+
+    /// Builds the assembly of every Service in `state` (no change tracking).
+    pub fn build(node: &NodeConfig, state: &ProxyState) -> Self {
+        let mut a = Assembly::new(node);
+        let fams: Vec<Family> = a.families.keys().copied().collect();
+        for fam in fams {
+            let fa = a
+                .families
+                .get_mut(&fam)
+                .expect("families fixed at construction");
+            for svc in state.services.values() {
+                if let Some(f) = service_fragment(fam, node, state, svc) {
+                    fa.add_untracked(&f);
+                    a.fragments.insert((fam, svc.key.clone()), f);
+                }
+            }
+        }
+        a
+    }
+
+    /// The transaction creating the assembled state from nothing: like
+    /// `self.model().create_transaction()` without building the intermediate model (full syncs).
+    pub fn create_transaction(&self) -> Transaction {
+        let mut tx = Transaction::new();
+        for fam in self.families.keys() {
+            tx.push(Op::AddTable { family: *fam });
+        }
+        for (fam, fa) in &self.families {
+            let family = *fam;
+            for (name, s) in &fa.skeleton.sets {
+                tx.push(Op::AddSet {
+                    family,
+                    name: name.clone(),
+                    spec: s.spec.clone(),
+                });
+            }
+            for (name, (spec, _)) in &fa.sets {
+                tx.push(Op::AddSet {
+                    family,
+                    name: name.clone(),
+                    spec: spec.clone(),
+                });
+            }
+            let chains = fa
+                .skeleton
+                .chains
+                .iter()
+                .chain(fa.chains.iter().map(|(n, (c, _))| (n, c)));
+            for (name, c) in chains.clone() {
+                tx.push(Op::AddChain {
+                    family,
+                    name: name.clone(),
+                    base: c.base,
+                });
+            }
+            for (name, c) in chains {
+                for r in &c.rules {
+                    tx.push(Op::AddRule {
+                        family,
+                        chain: name.clone(),
+                        rule: r.clone(),
+                    });
+                }
+            }
+            for (name, s) in &fa.skeleton.sets {
+                if !s.elements.is_empty() {
+                    let elements = s
+                        .elements
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    tx.push(Op::AddElements {
+                        family,
+                        set: name.clone(),
+                        elements,
+                    });
+                }
+            }
+            let mut by_set: HashMap<&'static str, Vec<(String, Option<String>)>> = HashMap::new();
+            for ((set, key), vals) in &fa.elements {
+                if let Some(v) = vals.first() {
+                    by_set
+                        .entry(*set)
+                        .or_default()
+                        .push((key.clone(), v.clone()));
+                }
+            }
+            let mut by_set: Vec<_> = by_set.into_iter().collect();
+            by_set.sort_by_key(|(s, _)| *s);
+            for (set, elements) in by_set {
+                tx.push(Op::AddElements {
+                    family,
+                    set: set.to_string(),
+                    elements,
+                });
+            }
+        }
+        tx
+    }
+
+    /// Whether the assembled state has this dynamic set.
+    pub fn has_dynamic_set(&self, fam: Family, name: &str) -> bool {
+        self.families
+            .get(&fam)
+            .is_some_and(|fa| fa.sets.contains_key(name))
+    }
+
+    /// Whether the assembled state has this chain.
+    pub fn has_chain(&self, fam: Family, name: &str) -> bool {
+        self.families
+            .get(&fam)
+            .is_some_and(|fa| fa.chains.contains_key(name) || fa.skeleton.chains.contains_key(name))
     }
 
     /// The node configuration this assembly was built for.

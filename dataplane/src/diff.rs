@@ -175,9 +175,35 @@ pub type Existing = std::collections::BTreeMap<Family, ExistingTable>;
 /// every stale dynamic set; delete stale chains; declare everything; add all rules and elements. Tables
 /// that exist in the kernel for a family no longer configured are deleted.
 pub fn full_sync(existing: &Existing, new: &Model) -> Transaction {
+    full_sync_with(
+        existing,
+        new.tables.keys().copied().collect(),
+        |fam, name| {
+            new.tables
+                .get(&fam)
+                .and_then(|t| t.sets.get(name))
+                .is_some_and(|s| s.spec.is_dynamic())
+        },
+        |fam, name| {
+            new.tables
+                .get(&fam)
+                .is_some_and(|t| t.chains.contains_key(name))
+        },
+        new.create_transaction(),
+    )
+}
+
+/// [`full_sync`] with the desired state described by callbacks and its creation transaction.
+pub fn full_sync_with(
+    existing: &Existing,
+    families: Vec<Family>,
+    keep_dynamic_set: impl Fn(Family, &str) -> bool,
+    chain_wanted: impl Fn(Family, &str) -> bool,
+    create: Transaction,
+) -> Transaction {
     let mut tx = Transaction::new();
     for (fam, ex) in existing {
-        if !new.tables.contains_key(fam) {
+        if !families.contains(fam) {
             for c in &ex.chains {
                 tx.push(Op::FlushChain {
                     family: *fam,
@@ -199,7 +225,7 @@ pub fn full_sync(existing: &Existing, new: &Model) -> Transaction {
             }
         }
     }
-    for (fam, nt) in &new.tables {
+    for fam in &families {
         let fam = *fam;
         tx.push(Op::AddTable { family: fam });
         let Some(ex) = existing.get(&fam) else {
@@ -212,8 +238,7 @@ pub fn full_sync(existing: &Existing, new: &Model) -> Transaction {
             });
         }
         for (s, map) in &ex.sets {
-            let keep = nt.sets.get(s).is_some_and(|ns| ns.spec.is_dynamic());
-            if !keep {
+            if !keep_dynamic_set(fam, s) {
                 tx.push(Op::DeleteSet {
                     family: fam,
                     name: s.clone(),
@@ -221,25 +246,20 @@ pub fn full_sync(existing: &Existing, new: &Model) -> Transaction {
                 });
             }
         }
-        for c in ex.chains.iter().filter(|c| !nt.chains.contains_key(*c)) {
+        for c in ex.chains.iter().filter(|c| !chain_wanted(fam, c)) {
             tx.push(Op::DeleteChain {
                 family: fam,
                 name: c.clone(),
             });
         }
     }
-    let mut create = new.create_transaction();
     // The create transaction starts with AddTable ops, which are already present.
-    let ops: Vec<Op> = create
-        .ops()
-        .iter()
-        .filter(|op| !matches!(op, Op::AddTable { .. }))
-        .cloned()
-        .collect();
-    create = Transaction::new();
-    for op in ops {
-        create.push(op);
+    let mut rest = Transaction::new();
+    for op in create.into_ops() {
+        if !matches!(op, Op::AddTable { .. }) {
+            rest.push(op);
+        }
     }
-    tx.extend(create);
+    tx.extend(rest);
     tx
 }

@@ -18,7 +18,9 @@ pub mod assembly;
 pub mod config;
 pub mod conntrack;
 pub mod convert;
+pub mod health;
 pub mod manifests;
+pub mod metrics;
 pub mod proxier;
 #[cfg(test)]
 mod tests;

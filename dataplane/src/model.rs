@@ -367,6 +367,11 @@ impl Transaction {
         &self.ops
     }
 
+    /// Consumes the transaction, returning its operations.
+    pub fn into_ops(self) -> Vec<Op> {
+        self.ops
+    }
+
     /// Whether nothing is to be done.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()

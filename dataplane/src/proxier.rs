@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::assembly::Assembly;
-use crate::diff::full_sync;
+use crate::diff::full_sync_with;
 use crate::error::Result;
 use crate::model::Counts;
 use crate::nft::Nft;
@@ -107,11 +107,15 @@ impl<N: Nft> Proxier<N> {
             });
         }
         self.applied = None;
-        let mut assembly = Assembly::new(&self.node);
-        let _ = assembly.update(state, state.services.keys().cloned().collect());
-        let model = assembly.model();
+        let assembly = Assembly::build(&self.node, state);
         let existing = self.nft.existing()?;
-        let tx = full_sync(&existing, &model);
+        let tx = full_sync_with(
+            &existing,
+            self.node.families.clone(),
+            |fam, name| assembly.has_dynamic_set(fam, name),
+            |fam, name| assembly.has_chain(fam, name),
+            assembly.create_transaction(),
+        );
         let ops = tx.op_count();
         self.nft.run(&tx)?;
         let counts = assembly.counts();

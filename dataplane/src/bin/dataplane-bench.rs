@@ -172,6 +172,33 @@ fn inner_baseline(o: &Opts) -> anyhow::Result<Value> {
     Ok(json!({ "seconds": start.elapsed().as_secs_f64() }))
 }
 
+fn inner_breakdown(o: &Opts) -> anyhow::Result<Value> {
+    let st = state(o.services, o.endpoints);
+    let t0 = Instant::now();
+    let a = dataplane::assembly::Assembly::build(&node(), &st);
+    let t1 = Instant::now();
+    let t2 = Instant::now();
+    let tx = a.create_transaction();
+    let t3 = Instant::now();
+    let text = tx.render();
+    let t4 = Instant::now();
+    ExecNft::new().run_script(&text, false)?;
+    let t5 = Instant::now();
+    // A two-element delta on the loaded table, nft alone.
+    let delta = format!(
+        "delete element ip svcnet backends {{ {ip} . tcp . 80 . 0 }}\nadd element ip svcnet backends {{ {ip} . tcp . 80 . 0 : 10.255.255.1 . 8080 }}\n",
+        ip = svc_ip(5)
+    );
+    let t6 = Instant::now();
+    ExecNft::new().run_script(&delta, false)?;
+    let t7 = Instant::now();
+    let d = |a: Instant, b: Instant| (b - a).as_secs_f64();
+    Ok(json!({
+        "assemble_s": d(t0, t1), "tx_s": d(t2, t3), "render_text_s": d(t3, t4),
+        "nft_s": d(t4, t5), "script_bytes": text.len(), "nft_two_element_delta_ms": d(t6, t7) * 1e3,
+    }))
+}
+
 fn inner_full(o: &Opts) -> anyhow::Result<Value> {
     let st = state(o.services, o.endpoints);
     let mut p = Proxier::new(ExecNft::new(), node());
@@ -333,6 +360,7 @@ fn main() -> anyhow::Result<()> {
         let v = match phase.as_str() {
             "baseline" => inner_baseline(&o)?,
             "full" => inner_full(&o)?,
+            "breakdown" => inner_breakdown(&o)?,
             "scale" => inner_scale(&o)?,
             other => bail!("unknown phase {other}"),
         };
@@ -356,6 +384,7 @@ fn main() -> anyhow::Result<()> {
         full.push(v["seconds"].as_f64().unwrap_or(f64::NAN));
         counts = v;
     }
+    let breakdown = Ns::new("breakdown")?.run("breakdown", &args)?;
     let ns = Ns::new("scale")?;
     let scale = ns.run("scale", &args)?;
     let (bm, fm) = (median(&mut base.clone()), median(&mut full.clone()));
@@ -372,6 +401,7 @@ fn main() -> anyhow::Result<()> {
         }),
     );
     report.insert("scale", scale);
+    report.insert("full_sync_breakdown", breakdown);
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

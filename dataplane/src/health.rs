@@ -1,0 +1,359 @@
+//! Health: the proxy's own `/healthz` and `/livez` (upstream `proxier_health.go` semantics) and the
+//! per-Service health-check servers on `healthCheckNodePort` for externalTrafficPolicy=Local.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+
+use crate::types::ServiceKey;
+
+/// Sync bookkeeping shared by the sync loop and the health endpoints.
+#[derive(Debug)]
+pub struct ProxyHealth {
+    inner: RwLock<HealthInner>,
+    timeout: Duration,
+}
+
+#[derive(Debug, Default, Clone)]
+struct HealthInner {
+    last_updated: Option<SystemTime>,
+    oldest_queued: Option<SystemTime>,
+    node_eligible: bool,
+}
+
+/// A point-in-time health answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthStatus {
+    /// Whether syncs keep up.
+    pub healthy: bool,
+    /// Last successful sync.
+    pub last_updated: Option<SystemTime>,
+    /// Whether the Node is not being deleted.
+    pub node_eligible: bool,
+}
+
+impl ProxyHealth {
+    /// Healthy until an update stays queued for longer than `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        ProxyHealth {
+            inner: RwLock::new(HealthInner {
+                node_eligible: true,
+                ..Default::default()
+            }),
+            timeout,
+        }
+    }
+
+    /// Records that a change is waiting for a sync.
+    pub fn queued(&self, now: SystemTime) {
+        if let Ok(mut h) = self.inner.write() {
+            h.oldest_queued.get_or_insert(now);
+        }
+    }
+
+    /// Records a successful sync that included everything queued before `started`.
+    pub fn updated(&self, started: SystemTime, now: SystemTime) {
+        if let Ok(mut h) = self.inner.write() {
+            h.last_updated = Some(now);
+            if h.oldest_queued.is_some_and(|q| q <= started) {
+                h.oldest_queued = None;
+            }
+        }
+    }
+
+    /// Records the Node's deletion state.
+    pub fn set_node_eligible(&self, eligible: bool) {
+        if let Ok(mut h) = self.inner.write() {
+            h.node_eligible = eligible;
+        }
+    }
+
+    /// Current status.
+    pub fn status(&self, now: SystemTime) -> HealthStatus {
+        let h = self.inner.read().map(|h| h.clone()).unwrap_or_default();
+        let healthy = match h.oldest_queued {
+            None => true,
+            Some(q) => now.duration_since(q).unwrap_or_default() < self.timeout,
+        };
+        HealthStatus {
+            healthy,
+            last_updated: h.last_updated,
+            node_eligible: h.node_eligible,
+        }
+    }
+}
+
+fn rfc3339(t: Option<SystemTime>) -> String {
+    match t {
+        Some(t) => chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339(),
+        None => String::new(),
+    }
+}
+
+/// Body and status of `/healthz` (`with_node = true`) or `/livez`.
+pub fn proxy_health_response(
+    s: &HealthStatus,
+    now: SystemTime,
+    with_node: bool,
+) -> (StatusCode, String) {
+    let ok = s.healthy && (!with_node || s.node_eligible);
+    let mut body = serde_json::json!({
+        "lastUpdated": rfc3339(s.last_updated),
+        "currentTime": rfc3339(Some(now)),
+    });
+    if with_node {
+        body["nodeEligible"] = serde_json::Value::Bool(s.node_eligible);
+    }
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, body.to_string())
+}
+
+/// Health of one ETP=Local Service as served on its healthCheckNodePort.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceHealth {
+    /// The Service.
+    pub service: ServiceKey,
+    /// Local ready endpoints.
+    pub local_endpoints: usize,
+}
+
+/// The answer of a Service health-check server.
+pub fn service_health_response(h: &ServiceHealth, proxy_healthy: bool) -> Response {
+    let ok = h.local_endpoints > 0 && proxy_healthy;
+    let body = serde_json::json!({
+        "service": { "namespace": h.service.namespace, "name": h.service.name },
+        "localEndpoints": h.local_endpoints,
+        "serviceProxyHealthy": proxy_healthy,
+    });
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut resp = (code, body.to_string()).into_response();
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        "X-Content-Type-Options",
+        HeaderValue::from_static("nosniff"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&h.local_endpoints.to_string()) {
+        headers.insert("X-Load-Balancing-Endpoint-Weight", v);
+    }
+    resp
+}
+
+#[derive(Clone)]
+struct ServerState {
+    health: Arc<RwLock<ServiceHealth>>,
+    proxy: Arc<ProxyHealth>,
+}
+
+async fn serve_service_health(State(s): State<ServerState>) -> Response {
+    let h = s.health.read().map(|h| h.clone());
+    match h {
+        Ok(h) => service_health_response(&h, s.proxy.status(SystemTime::now()).healthy),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// The running health-check servers, one per healthCheckNodePort.
+pub struct ServiceHealthServers {
+    bind: Vec<IpAddr>,
+    proxy: Arc<ProxyHealth>,
+    servers: HashMap<u16, (Arc<RwLock<ServiceHealth>>, tokio::task::JoinHandle<()>)>,
+}
+
+impl ServiceHealthServers {
+    /// Servers listen on each of `bind` (empty = all addresses).
+    pub fn new(bind: Vec<IpAddr>, proxy: Arc<ProxyHealth>) -> Self {
+        ServiceHealthServers {
+            bind,
+            proxy,
+            servers: HashMap::new(),
+        }
+    }
+
+    /// Ports currently served.
+    pub fn ports(&self) -> Vec<u16> {
+        let mut p: Vec<u16> = self.servers.keys().copied().collect();
+        p.sort();
+        p
+    }
+
+    /// Starts, updates and stops servers to match `wanted` (port → health).
+    pub async fn sync(&mut self, wanted: HashMap<u16, ServiceHealth>) {
+        self.servers.retain(|port, (_, task)| {
+            let keep = wanted.contains_key(port);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (port, health) in wanted {
+            if let Some((h, _)) = self.servers.get(&port) {
+                if let Ok(mut h) = h.write() {
+                    *h = health;
+                }
+                continue;
+            }
+            let shared = Arc::new(RwLock::new(health.clone()));
+            let state = ServerState {
+                health: shared.clone(),
+                proxy: self.proxy.clone(),
+            };
+            let app = Router::new()
+                .fallback(serve_service_health)
+                .with_state(state);
+            let addrs: Vec<SocketAddr> = if self.bind.is_empty() {
+                vec![SocketAddr::from(([0, 0, 0, 0], port))]
+            } else {
+                self.bind
+                    .iter()
+                    .map(|ip| SocketAddr::new(*ip, port))
+                    .collect()
+            };
+            let mut listeners = vec![];
+            for addr in addrs {
+                match tokio::net::TcpListener::bind(addr).await {
+                    Ok(l) => listeners.push(l),
+                    Err(e) => tracing::warn!(
+                        service = %health.service, %addr, error = %e,
+                        "FailedToStartServiceHealthcheck: cannot listen on healthCheckNodePort"
+                    ),
+                }
+            }
+            let task = tokio::spawn(async move {
+                let mut tasks = vec![];
+                for l in listeners {
+                    let app = app.clone();
+                    tasks.push(tokio::spawn(async move {
+                        if let Err(e) = axum::serve(l, app).await {
+                            tracing::warn!(error = %e, "health-check server stopped");
+                        }
+                    }));
+                }
+                struct AbortAll(Vec<tokio::task::JoinHandle<()>>);
+                impl Drop for AbortAll {
+                    fn drop(&mut self) {
+                        for t in &self.0 {
+                            t.abort();
+                        }
+                    }
+                }
+                let guard = AbortAll(tasks);
+                futures::future::pending::<()>().await;
+                drop(guard);
+            });
+            self.servers.insert(port, (shared, task));
+        }
+    }
+}
+
+impl Drop for ServiceHealthServers {
+    fn drop(&mut self) {
+        for (_, (_, t)) in self.servers.drain() {
+            t.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_health_times_out_queued_updates() {
+        let h = ProxyHealth::new(Duration::from_secs(60));
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        assert!(h.status(t0).healthy);
+        h.queued(t0);
+        assert!(h.status(t0 + Duration::from_secs(59)).healthy);
+        assert!(!h.status(t0 + Duration::from_secs(61)).healthy);
+        h.updated(t0 + Duration::from_secs(1), t0 + Duration::from_secs(62));
+        assert!(h.status(t0 + Duration::from_secs(100)).healthy);
+        h.set_node_eligible(false);
+        let (code, body) = proxy_health_response(&h.status(t0), t0, true);
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("\"nodeEligible\":false"));
+        let (code, body) = proxy_health_response(&h.status(t0), t0, false);
+        assert_eq!(code, StatusCode::OK);
+        assert!(!body.contains("nodeEligible"));
+    }
+
+    #[tokio::test]
+    async fn service_health_server_answers_like_upstream() {
+        let proxy = Arc::new(ProxyHealth::new(Duration::from_secs(60)));
+        let mut servers = ServiceHealthServers::new(vec!["127.0.0.1".parse().unwrap()], proxy);
+        // Find a free port.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let svc = ServiceKey::new("ns", "web");
+        servers
+            .sync(
+                [(
+                    port,
+                    ServiceHealth {
+                        service: svc.clone(),
+                        local_endpoints: 2,
+                    },
+                )]
+                .into(),
+            )
+            .await;
+        let get = |port: u16| async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        let r = get(port).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        assert!(r
+            .to_ascii_lowercase()
+            .contains("x-load-balancing-endpoint-weight: 2"));
+        assert!(r
+            .to_ascii_lowercase()
+            .contains("x-content-type-options: nosniff"));
+        assert!(r.contains(r#""localEndpoints":2"#) && r.contains(r#""namespace":"ns""#));
+        servers
+            .sync(
+                [(
+                    port,
+                    ServiceHealth {
+                        service: svc,
+                        local_endpoints: 0,
+                    },
+                )]
+                .into(),
+            )
+            .await;
+        let r = get(port).await;
+        assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+        assert!(r.contains(r#""serviceProxyHealthy":true"#));
+        servers.sync(HashMap::new()).await;
+        assert!(servers.ports().is_empty());
+    }
+}
