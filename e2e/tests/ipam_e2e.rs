@@ -936,3 +936,111 @@ async fn pool_problems_are_reported_as_conditions() {
         "{msg}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requested_load_balancer_ips_and_shared_release() {
+    let cidrs = ["10.96.0.0/16"];
+    let (env, ns, api) = setup(&cidrs).await;
+    let client = env.client();
+    let pool = format!("req-{}", ns.name());
+    create_pool(&client, &pool, json!({"cidrs": ["198.51.100.0/29"]})).await;
+    let _ctl = start_controller(&client, config(&cidrs));
+    let lb = |name: &str, ann: &[(&str, &str)], port: i32| {
+        let mut s = svc(
+            name,
+            json!({"type": "LoadBalancer", "loadBalancerClass": "svcnet.io/lb",
+                   "ports": [{"port": port}]}),
+        );
+        s.metadata.annotations = Some(
+            ann.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        s
+    };
+    let has_ingress = |s: Option<&Service>| s.is_some_and(|s| !ingress(s).is_empty());
+    // Requested through our annotation.
+    api.create(
+        &PostParams::default(),
+        &lb("r1", &[("svcnet.io/load-balancer-ips", "198.51.100.5")], 80),
+    )
+    .await
+    .unwrap();
+    let r1 = e2e::harness::wait_for(&api, "r1", WAIT, has_ingress)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ingress(&r1), vec!["198.51.100.5".to_string()]);
+    // Same address, no sharing key: refused with an Event, never substituted.
+    api.create(
+        &PostParams::default(),
+        &lb(
+            "r2",
+            &[("svcnet.io/load-balancer-ips", "198.51.100.5")],
+            443,
+        ),
+    )
+    .await
+    .unwrap();
+    let msg = wait_event(&client, ns.name(), "r2", "LoadBalancerIPAlreadyAllocated").await;
+    assert!(msg.contains("198.51.100.5"), "{msg}");
+    assert!(ingress(&api.get("r2").await.unwrap()).is_empty());
+    // Outside every pool.
+    api.create(
+        &PostParams::default(),
+        &lb("r3", &[("svcnet.io/load-balancer-ips", "203.0.113.77")], 80),
+    )
+    .await
+    .unwrap();
+    let msg = wait_event(&client, ns.name(), "r3", "LoadBalancerIPNotAllowed").await;
+    assert!(msg.contains("203.0.113.77"), "{msg}");
+
+    // Shared address: releasing one holder keeps it for the other.
+    let key = [("svcnet.io/sharing-key", "team")];
+    api.create(&PostParams::default(), &lb("s1", &key, 80))
+        .await
+        .unwrap();
+    let s1 = e2e::harness::wait_for(&api, "s1", WAIT, has_ingress)
+        .await
+        .unwrap()
+        .unwrap();
+    api.create(&PostParams::default(), &lb("s2", &key, 8080))
+        .await
+        .unwrap();
+    let s2 = e2e::harness::wait_for(&api, "s2", WAIT, has_ingress)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ingress(&s1), ingress(&s2));
+    // A third with a clashing port gets its own address.
+    api.create(&PostParams::default(), &lb("s3", &key, 80))
+        .await
+        .unwrap();
+    let s3 = e2e::harness::wait_for(&api, "s3", WAIT, has_ingress)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(ingress(&s3), ingress(&s1));
+    let shared: IpAddr = ingress(&s1)[0].parse().unwrap();
+    api.delete("s1", &DeleteParams::default()).await.unwrap();
+    let claims: Api<ServiceIPClaim> = Api::all(client.clone());
+    let name = ServiceIPClaim::name_for(shared);
+    poll("s1 removed from the shared claim", || async {
+        let c = claims.get_opt(&name).await.ok()??;
+        (c.spec.parent_refs.len() == 1 && c.spec.parent_refs[0].name == "s2").then_some(())
+    })
+    .await;
+    assert_eq!(
+        ingress(&api.get("s2").await.unwrap()),
+        vec![shared.to_string()]
+    );
+    api.delete("s2", &DeleteParams::default()).await.unwrap();
+    poll("shared claim deleted with its last holder", || async {
+        claims
+            .get_opt(&name)
+            .await
+            .ok()
+            .and_then(|c| c.is_none().then_some(()))
+    })
+    .await;
+}
