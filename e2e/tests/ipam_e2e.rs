@@ -510,6 +510,29 @@ async fn every_dual_stack_policy() {
         msg.contains("this cluster is not configured for dual-stack services"),
         "{msg}"
     );
+    // PreferDualStack on a single-stack cluster: one family, no error.
+    api.create(
+        &PostParams::default(),
+        &svc(
+            "prefer-single",
+            json!({"ipFamilyPolicy": "PreferDualStack"}),
+        ),
+    )
+    .await
+    .unwrap();
+    let got = e2e::harness::wait_for(&api, "prefer-single", WAIT, |s: Option<&Service>| {
+        s.is_some_and(|s| !cluster_ips(s).is_empty())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let spec = got.spec.unwrap();
+    assert_eq!(spec.ip_families.unwrap(), vec!["IPv4".to_string()]);
+    assert_eq!(spec.ip_family_policy.as_deref(), Some("PreferDualStack"));
+    assert!(in_cidr(
+        spec.cluster_ips.unwrap()[0].parse().unwrap(),
+        v4only[0]
+    ));
 }
 
 async fn create_pool(client: &Client, name: &str, spec: serde_json::Value) {
