@@ -239,6 +239,16 @@ impl ApiServer {
         self.store.lock().compact();
     }
 
+    /// Test hook: forget the history and close every watch in one step, so every watching
+    /// client's attempt to resume gets `410 Expired` and it must relist. (Calling
+    /// [`Self::compact_history`] and [`Self::close_all_watches`] separately races with
+    /// concurrent writes, which can move a watcher past the compaction point in between.)
+    pub fn expire_watches(&self) {
+        let mut inner = self.store.lock();
+        inner.compact();
+        inner.close_all_watches();
+    }
+
     /// The current global resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.store.lock().rv()

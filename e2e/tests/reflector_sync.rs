@@ -138,10 +138,11 @@ async fn reflector_stays_in_sync_through_closures_and_410() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         if let Some(server) = env.server() {
             if round == 4 {
-                // Forced 410: history gone, then the watch is cut; resuming must fail and relist.
-                server.compact_history();
+                // Forced 410: history gone and the watch cut; resuming fails, the watcher relists.
+                server.expire_watches();
+            } else {
+                server.close_all_watches();
             }
-            server.close_all_watches();
         }
         writer.await.unwrap();
     }
