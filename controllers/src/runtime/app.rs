@@ -68,11 +68,11 @@ pub struct Args {
     pub service_node_port_range: String,
 
     /// Serve LoadBalancer Services that set no loadBalancerClass (as well as `svcnet.io/lb`).
-    #[arg(long, env = "SVCNET_DEFAULT_LOAD_BALANCER_CLASS", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, env = "SVCNET_DEFAULT_LOAD_BALANCER_CLASS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub default_load_balancer_class: bool,
 
     /// Run leader election on a Lease; only the leader allocates.
-    #[arg(long, env = "SVCNET_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "SVCNET_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub leader_elect: bool,
 
     /// Namespace of the leader-election Lease.
@@ -170,7 +170,7 @@ pub struct Args {
 
     /// Create svcnet's CRDs at start when they are missing (needs RBAC on
     /// customresourcedefinitions; meant for the embedded server and demos).
-    #[arg(long, env = "SVCNET_INSTALL_CRDS", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, env = "SVCNET_INSTALL_CRDS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub install_crds: bool,
 
     /// Identity in the Lease and in Events (default: $POD_NAME or $HOSTNAME plus a random suffix).
@@ -608,6 +608,8 @@ mod tests {
         let cfg = a.ipam_config("me".into()).unwrap();
         assert_eq!(cfg.service_cidrs.len(), 2);
         assert_eq!(cfg.repair_interval, Duration::from_millis(500));
+        let bare = Args::try_parse_from(["x", "--leader-elect", "--install-crds"]).unwrap();
+        assert!(bare.leader_elect && bare.install_crds);
         let bad = Args::try_parse_from(["x", "--service-node-port-range=40000-30000"]).unwrap();
         assert!(bad.ipam_config("me".into()).is_err());
         let bad = Args::try_parse_from(["x", "--metrics-bind-address=nope"]).unwrap();
