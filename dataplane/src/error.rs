@@ -67,6 +67,20 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// Talking to the Kubernetes API failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[source] kube::Error),
+    /// Serving HTTP failed.
+    #[error("serving {what} on {addr}: {source}")]
+    Serve {
+        /// Which server.
+        what: &'static str,
+        /// Address.
+        addr: String,
+        /// The underlying IO error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Configuration error (bad flag values).
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -84,6 +98,8 @@ impl Error {
             Error::ReadManifest { .. } | Error::ParseManifest { .. } => "manifest",
             Error::InvalidObject { .. } => "invalid_object",
             Error::Config(_) => "config",
+            Error::Kube(_) => "kube",
+            Error::Serve { .. } => "serve",
         }
     }
 }

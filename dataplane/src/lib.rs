@@ -18,6 +18,7 @@ pub mod assembly;
 pub mod config;
 pub mod conntrack;
 pub mod convert;
+pub mod daemon;
 pub mod health;
 pub mod manifests;
 pub mod metrics;
@@ -26,3 +27,4 @@ pub mod proxier;
 mod tests;
 #[cfg(test)]
 pub mod tracer;
+pub mod tracker;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use dataplane::config::{local_addresses, NodeArgs};
+use dataplane::config::{local_addresses, NodeArgs, RunArgs};
 use dataplane::manifests::Manifests;
 use dataplane::nft::{ExecNft, Nft as _};
 use dataplane::proxier::Proxier;
@@ -38,6 +38,11 @@ enum Cmd {
         files: Vec<PathBuf>,
         #[command(flatten)]
         node: NodeArgs,
+    },
+    /// Run the agent: watch the API server and keep nftables in sync.
+    Run {
+        #[command(flatten)]
+        args: RunArgs,
     },
     /// Delete svcnet-proxy's tables from the current network namespace.
     Cleanup,
@@ -84,8 +89,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// Exit status for bad configuration (EX_USAGE).
+const EX_USAGE: u8 = 64;
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Cmd::Run { args } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            if let Err(e) = rt.block_on(dataplane::daemon::run(args)) {
+                if matches!(e, dataplane::Error::Config(_)) {
+                    eprintln!("svcnet-proxy: {e}");
+                    std::process::exit(EX_USAGE.into());
+                }
+                return Err(e.into());
+            }
+        }
         Cmd::Render { files, node } => {
             let m = Manifests::read(&files)?;
             let cfg = node_config(&m, &node, false)?;

@@ -193,9 +193,12 @@ impl<'a> FamilyRenderer<'a> {
             SetSpec::set(format!("type {addr} . inet_proto . inet_service . {addr}"))
                 .flag("interval"),
         );
-        let backend_key = format!("typeof {d} . meta l4proto . th dport . numgen random mod 1");
-        let np_key = "typeof meta l4proto . th dport . numgen random mod 1".to_string();
-        let backend_value = format!("{d} . th dport");
+        // `tcp dport` rather than `th dport` in the declarations: nft 1.0.6 cannot rebuild a `th dport`
+        // typeof key from the kernel ("conflicting protocols specified: ip vs. th") when a later
+        // transaction adds a rule using the map. Only the data types (inet_service) matter.
+        let backend_key = format!("typeof {d} . meta l4proto . tcp dport . numgen random mod 1");
+        let np_key = "typeof meta l4proto . tcp dport . numgen random mod 1".to_string();
+        let backend_value = format!("{d} . tcp dport");
         self.declare_set(
             BACKENDS,
             SetSpec::map(backend_key.clone(), backend_value.clone()),

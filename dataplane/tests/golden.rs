@@ -115,5 +115,40 @@ fn golden_loads_into_real_nft() {
     assert!(!d.is_empty());
     let out = p.sync(&st2, None, false).expect("partial sync");
     assert!(!out.full);
+
+    // Partial: a Service with a new endpoint count needs new shared chains (lb-7 …) that reference
+    // the typeof maps declared by an earlier transaction.
+    let mut st3 = st2.clone();
+    let mut svc = st
+        .services
+        .values()
+        .find(|s| s.key.name == "multi")
+        .unwrap()
+        .clone();
+    svc.key = dataplane::types::ServiceKey::new("ns9", "seven");
+    svc.cluster_ips = vec!["10.96.9.7".parse().unwrap()];
+    svc.ports[0].node_port = Some(30999);
+    let mut slice = st
+        .slices_for(&dataplane::types::ServiceKey::new("ns1", "multi"))
+        .next()
+        .unwrap()
+        .clone();
+    slice.namespace = "ns9".into();
+    slice.service_name = "seven".into();
+    let template = slice.endpoints[0].clone();
+    slice.endpoints = (1..=7)
+        .map(|i| dataplane::types::EndpointInfo {
+            address: format!("10.244.9.{i}").parse().unwrap(),
+            ..template.clone()
+        })
+        .collect();
+    st3.upsert_service(svc);
+    st3.upsert_slice(slice);
+    let out = p.sync(&st3, None, false).expect("partial sync adding lb-7");
+    assert!(!out.full);
+    assert!(nft.existing().unwrap()[&dataplane::types::Family::Ipv4]
+        .chains
+        .iter()
+        .any(|c| c == "lb-7"));
     nft.run(&dataplane::model::Transaction::new()).unwrap();
 }

@@ -1,0 +1,454 @@
+//! `svcnet-proxy run`: watches Services, EndpointSlices and the proxy's own Node, and keeps nftables in
+//! sync through a bounded-frequency sync loop (like kube-proxy's `BoundedFrequencyRunner`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use prometheus_client::registry::Registry;
+use tokio::sync::{Mutex, Notify};
+
+use crate::config::{local_addresses, RunArgs};
+use crate::conntrack::{self, UdpEndpoints};
+use crate::convert::{self, WATCH_LABEL_SELECTOR};
+use crate::endpoints::local_ready_count;
+use crate::error::{Error, Result};
+use crate::health::{proxy_health_response, ProxyHealth, ServiceHealth, ServiceHealthServers};
+use crate::metrics::{CodeLabels, Metrics, ReasonLabels, SyncLabels};
+use crate::nft::ExecNft;
+use crate::proxier::Proxier;
+use crate::tracker::Tracker;
+use crate::types::{EndpointSliceInfo, ProxyState, ServiceKey};
+
+struct Shared {
+    tracker: Mutex<Tracker>,
+    notify: Notify,
+    health: Arc<ProxyHealth>,
+    metrics: Metrics,
+}
+
+impl Shared {
+    fn changed(&self) {
+        self.health.queued(SystemTime::now());
+        self.notify.notify_one();
+    }
+}
+
+async fn client(args: &RunArgs) -> Result<Client> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| Error::Config(format!("kubeconfig {}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| Error::Config(format!("kubeconfig {}: {e}", path.display())))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| Error::Config(format!("kubernetes client configuration: {e}")))?,
+    };
+    Client::try_from(config).map_err(Error::Kube)
+}
+
+fn service_key(meta: &kube::api::ObjectMeta) -> Option<ServiceKey> {
+    Some(ServiceKey::new(
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone()?,
+    ))
+}
+
+async fn watch_services(api: Api<Service>, shared: Arc<Shared>) {
+    let cfg = watcher::Config::default().labels(WATCH_LABEL_SELECTOR);
+    let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
+    let mut buffer: Option<BTreeMap<ServiceKey, crate::types::ServiceInfo>> = None;
+    while let Some(ev) = stream.next().await {
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::warn!(error = %e, "service watch error");
+                continue;
+            }
+        };
+        let mut t = shared.tracker.lock().await;
+        let changed = match ev {
+            Event::Init => {
+                buffer = Some(BTreeMap::new());
+                false
+            }
+            Event::InitApply(s) => {
+                if let (Some(b), Some(info)) = (buffer.as_mut(), convert::service(&s)) {
+                    b.insert(info.key.clone(), info);
+                }
+                false
+            }
+            Event::InitDone => t.reset_services(buffer.take().unwrap_or_default()) || t.ready(),
+            Event::Apply(s) => match service_key(&s.metadata) {
+                Some(k) => t.apply_service(k, convert::service(&s)),
+                None => false,
+            },
+            Event::Delete(s) => match service_key(&s.metadata) {
+                Some(k) => t.apply_service(k, None),
+                None => false,
+            },
+        };
+        shared.metrics.pending_changes.set(t.changed.len() as i64);
+        drop(t);
+        if changed {
+            shared.changed();
+        }
+    }
+}
+
+async fn watch_slices(api: Api<EndpointSlice>, shared: Arc<Shared>) {
+    let cfg = watcher::Config::default().labels(WATCH_LABEL_SELECTOR);
+    let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
+    let mut buffer: Option<Vec<EndpointSliceInfo>> = None;
+    while let Some(ev) = stream.next().await {
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::warn!(error = %e, "endpointslice watch error");
+                continue;
+            }
+        };
+        let mut t = shared.tracker.lock().await;
+        let id = |es: &EndpointSlice| {
+            (
+                es.metadata.namespace.clone().unwrap_or_default(),
+                es.metadata.name.clone().unwrap_or_default(),
+            )
+        };
+        let changed = match ev {
+            Event::Init => {
+                buffer = Some(vec![]);
+                false
+            }
+            Event::InitApply(es) => {
+                if let (Some(b), Some(info)) = (buffer.as_mut(), convert::endpoint_slice(&es)) {
+                    b.push(info);
+                }
+                false
+            }
+            Event::InitDone => t.reset_slices(buffer.take().unwrap_or_default()) || t.ready(),
+            Event::Apply(es) => {
+                let (ns, name) = id(&es);
+                t.apply_slice(&ns, &name, convert::endpoint_slice(&es))
+            }
+            Event::Delete(es) => {
+                let (ns, name) = id(&es);
+                t.apply_slice(&ns, &name, None)
+            }
+        };
+        shared.metrics.pending_changes.set(t.changed.len() as i64);
+        drop(t);
+        if changed {
+            shared.changed();
+        }
+    }
+}
+
+async fn watch_node(api: Api<Node>, name: String, shared: Arc<Shared>) {
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
+    let mut seen: Option<crate::convert::NodeInfo> = None;
+    while let Some(ev) = stream.next().await {
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::warn!(error = %e, "node watch error");
+                continue;
+            }
+        };
+        let mut t = shared.tracker.lock().await;
+        let changed = match ev {
+            Event::Init => {
+                seen = None;
+                false
+            }
+            Event::InitApply(n) => {
+                seen = Some(convert::node(&n));
+                false
+            }
+            Event::InitDone => {
+                t.node_synced = true;
+                t.apply_node(seen.take()) || t.ready()
+            }
+            Event::Apply(n) => t.apply_node(Some(convert::node(&n))),
+            Event::Delete(_) => t.apply_node(None),
+        };
+        drop(t);
+        if changed {
+            shared.changed();
+        }
+    }
+}
+
+async fn healthz(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    let now = SystemTime::now();
+    let (code, body) = proxy_health_response(&s.health.status(now), now, true);
+    s.metrics
+        .healthz
+        .get_or_create(&CodeLabels {
+            code: code.as_u16().to_string(),
+        })
+        .inc();
+    (code, [(header::CONTENT_TYPE, "application/json")], body)
+}
+
+async fn livez(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    let now = SystemTime::now();
+    let (code, body) = proxy_health_response(&s.health.status(now), now, false);
+    s.metrics
+        .livez
+        .get_or_create(&CodeLabels {
+            code: code.as_u16().to_string(),
+        })
+        .inc();
+    (code, [(header::CONTENT_TYPE, "application/json")], body)
+}
+
+async fn serve(
+    what: &'static str,
+    addr: SocketAddr,
+    app: Router,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Serve {
+            what,
+            addr: addr.to_string(),
+            source,
+        })?;
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(l, app).await {
+            tracing::error!(error = %e, what, "server stopped");
+        }
+    }))
+}
+
+fn wanted_health_servers(state: &ProxyState, node_name: &str) -> HashMap<u16, ServiceHealth> {
+    let mut out = HashMap::new();
+    for svc in state.services.values() {
+        let Some(port) = svc.health_check_node_port else {
+            continue;
+        };
+        if !svc.external_policy_local {
+            continue;
+        }
+        let slices: Vec<&EndpointSliceInfo> = state.slices_for(&svc.key).collect();
+        out.insert(
+            port,
+            ServiceHealth {
+                service: svc.key.clone(),
+                local_endpoints: local_ready_count(svc, &slices, node_name),
+            },
+        );
+    }
+    out
+}
+
+/// Runs the agent until the process is stopped.
+pub async fn run(mut args: RunArgs) -> Result<()> {
+    if args.node.node_name.is_empty() {
+        args.node.node_name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+    }
+    // Validate the node flags before binding anything.
+    args.node.resolve(None, vec![])?;
+    let client = client(&args).await?;
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let registry = Arc::new(registry);
+    let health = Arc::new(ProxyHealth::new(args.sync_period * 2));
+    let shared = Arc::new(Shared {
+        tracker: Mutex::new(Tracker::default()),
+        notify: Notify::new(),
+        health,
+        metrics,
+    });
+
+    let health_app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/livez", get(livez))
+        .with_state(shared.clone());
+    let _health_srv = serve("healthz", args.healthz_bind_address, health_app).await?;
+    let reg = registry.clone();
+    let metrics_app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let reg = reg.clone();
+            async move {
+                let mut body = String::new();
+                match prometheus_client::encoding::text::encode(&mut body, &reg) {
+                    Ok(()) => (
+                        StatusCode::OK,
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        body,
+                    ),
+                    Err(_) => (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        [(header::CONTENT_TYPE, "text/plain")],
+                        String::new(),
+                    ),
+                }
+            }
+        }),
+    );
+    let _metrics_srv = serve("metrics", args.metrics_bind_address, metrics_app).await?;
+
+    tokio::spawn(watch_services(Api::all(client.clone()), shared.clone()));
+    tokio::spawn(watch_slices(Api::all(client.clone()), shared.clone()));
+    tokio::spawn(watch_node(
+        Api::all(client.clone()),
+        args.node.node_name.clone(),
+        shared.clone(),
+    ));
+    tracing::info!(node = %args.node.node_name, "svcnet-proxy started");
+    sync_loop(args, shared).await
+}
+
+async fn sync_loop(args: RunArgs, shared: Arc<Shared>) -> Result<()> {
+    let initial = args.node.resolve(None, vec![])?;
+    let mut proxier = Proxier::new(ExecNft::new(), initial);
+    let mut health_servers = ServiceHealthServers::new(vec![], shared.health.clone());
+    let mut last_sync: Option<Instant> = None;
+    let mut next_full = Instant::now();
+    let mut udp_prev = UdpEndpoints::new();
+    let mut retry: Option<Duration> = None;
+    loop {
+        let wait = retry
+            .unwrap_or(args.sync_period)
+            .min(next_full.saturating_duration_since(Instant::now()));
+        tokio::select! {
+            _ = shared.notify.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+        if let Some(last) = last_sync {
+            let since = last.elapsed();
+            if since < args.min_sync_period {
+                tokio::time::sleep(args.min_sync_period - since).await;
+            }
+        }
+        let mut t = shared.tracker.lock().await;
+        if !t.ready() {
+            continue;
+        }
+        let full = Instant::now() >= next_full || proxier.needs_full_sync();
+        if t.node_changed || full {
+            let local = match local_addresses() {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list local addresses");
+                    vec![]
+                }
+            };
+            match args.node.resolve(t.node.as_ref(), local) {
+                Ok(cfg) => proxier.set_node(cfg),
+                Err(e) => tracing::error!(error = %e, "bad node configuration"),
+            }
+            shared
+                .health
+                .set_node_eligible(!t.node.as_ref().is_some_and(|n| n.being_deleted));
+            t.node_changed = false;
+        }
+        let changed = std::mem::take(&mut t.changed);
+        let triggers = std::mem::take(&mut t.triggers);
+        shared.metrics.pending_changes.set(0);
+        let started = SystemTime::now();
+        last_sync = Some(Instant::now());
+        let span = tracing::info_span!("sync", full, services = changed.len());
+        let result = span.in_scope(|| {
+            tokio::task::block_in_place(|| proxier.sync(&t.state, Some(&changed), full))
+        });
+        match result {
+            Ok(out) => {
+                retry = None;
+                let kind = if out.full { "full" } else { "partial" };
+                let m = &shared.metrics;
+                m.sync_duration
+                    .get_or_create(&SyncLabels { kind: kind.into() })
+                    .observe(out.duration.as_secs_f64());
+                m.sync_ops
+                    .get_or_create(&SyncLabels { kind: kind.into() })
+                    .inc_by(out.ops as u64);
+                m.chains.set(out.counts.chains as i64);
+                m.rules.set(out.counts.rules as i64);
+                m.sets.set(out.counts.sets as i64);
+                m.elements.set(out.counts.elements as i64);
+                let now = SystemTime::now();
+                let now_s = now
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs_f64();
+                m.last_sync_timestamp.set(now_s);
+                for trig in triggers {
+                    if now_s >= trig {
+                        m.network_programming.observe(now_s - trig);
+                    }
+                }
+                shared.health.updated(started, now);
+                if out.full {
+                    next_full = Instant::now() + args.full_sync_period;
+                }
+                tracing::debug!(
+                    kind,
+                    ops = out.ops,
+                    seconds = out.duration.as_secs_f64(),
+                    "synced"
+                );
+                let wanted = wanted_health_servers(&t.state, &args.node.node_name);
+                let udp_now = conntrack::udp_endpoints(&t.state, proxier.node());
+                drop(t);
+                health_servers.sync(wanted).await;
+                let stale = conntrack::stale(&udp_prev, &udp_now);
+                udp_prev = udp_now;
+                if args.conntrack_cleanup && !stale.is_empty() {
+                    match tokio::task::block_in_place(|| conntrack::run(&stale)) {
+                        Ok(n) => {
+                            m.conntrack_deleted.inc_by(n as u64);
+                        }
+                        Err(e) => {
+                            m.conntrack_failures.inc();
+                            tracing::warn!(error = %e, "conntrack cleanup failed");
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                // Everything will be re-rendered by the forced full sync; keep the change list anyway.
+                t.changed.extend(changed);
+                t.triggers.extend(triggers);
+                drop(t);
+                shared
+                    .metrics
+                    .sync_failures
+                    .get_or_create(&ReasonLabels {
+                        reason: e.metric_label().into(),
+                    })
+                    .inc();
+                tracing::error!(error = %e, "sync failed; next sync is a full one");
+                retry = Some(
+                    args.min_sync_period
+                        .max(Duration::from_secs(1))
+                        .min(args.sync_period),
+                );
+            }
+        }
+    }
+}
