@@ -30,8 +30,22 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Embedded-only test hooks (`close_all_watches`, `compact_history`, …) are on
-//! [`TestEnv::server`], which is `None` for the other backends.
+//! Embedded-only test hooks are on [`TestEnv::server`] (`None` for the other backends):
+//! `close_all_watches()` (clients re-watch from their last resourceVersion),
+//! `expire_watches()` (forget history + close: clients get `410 Expired` and relist),
+//! `compact_history()`, `resource_version()`, `watch_count()`, `object_count(..)`.
+//!
+//! Things worth knowing:
+//! * Pods scheduled to a node (`spec.nodeName`, as [`pod`] makes them) are deleted gracefully, as
+//!   upstream: they keep a deletionTimestamp for their grace period (default 30 s). Delete with
+//!   `gracePeriodSeconds: 0` when a test does not care. On the embedded server the Pod is removed
+//!   when the grace period ends (standing in for the kubelet); on a real cluster without kubelets
+//!   for those nodes it stays until deleted with grace 0.
+//! * Namespace deletion (the guard's drop) is asynchronous; it waits for those grace periods too.
+//! * Garbage collection and namespace finalization do not run on a bare `KUBEBUILDER_ASSETS`
+//!   control plane ([`TestEnv::has_controllers`] is false there).
+//! * The embedded server never allocates ClusterIPs/NodePorts; svcnet's IPAM controller does.
+//! * Set `E2E_KEEP_NAMESPACES=1` to keep test namespaces for inspection.
 
 mod controlplane;
 
