@@ -8,6 +8,31 @@
 //! * [`hash`] — upstream's ordering hashes (spew dump + FNV-128a / MD5).
 //! * [`reconcile`], [`topology`], [`plan`] — the pure reconciler.
 //! * [`trigger`] — last-change-trigger-time tracker; [`tracker`] — stale-cache guard.
+//! * [`index`], [`queue`], [`apply`], [`metrics`], [`controller`] — the process: watches
+//!   feeding typed indexes (Pods stripped to [`model::PodInfo`]), a de-duplicating work
+//!   queue with per-key backoff, create / replace-with-resourceVersion / delete writes,
+//!   prometheus-client metrics and events.k8s.io Events.
+//!
+//! # Wiring (for `svcnet-controller`)
+//!
+//! ```no_run
+//! # async fn wire(client: kube::Client) -> controllers::Result<()> {
+//! use controllers::endpointslice::metrics::ControllerMetrics;
+//! let mut registry = prometheus_client::registry::Registry::default();
+//! let es = ControllerMetrics::register(&mut registry, "svcnet_endpointslice");
+//! let ep = ControllerMetrics::register(&mut registry, "svcnet_endpoints");
+//! let mi = ControllerMetrics::register(&mut registry, "svcnet_endpointslice_mirroring");
+//! let shutdown = async { let _ = tokio::signal::ctrl_c().await; };
+//! let (a, b, c) = tokio::join!(
+//!     controllers::endpointslice::run(client.clone(), Default::default(), es, shutdown),
+//!     controllers::endpoints::run(client.clone(), Default::default(), ep, std::future::pending()),
+//!     controllers::mirroring::run(client, Default::default(), mi, std::future::pending()),
+//! );
+//! a?; b?; c?;
+//! # Ok(()) }
+//! ```
+//! Each `run(client, cfg, metrics, shutdown)` returns when `shutdown` resolves; dropping
+//! the future also stops every task it started.
 
 pub mod apply;
 pub mod controller;

@@ -132,6 +132,9 @@ struct Ctx {
     caches: RwLock<Caches>,
     book: Mutex<Book>,
     tracker: Mutex<SliceTracker>,
+    /// Services whose last sync found the slice cache behind our writes;
+    /// the next slice event for them requeues them at once.
+    waiting: Mutex<std::collections::HashSet<ObjKey>>,
     queue: WorkQueue<ObjKey>,
     metrics: ControllerMetrics,
     events: EventSink,
@@ -176,6 +179,7 @@ pub async fn run(
         caches: RwLock::new(Caches::default()),
         book: Mutex::new(Book::default()),
         tracker: Mutex::new(SliceTracker::default()),
+        waiting: Mutex::new(std::collections::HashSet::new()),
         queue: queue.clone(),
         metrics,
         events,
@@ -376,12 +380,17 @@ async fn on_node(ctx: &Ctx, c: Change<NodeInfo>) {
 
 async fn on_slice(ctx: &Ctx, c: Change<EndpointSlice>) {
     let mut requeue = Vec::new();
+    let mut now: Vec<ObjKey> = Vec::new();
     {
         let mut caches = ctx.caches.write().await;
         let tracker = ctx.tracker.lock().await;
-        let handle =
+        let mut waiting = ctx.waiting.lock().await;
+        let mut handle =
             |caches: &mut Caches, s: EndpointSlice, deleted: bool, requeue: &mut Vec<ObjKey>| {
                 let Some(owner) = slice_owner(&s) else { return };
+                if waiting.remove(&owner) {
+                    now.push(owner.clone());
+                }
                 let name = s.metadata.name.clone().unwrap_or_default();
                 let uid = s.metadata.uid.clone().unwrap_or_default();
                 let own = tracker.is_own_write(
@@ -419,6 +428,9 @@ async fn on_slice(ctx: &Ctx, c: Change<EndpointSlice>) {
             }
         }
     }
+    for k in now {
+        ctx.queue.add(k).await;
+    }
     let delay = ctx.cfg.batch_period.max(Duration::from_secs(1));
     for k in requeue {
         ctx.queue.add_after(k, delay).await;
@@ -440,11 +452,15 @@ async fn worker(ctx: Arc<Ctx>) {
                 ctx.metrics
                     .sync(if stale { "stale" } else { "error" }, took);
                 if stale {
+                    // The slice event we wait for requeues the key at once;
+                    // this delayed add is only a safety net.
                     tracing::trace!(service = %key, error = %e, "cache not caught up; retrying");
-                } else {
+                    ctx.queue
+                        .add_after(key.clone(), Duration::from_secs(1))
+                        .await;
+                } else if ctx.queue.add_rate_limited(key.clone()).await {
                     tracing::debug!(service = %key, error = %e, "sync failed; retrying");
-                }
-                if !ctx.queue.add_rate_limited(key.clone()).await {
+                } else {
                     tracing::warn!(service = %key, error = %e, "dropping service out of the queue");
                 }
             }
@@ -529,6 +545,7 @@ async fn sync(ctx: &Ctx, key: &ObjKey) -> Result<()> {
             })
             .collect();
         if ctx.tracker.lock().await.is_stale(&owner, &versions) {
+            ctx.waiting.lock().await.insert(key.clone());
             return Err(Error::Retry(format!(
                 "stale EndpointSlice cache for Service {owner}"
             )));
