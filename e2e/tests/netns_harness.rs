@@ -59,6 +59,26 @@ fn pid_dead(pid: u32) -> bool {
     }
 }
 
+/// Waits until process `pid` runs inside namespace `ns` (`ip netns exec` takes a moment).
+fn wait_in_netns(ns: &str, pid: u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "pids", ns])
+            .output()
+            .unwrap();
+        let pids = String::from_utf8_lossy(&out.stdout).to_string();
+        if pids.split_whitespace().any(|p| p == pid.to_string()) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{pid} never entered {ns}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// PIDs whose command line mentions `needle`.
 fn pids_mentioning(needle: &str) -> Vec<u32> {
     std::fs::read_dir("/proc")
@@ -383,6 +403,7 @@ fn drop_leaves_no_namespaces_or_processes() {
     let node = topo.node(1).unwrap();
     let mut managed = topo.spawn(node, "sleep", ["300"]).unwrap();
     assert!(managed.is_running());
+    wait_in_netns(node.netns().name(), managed.pid());
     // A process that escapes management (daemonised): only namespace cleanup catches it.
     topo.exec(node, "sh", ["-c", "sleep 301 >/dev/null 2>&1 &"])
         .unwrap();
@@ -441,9 +462,11 @@ fn cleanup_stale_removes_only_dead_owners() {
         assert!(st.success());
     }
     let mut orphan = std::process::Command::new("ip")
-        .args(["netns", "exec", &stale, "sleep", "300"])
+        .args(["netns", "exec", &stale, "sleep", "30"])
         .spawn()
         .unwrap();
+    // `ip netns exec` needs a moment before the orphan is inside the namespace.
+    wait_in_netns(&stale, orphan.id());
     let removed = cleanup_stale("svntest").unwrap();
     let listed = list_netns().unwrap();
     let _ = std::process::Command::new("ip")
@@ -516,6 +539,7 @@ fn service_style_nat_works_through_the_topology() {
     ip daddr 10.96.0.11 udp dport 53 dnat ip to {c4}:{p}
     ip daddr 10.96.0.12 tcp dport 80 dnat ip to {a4}:{p}
     ip daddr 10.97.0.1 tcp dport 80 dnat ip to {c4}:{p}
+    ip6 daddr fd00:97::1 udp dport 80 dnat ip6 to [{c6}]:{p}
     ip daddr 10.96.0.13 sctp dport 80 dnat ip to {c4}:{p}
     ip6 daddr fd00:96::13 sctp dport 80 dnat ip6 to [{c6}]:{p}
   }}
@@ -527,6 +551,7 @@ fn service_style_nat_works_through_the_topology() {
     type nat hook postrouting priority srcnat; policy accept;
     ct status dnat ip saddr {a4} ip daddr {a4} masquerade
     ct status dnat ip saddr != 10.244.0.0/16 masquerade
+    ct status dnat ip6 saddr != fd00:244::/32 masquerade
   }}
 }}
 ",
@@ -552,6 +577,9 @@ fn service_style_nat_works_through_the_topology() {
         .client(outside, Proto::Tcp, sa([10, 97, 0, 1], 80))
         .unwrap();
     assert_reply(&external, "c", node1.ipv4().into(), sa(c.ipv4(), p));
+    let ext6: IpAddr = "fd00:97::1".parse().unwrap();
+    let external6 = topo.client(outside, Proto::Udp, sa(ext6, 80)).unwrap();
+    assert_reply(&external6, "c", node1.ipv6().into(), sa(c.ipv6(), p));
     // Routed via node 2, which has no such rule, the external IP does not answer.
     let mut topo = topo;
     topo.set_outside_via(2).unwrap();
