@@ -111,6 +111,9 @@ struct Caches {
     pods: PodIndex,
     nodes: HashMap<String, NodeInfo>,
     slices: HashMap<ObjKey, BTreeMap<String, Arc<EndpointSlice>>>,
+    /// Owner (Service) each cached slice is filed under, so a slice whose
+    /// `service-name` label changes moves (and both Services resync).
+    slice_owner: HashMap<ObjKey, ObjKey>,
 }
 
 #[derive(Default)]
@@ -387,7 +390,26 @@ async fn on_slice(ctx: &Ctx, c: Change<EndpointSlice>) {
         let mut waiting = ctx.waiting.lock().await;
         let mut handle =
             |caches: &mut Caches, s: EndpointSlice, deleted: bool, requeue: &mut Vec<ObjKey>| {
-                let Some(owner) = slice_owner(&s) else { return };
+                let slice_key = ObjKey::of(&s);
+                let owner = slice_owner(&s);
+                if let Some(prev) = caches.slice_owner.get(&slice_key).cloned() {
+                    if deleted || owner.as_ref() != Some(&prev) {
+                        caches.slice_owner.remove(&slice_key);
+                        if let Some(m) = caches.slices.get_mut(&prev) {
+                            m.remove(&slice_key.name);
+                            if m.is_empty() {
+                                caches.slices.remove(&prev);
+                            }
+                        }
+                        if owner.as_ref() != Some(&prev) {
+                            requeue.push(prev);
+                        }
+                    }
+                }
+                let Some(owner) = owner else { return };
+                if !deleted {
+                    caches.slice_owner.insert(slice_key, owner.clone());
+                }
                 if waiting.remove(&owner) {
                     now.push(owner.clone());
                 }
@@ -421,6 +443,7 @@ async fn on_slice(ctx: &Ctx, c: Change<EndpointSlice>) {
             Change::Relist(list) => {
                 let old: Vec<ObjKey> = caches.slices.keys().cloned().collect();
                 caches.slices.clear();
+                caches.slice_owner.clear();
                 requeue.extend(old);
                 for s in list {
                     handle(&mut caches, s, false, &mut requeue);
