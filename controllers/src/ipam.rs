@@ -29,6 +29,12 @@
 //! numbers; both configurable). Shared LoadBalancer IPs keep several `parentRefs`, updated with
 //! compare-and-swap on `resourceVersion`; the last holder's release deletes the claim.
 //!
+//! Watch caches lag behind the API, so the two destructive steps never trust them alone: a
+//! reconcile releases values only after a GET confirms the Service still looks as planned, and
+//! the repair loop re-reads a leaked claim's holders from the API before deleting it (with the
+//! claim's resourceVersion and UID as delete preconditions). Service writes are updates with
+//! resourceVersion, so a reconcile planned from a stale view can never land.
+//!
 //! A compare-and-swap ledger per range (one object holding a bitmap) was rejected: every
 //! allocation would contend on one object (a 5,000-Service burst serialises on its
 //! resourceVersion), and one object's size caps the range.

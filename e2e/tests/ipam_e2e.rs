@@ -1067,3 +1067,48 @@ async fn requested_load_balancer_ips_and_shared_release() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_claims_are_repaired_with_an_event() {
+    let cidrs = ["10.96.0.0/16"];
+    let (env, ns, api) = setup(&cidrs).await;
+    if !env.is_embedded() {
+        return;
+    }
+    let client = env.client();
+    let _ctl = start_controller(&client, config(&cidrs));
+    api.create(
+        &PostParams::default(),
+        &svc("web", json!({"type": "NodePort"})),
+    )
+    .await
+    .unwrap();
+    let web = all_allocated(&api, 1).await.remove(0);
+    let ip: IpAddr = cluster_ips(&web)[0].parse().unwrap();
+    let port = u16::try_from(node_ports(&web)[0]).unwrap();
+    // Someone deletes the claims behind our back.
+    let claims: Api<ServiceIPClaim> = Api::all(client.clone());
+    let ports: Api<NodePortClaim> = Api::all(client.clone());
+    claims
+        .delete(&ServiceIPClaim::name_for(ip), &DeleteParams::default())
+        .await
+        .unwrap();
+    ports
+        .delete(&NodePortClaim::name_for(port), &DeleteParams::default())
+        .await
+        .unwrap();
+    let msg = wait_event(&client, ns.name(), "web", "ClusterIPNotAllocated").await;
+    assert!(msg.contains(&ip.to_string()), "{msg}");
+    let msg = wait_event(&client, ns.name(), "web", "PortNotAllocated").await;
+    assert!(msg.contains(&port.to_string()), "{msg}");
+    poll("claims recreated for the Service", || async {
+        let c = claims.get_opt(&ServiceIPClaim::name_for(ip)).await.ok()??;
+        let p = ports.get_opt(&NodePortClaim::name_for(port)).await.ok()??;
+        (c.spec.parent_refs[0].name == "web" && p.spec.parent_ref.name == "web").then_some(())
+    })
+    .await;
+    // The Service kept its values.
+    let again = api.get("web").await.unwrap();
+    assert_eq!(cluster_ips(&again), cluster_ips(&web));
+    assert_eq!(node_ports(&again), node_ports(&web));
+}

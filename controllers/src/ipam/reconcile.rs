@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crds::{IpPurpose, PortPurpose, ServiceIPClaim, ServiceRef};
+use crds::{IpPurpose, NodePortClaim, PortPurpose, ServiceIPClaim, ServiceRef};
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, Service};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
@@ -102,6 +102,9 @@ impl Ipam {
     async fn reconcile_service(&self, svc: &Arc<Service>, view: &SvcView) -> Result<()> {
         let uid = view.uid.clone();
         let cached = self.last.lock().await.get(&uid).cloned();
+        // We reconciled this Service before in this process: values it uses that have no claim
+        // now were lost (claim deleted by hand, or by another component) and are repaired.
+        let reconciled_before = cached.is_some();
         let old = match cached {
             Some(o) => Some(o),
             None => {
@@ -142,19 +145,42 @@ impl Ipam {
             .filter(|(ip, i)| i.purpose == IpPurpose::ClusterIP && !kept.contains(ip))
             .map(|(ip, _)| *ip)
             .collect();
+        let lost_ips: Vec<IpAddr> = if reconciled_before {
+            let st = self.state.lock().await;
+            kept.iter()
+                .copied()
+                .filter(|ip| st.ip(*ip).is_none())
+                .collect()
+        } else {
+            vec![]
+        };
         let mut cluster_ips = Vec::new();
         for slot in &cip.slots {
             let ip = match *slot {
                 IpSlot::Keep(ip) => self.claim_cluster_ip(svc, view, ip).await?,
                 IpSlot::Alloc(fam) => {
-                    match orphans.iter().position(|ip| family_of(*ip) == fam) {
-                        // A claim we made earlier whose Service write did not land: reuse it.
-                        Some(i) => orphans.remove(i),
+                    // A claim we made earlier whose Service write did not land: reuse it, once
+                    // the API confirms it is still ours (the cache may lag).
+                    let mut reused = None;
+                    while let Some(i) = orphans.iter().position(|ip| family_of(*ip) == fam) {
+                        let ip = orphans.remove(i);
+                        if self.ip_claim_is_ours(ip, &view.uid).await? {
+                            reused = Some(ip);
+                            break;
+                        }
+                    }
+                    match reused {
+                        Some(ip) => ip,
                         None => self.alloc_cluster_ip(svc, view, fam).await?,
                     }
                 }
             };
             cluster_ips.push(ip);
+        }
+
+        for ip in lost_ips {
+            let msg = format!("Cluster IP {} is not allocated; repairing", fam_tag(ip));
+            self.warn(svc, "ClusterIPNotAllocated", &msg).await;
         }
 
         // --- node ports ---
@@ -171,6 +197,18 @@ impl Ipam {
                 _ => None,
             })
             .collect();
+        let lost_ports: Vec<u16> = if reconciled_before {
+            let st = self.state.lock().await;
+            let mut v: Vec<u16> = fixed
+                .iter()
+                .copied()
+                .filter(|p| st.port(*p).is_none())
+                .collect();
+            v.sort_unstable();
+            v
+        } else {
+            vec![]
+        };
         let mut port_orphans: Vec<(u16, PortPurpose)> = held_ports
             .iter()
             .filter(|(p, _)| !fixed.contains(p))
@@ -178,11 +216,11 @@ impl Ipam {
             .collect();
         let mut fresh = Vec::with_capacity(npp.fresh);
         for _ in 0..npp.fresh {
-            let p = match port_orphans
-                .iter()
-                .position(|(_, pu)| *pu == PortPurpose::NodePort)
+            let p = match self
+                .reuse_port_orphan(&mut port_orphans, PortPurpose::NodePort, &view.uid)
+                .await?
             {
-                Some(i) => port_orphans.remove(i).0,
+                Some(p) => p,
                 None => self.alloc_port(svc, view, PortPurpose::NodePort).await?,
             };
             fresh.push(p);
@@ -207,17 +245,26 @@ impl Ipam {
                     .await?;
                 p
             }
-            HealthSlot::New => match port_orphans
-                .iter()
-                .position(|(_, pu)| *pu == PortPurpose::HealthCheckNodePort)
+            HealthSlot::New => match self
+                .reuse_port_orphan(
+                    &mut port_orphans,
+                    PortPurpose::HealthCheckNodePort,
+                    &view.uid,
+                )
+                .await?
             {
-                Some(i) => port_orphans.remove(i).0,
+                Some(p) => p,
                 None => {
                     self.alloc_port(svc, view, PortPurpose::HealthCheckNodePort)
                         .await?
                 }
             },
         };
+
+        for port in lost_ports {
+            let msg = format!("Port {port} is not allocated; repairing");
+            self.warn(svc, "PortNotAllocated", &msg).await;
+        }
 
         // --- LoadBalancer IPs (failures here do not block the spec write) ---
         let handles_lb = lb::handles(view, self.cfg.default_lb_class);
@@ -342,9 +389,6 @@ impl Ipam {
             })
             .map(|(ip, i)| (ip, i.purpose))
             .collect();
-        for (ip, purpose) in to_release_ips {
-            self.release_ip(ip, &uid, purpose).await?;
-        }
         let to_release_ports: Vec<(u16, PortPurpose)> = self
             .state
             .lock()
@@ -354,6 +398,14 @@ impl Ipam {
             .filter(|(p, _)| !keep_ports.contains(p))
             .map(|(p, i)| (p, i.purpose))
             .collect();
+        if !to_release_ips.is_empty() || !to_release_ports.is_empty() {
+            // Releasing is the one step that can hurt if our view is stale (a newer version of the
+            // Service may use the value): confirm against the API first.
+            self.confirm_current(view, &current).await?;
+        }
+        for (ip, purpose) in to_release_ips {
+            self.release_ip(ip, &uid, purpose).await?;
+        }
         for (port, purpose) in to_release_ports {
             self.release_port(port, &uid, purpose).await?;
         }
@@ -364,6 +416,79 @@ impl Ipam {
         match lb_error {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+
+    /// Whether the API's claim on `ip` lists `uid` as a holder (refreshing our index).
+    async fn ip_claim_is_ours(&self, ip: IpAddr, uid: &str) -> Result<bool> {
+        let claim = self
+            .claims
+            .ip_api()
+            .get_opt(&ServiceIPClaim::name_for(ip))
+            .await?;
+        let mut st = self.state.lock().await;
+        Ok(match claim {
+            Some(c) => {
+                st.apply_ip_claim(&c);
+                c.spec.parent_refs.iter().any(|p| p.uid == uid)
+            }
+            None => {
+                st.remove_ip(ip);
+                false
+            }
+        })
+    }
+
+    /// Takes the first orphaned port claim of `purpose` that the API confirms is still `uid`'s.
+    async fn reuse_port_orphan(
+        &self,
+        orphans: &mut Vec<(u16, PortPurpose)>,
+        purpose: PortPurpose,
+        uid: &str,
+    ) -> Result<Option<u16>> {
+        while let Some(i) = orphans.iter().position(|(_, pu)| *pu == purpose) {
+            let (port, _) = orphans.remove(i);
+            let claim = self
+                .claims
+                .port_api()
+                .get_opt(&NodePortClaim::name_for(port))
+                .await?;
+            let mut st = self.state.lock().await;
+            match claim {
+                Some(c) => {
+                    st.apply_port_claim(&c);
+                    if c.spec.parent_ref.uid == uid && c.spec.purpose == purpose {
+                        return Ok(Some(port));
+                    }
+                }
+                None => st.remove_port(port),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Fails with [`Error::Retry`] unless the API's current version of the Service uses the same
+    /// addresses and ports as `current` (the version this reconcile planned and wrote).
+    async fn confirm_current(&self, view: &SvcView, current: &Service) -> Result<()> {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), &view.namespace);
+        let fresh = api.get_opt(&view.name).await?;
+        let same = |a: &SvcView, b: &SvcView| {
+            a.uid == b.uid
+                && a.type_ == b.type_
+                && a.cluster_ips == b.cluster_ips
+                && a.ports == b.ports
+                && a.health_check_node_port == b.health_check_node_port
+                && a.lb_ingress_ips == b.lb_ingress_ips
+        };
+        match (
+            fresh.as_ref().and_then(SvcView::from_service),
+            SvcView::from_service(current),
+        ) {
+            (Some(f), Some(c)) if same(&f, &c) => Ok(()),
+            _ => Err(Error::Retry(format!(
+                "service {} changed; not releasing from a stale view",
+                view.key()
+            ))),
         }
     }
 

@@ -21,7 +21,7 @@ use crds::{
     Condition, IpPurpose, LoadBalancerIPPool, LoadBalancerIPPoolStatus, NodePortClaim,
     ServiceIPClaim, ServiceRef,
 };
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource};
@@ -130,7 +130,7 @@ pub async fn repair_loop(ipam: Arc<Ipam>) {
             now(),
         );
         for value in release {
-            if let Err(err) = release_leak(&ipam, &value, &live).await {
+            if let Err(err) = release_leak(&ipam, &value).await {
                 tracing::warn!(%err, ?value, "failed to release leaked claim");
             } else {
                 strikes.remove(&value);
@@ -143,12 +143,26 @@ pub async fn repair_loop(ipam: Arc<Ipam>) {
     }
 }
 
-async fn release_leak(
+/// Live holders as the API sees them now (not the cache, which may lag behind the API).
+async fn live_parents(
     ipam: &Ipam,
-    value: &Value,
-    live: &HashMap<String, SvcView>,
-) -> crate::Result<()> {
-    // Re-read the claim and re-check, then delete with its resourceVersion as precondition.
+    parents: &[ServiceRef],
+) -> crate::Result<HashMap<String, SvcView>> {
+    let mut out = HashMap::new();
+    for p in parents {
+        let api: Api<Service> = Api::namespaced(ipam.client.clone(), &p.namespace);
+        if let Some(svc) = api.get_opt(&p.name).await? {
+            if let Some(v) = SvcView::from_service(&svc) {
+                out.insert(v.uid.clone(), v);
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn release_leak(ipam: &Ipam, value: &Value) -> crate::Result<()> {
+    // Re-read the claim and its holders from the API, re-check, then delete with the claim's
+    // resourceVersion as precondition.
     match value {
         Value::Ip(ip) => {
             let Some(claim) = ipam
@@ -160,7 +174,8 @@ async fn release_leak(
                 ipam.state.lock().await.remove_ip(*ip);
                 return Ok(());
             };
-            if !is_leaked(value, &claim.spec.parent_refs, live) {
+            let live = live_parents(ipam, &claim.spec.parent_refs).await?;
+            if !is_leaked(value, &claim.spec.parent_refs, &live) {
                 return Ok(());
             }
             ipam.claims.delete_ip_if_unchanged(&claim).await?;
@@ -188,7 +203,9 @@ async fn release_leak(
                 ipam.state.lock().await.remove_port(*p);
                 return Ok(());
             };
-            if !is_leaked(value, std::slice::from_ref(&claim.spec.parent_ref), live) {
+            let parents = std::slice::from_ref(&claim.spec.parent_ref);
+            let live = live_parents(ipam, parents).await?;
+            if !is_leaked(value, parents, &live) {
                 return Ok(());
             }
             ipam.claims.delete_port_if_unchanged(&claim).await?;
