@@ -255,6 +255,191 @@ impl Assembly {
         }
     }
 
+    /// Full sync: builds the assembly of every Service in `state` while pushing, in a valid order, the
+    /// operations that turn whatever the kernel holds (`existing`) into it, without deleting the table:
+    /// existing chains are flushed and existing non-dynamic sets re-created first; stale chains and
+    /// stale dynamic sets are deleted last; dynamic sets still wanted keep their elements.
+    pub fn build_streaming(
+        node: &NodeConfig,
+        state: &ProxyState,
+        existing: &crate::diff::Existing,
+        sink: &mut dyn crate::model::OpSink,
+    ) -> Self {
+        let mut a = Assembly::new(node);
+        // Tables of families no longer configured: empty them.
+        for (fam, ex) in existing {
+            if a.families.contains_key(fam) {
+                continue;
+            }
+            for c in &ex.chains {
+                sink.push_op(Op::FlushChain {
+                    family: *fam,
+                    name: c.clone(),
+                });
+            }
+            for c in &ex.chains {
+                sink.push_op(Op::DeleteChain {
+                    family: *fam,
+                    name: c.clone(),
+                });
+            }
+            for (s, map) in &ex.sets {
+                sink.push_op(Op::DeleteSet {
+                    family: *fam,
+                    name: s.clone(),
+                    map: *map,
+                });
+            }
+        }
+        let fams: Vec<Family> = a.families.keys().copied().collect();
+        let mut dynamic_kept: BTreeSet<(Family, String)> = BTreeSet::new();
+        for &fam in &fams {
+            sink.push_op(Op::AddTable { family: fam });
+            if let Some(ex) = existing.get(&fam) {
+                for c in &ex.chains {
+                    sink.push_op(Op::FlushChain {
+                        family: fam,
+                        name: c.clone(),
+                    });
+                }
+                for (s, map) in &ex.sets {
+                    // Dynamic (affinity) sets are named `aff-…`; keep them until we know they are stale.
+                    if s.starts_with("aff-") && !*map {
+                        dynamic_kept.insert((fam, s.clone()));
+                    } else {
+                        sink.push_op(Op::DeleteSet {
+                            family: fam,
+                            name: s.clone(),
+                            map: *map,
+                        });
+                    }
+                }
+            }
+            let fa = &a.families[&fam];
+            for (name, set) in &fa.skeleton.sets {
+                sink.push_op(Op::AddSet {
+                    family: fam,
+                    name: name.clone(),
+                    spec: set.spec.clone(),
+                });
+            }
+            for (name, c) in &fa.skeleton.chains {
+                sink.push_op(Op::AddChain {
+                    family: fam,
+                    name: name.clone(),
+                    base: c.base,
+                });
+            }
+            for (name, c) in &fa.skeleton.chains {
+                for r in &c.rules {
+                    sink.push_op(Op::AddRule {
+                        family: fam,
+                        chain: name.clone(),
+                        rule: r.clone(),
+                    });
+                }
+            }
+            for (name, set) in &fa.skeleton.sets {
+                if !set.elements.is_empty() {
+                    let elements = set
+                        .elements
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    sink.push_op(Op::AddElements {
+                        family: fam,
+                        set: name.clone(),
+                        elements,
+                    });
+                }
+            }
+        }
+        for svc in state.services.values() {
+            for &fam in &fams {
+                let Some(f) = service_fragment(fam, node, state, svc) else {
+                    continue;
+                };
+                let fa = a
+                    .families
+                    .get_mut(&fam)
+                    .expect("families fixed at construction");
+                for (name, spec) in &f.sets {
+                    let entry = fa
+                        .sets
+                        .entry(name.clone())
+                        .or_insert_with(|| (spec.clone(), 0));
+                    if entry.1 == 0 {
+                        sink.push_op(Op::AddSet {
+                            family: fam,
+                            name: name.clone(),
+                            spec: spec.clone(),
+                        });
+                    }
+                    entry.1 += 1;
+                }
+                // Declare every new chain before any rule, since rules jump between them.
+                let mut new_chains = vec![];
+                for (name, chain) in &f.chains {
+                    let entry = fa
+                        .chains
+                        .entry(name.clone())
+                        .or_insert_with(|| (chain.clone(), 0));
+                    if entry.1 == 0 {
+                        sink.push_op(Op::AddChain {
+                            family: fam,
+                            name: name.clone(),
+                            base: None,
+                        });
+                        new_chains.push((name, chain));
+                    }
+                    entry.1 += 1;
+                }
+                for (name, chain) in new_chains {
+                    for r in &chain.rules {
+                        sink.push_op(Op::AddRule {
+                            family: fam,
+                            chain: name.clone(),
+                            rule: r.clone(),
+                        });
+                    }
+                }
+                for (set, key, value) in &f.elements {
+                    let vals = fa.elements.entry((*set, key.clone())).or_default();
+                    if vals.is_empty() {
+                        sink.push_op(Op::AddElements {
+                            family: fam,
+                            set: set.to_string(),
+                            elements: vec![(key.clone(), value.clone())],
+                        });
+                    }
+                    vals.push(value.clone());
+                }
+                a.fragments.insert((fam, svc.key.clone()), f);
+            }
+        }
+        for &fam in &fams {
+            let Some(ex) = existing.get(&fam) else {
+                continue;
+            };
+            for c in ex.chains.iter().filter(|c| !a.has_chain(fam, c)) {
+                sink.push_op(Op::DeleteChain {
+                    family: fam,
+                    name: c.clone(),
+                });
+            }
+        }
+        for (fam, name) in dynamic_kept {
+            if !a.has_dynamic_set(fam, &name) {
+                sink.push_op(Op::DeleteSet {
+                    family: fam,
+                    name,
+                    map: false,
+                });
+            }
+        }
+        a
+    }
+
     /// Builds the assembly of every Service in `state` (no change tracking).
     pub fn build(node: &NodeConfig, state: &ProxyState) -> Self {
         let mut a = Assembly::new(node);

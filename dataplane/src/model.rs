@@ -423,8 +423,36 @@ impl Transaction {
     /// Renders the script for `nft -f`.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let t = names::TABLE;
         for op in &self.ops {
+            op.render_into(&mut out);
+        }
+        out
+    }
+}
+
+/// Receives operations one by one (a [`Transaction`], or a streaming writer to `nft`).
+pub trait OpSink {
+    /// Appends an operation.
+    fn push_op(&mut self, op: Op);
+}
+
+impl OpSink for Transaction {
+    fn push_op(&mut self, op: Op) {
+        self.push(op);
+    }
+}
+
+impl Op {
+    /// Validates the operation's names and fragments.
+    pub fn validate(&self) -> Result<()> {
+        validate(self)
+    }
+
+    /// Appends the operation's script text (one or more lines) to `out`.
+    pub fn render_into(&self, out: &mut String) {
+        let t = names::TABLE;
+        {
+            let op = self;
             match op {
                 Op::AddTable { family } => {
                     let _ = writeln!(
@@ -509,7 +537,6 @@ impl Transaction {
                 }
             }
         }
-        out
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::diff::{Existing, ExistingTable};
 use crate::error::{Error, Result};
-use crate::model::{Chain, Model, Op, Set, Table, Transaction};
+use crate::model::{Chain, Model, Op, OpSink, Set, Table, Transaction};
 use crate::names;
 use crate::types::Family;
 
@@ -18,6 +18,95 @@ pub trait Nft: Send + Sync {
     fn run(&self, tx: &Transaction) -> Result<()>;
     /// Lists chain and set names of our tables (for full syncs).
     fn existing(&self) -> Result<Existing>;
+
+    /// Applies, atomically, the operations that `produce` pushes into the sink. The real implementation
+    /// streams them to `nft` while they are produced, so rendering overlaps with nft's parsing.
+    fn run_streaming(&self, produce: &mut dyn FnMut(&mut dyn OpSink) -> Result<()>) -> Result<()> {
+        let mut tx = Transaction::new();
+        produce(&mut tx)?;
+        self.run(&tx)
+    }
+}
+
+/// Element additions waiting to be coalesced: (family, set, elements).
+type PendingElements = (Family, String, Vec<(String, Option<String>)>);
+
+/// Writes operations to a running `nft -f -`, coalescing consecutive element additions.
+struct StreamSink<W: std::io::Write> {
+    out: W,
+    buf: String,
+    pending: Option<PendingElements>,
+    err: Option<Error>,
+}
+
+impl<W: std::io::Write> StreamSink<W> {
+    fn flush_pending(&mut self) {
+        if let Some((family, set, elements)) = self.pending.take() {
+            Op::AddElements {
+                family,
+                set,
+                elements,
+            }
+            .render_into(&mut self.buf);
+        }
+        if self.buf.len() > 1 << 16 {
+            self.write_buf();
+        }
+    }
+
+    fn write_buf(&mut self) {
+        if self.err.is_none() {
+            if let Err(source) = self.out.write_all(self.buf.as_bytes()) {
+                self.err = Some(Error::Exec {
+                    program: "nft".into(),
+                    source,
+                });
+            }
+        }
+        self.buf.clear();
+    }
+
+    fn finish(&mut self) {
+        self.flush_pending();
+        self.write_buf();
+    }
+}
+
+impl<W: std::io::Write> OpSink for StreamSink<W> {
+    fn push_op(&mut self, op: Op) {
+        if self.err.is_some() {
+            return;
+        }
+        if let Err(e) = op.validate() {
+            self.err = Some(e);
+            return;
+        }
+        match op {
+            Op::AddElements {
+                family,
+                set,
+                elements,
+            } => {
+                match &mut self.pending {
+                    Some((f, s, els)) if *f == family && *s == set => els.extend(elements),
+                    _ => {
+                        self.flush_pending();
+                        self.pending = Some((family, set, elements));
+                    }
+                }
+                if self.pending.as_ref().is_some_and(|p| p.2.len() >= 2048) {
+                    self.flush_pending();
+                }
+            }
+            op => {
+                self.flush_pending();
+                op.render_into(&mut self.buf);
+                if self.buf.len() > 1 << 16 {
+                    self.write_buf();
+                }
+            }
+        }
+    }
 }
 
 /// The real implementation: one `nft -f -` per transaction (atomic), like knftables.
@@ -140,6 +229,51 @@ impl ExecNft {
 }
 
 impl Nft for ExecNft {
+    fn run_streaming(&self, produce: &mut dyn FnMut(&mut dyn OpSink) -> Result<()>) -> Result<()> {
+        let program = self.program.display().to_string();
+        let mut child = self
+            .command(&["-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| Error::Exec {
+                program: program.clone(),
+                source,
+            })?;
+        let stdin = child.stdin.take().ok_or_else(|| Error::Exec {
+            program: program.clone(),
+            source: std::io::Error::other("stdin not captured"),
+        })?;
+        let mut sink = StreamSink {
+            out: stdin,
+            buf: String::new(),
+            pending: None,
+            err: None,
+        };
+        let produced = produce(&mut sink);
+        sink.finish();
+        let failure = produced.err().or(sink.err.take());
+        if let Some(e) = failure {
+            // nft commits only after reading the whole input: killing it applies nothing.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        drop(sink);
+        let out = child
+            .wait_with_output()
+            .map_err(|source| Error::Exec { program, source })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(Error::Nft {
+                status: out.status.code().unwrap_or(-1),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            })
+        }
+    }
+
     fn run(&self, tx: &Transaction) -> Result<()> {
         tx.check()?;
         if tx.is_empty() {

@@ -6,9 +6,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::assembly::Assembly;
-use crate::diff::full_sync_with;
 use crate::error::Result;
-use crate::model::Counts;
+use crate::model::{Counts, Op, OpSink};
 use crate::nft::Nft;
 use crate::types::{NodeConfig, ProxyState, ServiceKey};
 
@@ -23,6 +22,23 @@ pub struct SyncOutcome {
     pub counts: Counts,
     /// Time spent (render + diff + apply).
     pub duration: Duration,
+}
+
+/// Counts operations passing through to another sink.
+struct CountingSink<'a> {
+    inner: &'a mut dyn OpSink,
+    ops: usize,
+}
+
+impl OpSink for CountingSink<'_> {
+    fn push_op(&mut self, op: Op) {
+        self.ops += match &op {
+            Op::AddElements { elements, .. } => elements.len(),
+            Op::DeleteElements { keys, .. } => keys.len(),
+            _ => 1,
+        };
+        self.inner.push_op(op);
+    }
 }
 
 /// Keeps the applied [`Assembly`] and applies changes through an [`Nft`].
@@ -107,17 +123,26 @@ impl<N: Nft> Proxier<N> {
             });
         }
         self.applied = None;
-        let assembly = Assembly::build(&self.node, state);
         let existing = self.nft.existing()?;
-        let tx = full_sync_with(
-            &existing,
-            self.node.families.clone(),
-            |fam, name| assembly.has_dynamic_set(fam, name),
-            |fam, name| assembly.has_chain(fam, name),
-            assembly.create_transaction(),
-        );
-        let ops = tx.op_count();
-        self.nft.run(&tx)?;
+        let mut built: Option<Assembly> = None;
+        let mut ops = 0usize;
+        let node = &self.node;
+        self.nft.run_streaming(&mut |sink| {
+            let mut counter = CountingSink {
+                inner: sink,
+                ops: 0,
+            };
+            built = Some(Assembly::build_streaming(
+                node,
+                state,
+                &existing,
+                &mut counter,
+            ));
+            ops = counter.ops;
+            Ok(())
+        })?;
+        let assembly =
+            built.ok_or_else(|| crate::Error::Rejected("full sync produced nothing".into()))?;
         let counts = assembly.counts();
         self.applied = Some(assembly);
         Ok(SyncOutcome {

@@ -152,3 +152,31 @@ fn golden_loads_into_real_nft() {
         .any(|c| c == "lb-7"));
     nft.run(&dataplane::model::Transaction::new()).unwrap();
 }
+
+/// Needs root: a streamed transaction that fails half-way (here: validation of a hostile chain name)
+/// applies nothing, not even the operations streamed before the failure.
+#[test]
+fn failed_stream_applies_nothing() {
+    use dataplane::model::Op;
+    use dataplane::types::Family;
+    let ns = Netns::new();
+    let nft = ExecNft::in_netns(&ns.0);
+    let r = nft.run_streaming(&mut |sink| {
+        sink.push_op(Op::AddTable {
+            family: Family::Ipv4,
+        });
+        sink.push_op(Op::AddChain {
+            family: Family::Ipv4,
+            name: "ok".into(),
+            base: None,
+        });
+        sink.push_op(Op::AddChain {
+            family: Family::Ipv4,
+            name: "x; flush ruleset".into(),
+            base: None,
+        });
+        Ok(())
+    });
+    assert!(r.is_err());
+    assert!(nft.existing().unwrap().is_empty(), "nothing was committed");
+}

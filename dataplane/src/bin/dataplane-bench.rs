@@ -174,6 +174,14 @@ fn inner_baseline(o: &Opts) -> anyhow::Result<Value> {
 
 fn inner_breakdown(o: &Opts) -> anyhow::Result<Value> {
     let st = state(o.services, o.endpoints);
+    let tr = Instant::now();
+    let mut n = 0;
+    for svc in st.services.values() {
+        if let Some(f) = dataplane::render::service_fragment(Family::Ipv4, &node(), &st, svc) {
+            n += f.elements.len();
+        }
+    }
+    let render_only = tr.elapsed().as_secs_f64();
     let t0 = Instant::now();
     let a = dataplane::assembly::Assembly::build(&node(), &st);
     let t1 = Instant::now();
@@ -182,6 +190,9 @@ fn inner_breakdown(o: &Opts) -> anyhow::Result<Value> {
     let t3 = Instant::now();
     let text = tx.render();
     let t4 = Instant::now();
+    if let Some(path) = std::env::var_os("SVCNET_BENCH_DUMP") {
+        std::fs::write(path, &text)?;
+    }
     ExecNft::new().run_script(&text, false)?;
     let t5 = Instant::now();
     // A two-element delta on the loaded table, nft alone.
@@ -194,7 +205,7 @@ fn inner_breakdown(o: &Opts) -> anyhow::Result<Value> {
     let t7 = Instant::now();
     let d = |a: Instant, b: Instant| (b - a).as_secs_f64();
     Ok(json!({
-        "assemble_s": d(t0, t1), "tx_s": d(t2, t3), "render_text_s": d(t3, t4),
+        "fragments_only_s": render_only, "fragment_elements": n, "assemble_s": d(t0, t1), "tx_s": d(t2, t3), "render_text_s": d(t3, t4),
         "nft_s": d(t4, t5), "script_bytes": text.len(), "nft_two_element_delta_ms": d(t6, t7) * 1e3,
     }))
 }
