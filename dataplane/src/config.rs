@@ -13,8 +13,13 @@ use crate::types::{Family, NodeConfig, NodePortAddresses};
 /// Node-level flags.
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct NodeArgs {
-    /// This node's name (endpoints on it are local).
-    #[arg(long, env = "SVCNET_NODE_NAME", default_value = "")]
+    /// This node's name (endpoints on it are local); defaults to the hostname for `run`.
+    #[arg(
+        long,
+        alias = "hostname-override",
+        env = "SVCNET_NODE_NAME",
+        default_value = ""
+    )]
     pub node_name: String,
     /// The node's primary IPs (comma-separated or repeated); defaults to the Node's InternalIPs.
     #[arg(long = "node-ip", env = "SVCNET_NODE_IP", value_delimiter = ',')]
