@@ -192,10 +192,13 @@ impl PoolView {
                 if !self.spec.avoid_buggy_ips || family_of(*a) == Family::V6 {
                     return total;
                 }
-                let buggy = (to_u128(*a)..=to_u128(*b))
-                    .filter(|n| matches!(n & 0xff, 0 | 0xff))
-                    .count();
-                total - buggy as u128
+                // Addresses ending in .0 or .255, counted arithmetically (a /8 has 131,072).
+                let upto = |x: u128, r: u128| if x < r { 0 } else { (x - r) / 256 + 1 };
+                let in_range = |r: u128| {
+                    let (lo, hi) = (to_u128(*a), to_u128(*b));
+                    upto(hi, r) - if lo == 0 { 0 } else { upto(lo - 1, r) }
+                };
+                total - in_range(0) - in_range(255)
             })
             .sum()
     }
@@ -404,6 +407,13 @@ mod tests {
         raw.spec.avoid_buggy_ips = true;
         let p = PoolView::from_pool(&raw);
         assert_eq!(p.size(), 254);
+        let mut big = pool("big", &["10.0.0.0/8"], &[("192.0.2.250", "192.0.3.5")]);
+        big.spec.avoid_buggy_ips = true;
+        // /8: 65,536 blocks of 256, two buggy each; the range .250–.5 spans .255 and .0.
+        assert_eq!(
+            PoolView::from_pool(&big).size(),
+            (1 << 24) - 2 * 65_536 + 12 - 2
+        );
         assert!(!p.contains(ip("192.0.2.0")) && !p.contains(ip("192.0.2.255")));
         assert_eq!(p.first_free(Family::V4, |_| false), Some(ip("192.0.2.1")));
     }
