@@ -329,7 +329,8 @@ async fn sync_loop(args: RunArgs, shared: Arc<Shared>) -> Result<()> {
     let mut health_servers = ServiceHealthServers::new(vec![], shared.health.clone());
     let mut last_sync: Option<Instant> = None;
     let mut next_full = Instant::now();
-    let mut udp_prev = UdpEndpoints::new();
+    // Unknown before the first sync: a restart must not flush live UDP flows as "new endpoints".
+    let mut udp_prev: Option<UdpEndpoints> = None;
     let mut retry: Option<Duration> = None;
     loop {
         let wait = retry
@@ -416,8 +417,11 @@ async fn sync_loop(args: RunArgs, shared: Arc<Shared>) -> Result<()> {
                 let udp_now = conntrack::udp_endpoints(&t.state, proxier.node());
                 drop(t);
                 health_servers.sync(wanted).await;
-                let stale = conntrack::stale(&udp_prev, &udp_now);
-                udp_prev = udp_now;
+                let stale = match &udp_prev {
+                    Some(prev) => conntrack::stale(prev, &udp_now),
+                    None => vec![],
+                };
+                udp_prev = Some(udp_now);
                 if args.conntrack_cleanup && !stale.is_empty() {
                     match tokio::task::block_in_place(|| conntrack::run(&stale)) {
                         Ok(n) => {
