@@ -13,7 +13,7 @@
 //! `min_interval` for the same finding, repeated every `repeat_interval` while
 //! it lasts), and a Normal `<Reason>Resolved` event when it goes away.
 
-use crate::endpointslice::model::PodInfo;
+use crate::endpointslice::model::{Labels, PodInfo};
 use crate::endpointslice::plan::EventSpec;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -53,8 +53,8 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-fn matches(sel: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
-    sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+fn matches(sel: &BTreeMap<String, String>, labels: &Labels) -> bool {
+    labels.matches(sel)
 }
 
 fn names(pods: &[&PodInfo]) -> String {

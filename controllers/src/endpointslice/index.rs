@@ -4,7 +4,7 @@
 //! kube-runtime watcher into `Apply` / `Delete` / `Relist` changes, converting
 //! objects at the boundary so full objects are never buffered.
 
-use super::model::PodInfo;
+use super::model::{Labels, PodInfo};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use kube::runtime::watcher;
@@ -211,7 +211,7 @@ impl PodIndex {
             .into_iter()
             .flatten()
             .filter_map(|n| self.pods.get(&ObjKey::new(namespace, n.clone())))
-            .filter(|p| selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+            .filter(|p| p.labels.matches(selector))
             .cloned()
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -306,7 +306,7 @@ impl ServiceIndex {
     }
 
     /// Services (with a selector) whose selector matches these Pod labels.
-    pub fn matching(&self, namespace: &str, labels: &BTreeMap<String, String>) -> HashSet<ObjKey> {
+    pub fn matching(&self, namespace: &str, labels: &Labels) -> HashSet<ObjKey> {
         let mut out = HashSet::new();
         for n in self.match_all.get(namespace).into_iter().flatten() {
             out.insert(ObjKey::new(namespace, n.clone()));

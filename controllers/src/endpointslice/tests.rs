@@ -44,7 +44,7 @@ fn pod(i: usize) -> PodInfo {
         name: format!("pod{i}"),
         uid: format!("uid-{i}"),
         resource_version: "1".into(),
-        labels: BTreeMap::from([("foo".into(), "bar".into())]),
+        labels: [("foo".to_string(), "bar".to_string())].into(),
         node_name: "node-1".into(),
         phase: "Running".into(),
         pod_ip: format!("1.2.{}.{}", i / 250, i % 250 + 1),
