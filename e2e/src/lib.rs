@@ -6,5 +6,6 @@
 //! * [`netns`] — nodes, pods and clients built from Linux network namespaces, for dataplane tests.
 
 pub mod apiserver;
+pub mod demo;
 pub mod harness;
 pub mod netns;

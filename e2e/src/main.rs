@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Run the embedded Kubernetes-API-compatible server on loopback; prints a kubeconfig path.
     Apiserver(e2e::apiserver::cli::ApiserverArgs),
+    /// Run the demo: API server, controller, a 2-node netns cluster with svcnet-proxy, example Services, a report.
+    Demo(e2e::demo::DemoArgs),
 }
 
 #[tokio::main]
@@ -29,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Apiserver(args) => args.run().await?,
+        Command::Demo(args) => args.run().await?,
     }
     Ok(())
 }
