@@ -332,10 +332,16 @@ async fn sync_loop(args: RunArgs, shared: Arc<Shared>) -> Result<()> {
     // Unknown before the first sync: a restart must not flush live UDP flows as "new endpoints".
     let mut udp_prev: Option<UdpEndpoints> = None;
     let mut retry: Option<Duration> = None;
+    let mut ready = false;
     loop {
-        let wait = retry
-            .unwrap_or(args.sync_period)
-            .min(next_full.saturating_duration_since(Instant::now()));
+        let wait = if ready {
+            retry
+                .unwrap_or(args.sync_period)
+                .min(next_full.saturating_duration_since(Instant::now()))
+        } else {
+            // Until every initial list is done only watcher notifications matter.
+            Duration::from_secs(1)
+        };
         tokio::select! {
             _ = shared.notify.notified() => {}
             _ = tokio::time::sleep(wait) => {}
@@ -347,7 +353,8 @@ async fn sync_loop(args: RunArgs, shared: Arc<Shared>) -> Result<()> {
             }
         }
         let mut t = shared.tracker.lock().await;
-        if !t.ready() {
+        ready = t.ready();
+        if !ready {
             continue;
         }
         let full = Instant::now() >= next_full || proxier.needs_full_sync();
@@ -407,12 +414,12 @@ async fn sync_loop(args: RunArgs, shared: Arc<Shared>) -> Result<()> {
                 if out.full {
                     next_full = Instant::now() + args.full_sync_period;
                 }
-                tracing::debug!(
-                    kind,
-                    ops = out.ops,
-                    seconds = out.duration.as_secs_f64(),
-                    "synced"
-                );
+                let secs = out.duration.as_secs_f64();
+                if out.full {
+                    tracing::info!(kind, ops = out.ops, seconds = secs, "synced");
+                } else {
+                    tracing::debug!(kind, ops = out.ops, seconds = secs, "synced");
+                }
                 let wanted = wanted_health_servers(&t.state, &args.node.node_name);
                 let udp_now = conntrack::udp_endpoints(&t.state, proxier.node());
                 drop(t);
