@@ -577,6 +577,50 @@ async fn pagination_is_consistent() {
     }
     assert_eq!(names, (0..7).map(|i| format!("cm-{i}")).collect::<Vec<_>>());
 
+    // A list at a resourceVersion the server has not reached → 504 Timeout. (With a client
+    // that does not retry: kube-rs retries 504s by default.)
+    let ahead = first
+        .metadata
+        .resource_version
+        .as_deref()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        + 1_000_000;
+    let req = http::Request::get(format!(
+        "/api/v1/namespaces/{}/configmaps?resourceVersion={ahead}&resourceVersionMatch=NotOlderThan",
+        ns.name()
+    ))
+    .body(Vec::new())
+    .unwrap();
+    let kc = kube::config::Kubeconfig::read_from(env.kubeconfig_path()).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    config.default_retry = false;
+    let no_retry = Client::try_from(config).unwrap();
+    let (code, body) = raw(&no_retry, req).await;
+    assert_eq!(
+        (code, body["reason"].as_str()),
+        (504, Some("Timeout")),
+        "{body}"
+    );
+    // An exact list at an older revision is served from history (a consistent snapshot).
+    let exact = cms
+        .list(
+            &ListParams::default()
+                .labels("page=yes")
+                .at(first.metadata.resource_version.as_deref().unwrap())
+                .matching(kube::api::VersionMatch::Exact),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        exact.items.len(),
+        7,
+        "cm-5 still exists and cm-9 does not at that revision"
+    );
+
     // An expired continue token → 410 Expired (forced on the embedded server).
     if let Some(server) = env.server() {
         let first = cms.list(&ListParams::default().limit(2)).await.unwrap();

@@ -526,10 +526,7 @@ fn list(
         } else if let (true, Some(rv)) = (exact, rv_param) {
             let rv = parse_rv(rv)?;
             if rv > inner.rv() {
-                return Err(ApiError::bad_request(format!(
-                    "Too large resource version: {rv}, current: {}",
-                    inner.rv()
-                )));
+                return Err(ApiError::too_large_resource_version(rv, inner.rv()));
             }
             let snap = inner
                 .snapshot_at(&info.key, ns, None, rv, max)
@@ -542,7 +539,11 @@ fn list(
             (snap.rv, snap.items)
         } else {
             if let Some(rv) = rv_param {
-                parse_rv(rv)?;
+                // NotOlderThan: a revision this server has not reached yet cannot be served.
+                let rv = parse_rv(rv)?;
+                if rv > inner.rv() {
+                    return Err(ApiError::too_large_resource_version(rv, inner.rv()));
+                }
             }
             (inner.rv(), inner.range(&info.key, ns, None, max))
         }

@@ -196,6 +196,20 @@ impl ApiError {
         Self::new(410, "Expired", message)
     }
 
+    /// `504 Timeout` for a list at a resourceVersion the server has not reached (upstream waits
+    /// up to 3 s for it first; this server answers at once).
+    pub fn too_large_resource_version(requested: u64, current: u64) -> Self {
+        let mut err = Self::new(
+            504,
+            "Timeout",
+            format!("Timeout: Too large resource version: {requested}, current: {current}"),
+        );
+        err.details = Some(
+            json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}),
+        );
+        err
+    }
+
     /// `422 Invalid` with field causes.
     pub fn invalid(group: &str, kind: &str, name: &str, errs: &[FieldError]) -> Self {
         let rendered: Vec<String> = errs
