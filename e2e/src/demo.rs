@@ -121,15 +121,23 @@ impl DemoArgs {
     /// cleaning up).
     pub async fn run(self) -> Result<(), Error> {
         let json = self.json;
+        let mut fut = Box::pin(demo(self));
         let outcome = tokio::select! {
-            r = demo(self) => r,
+            r = &mut fut => Some(r),
             r = tokio::signal::ctrl_c() => {
                 if let Err(e) = r {
                     tracing::error!(error = %e, "cannot listen for Ctrl-C");
                 }
-                progress("interrupted: cleaned up namespaces, processes and nft tables");
-                return Err(Error::Interrupted);
+                progress("interrupted: cleaning up");
+                None
             }
+        };
+        let Some(outcome) = outcome else {
+            // Dropping the demo drops the topology (namespaces, proxies, echo servers and their
+            // nft tables), the controller child and the API server.
+            drop(fut);
+            progress("interrupted: cleaned up namespaces, processes and nft tables");
+            return Err(Error::Interrupted);
         };
         let report = outcome?;
         if json {
