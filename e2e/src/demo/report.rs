@@ -289,6 +289,12 @@ pub fn render_text(r: &Report) -> String {
             })
             .collect();
         let mut extra = Vec::new();
+        if !s.selector.is_empty() {
+            extra.push(format!(
+                "selector {}",
+                crate::demo::selector_text(&s.selector)
+            ));
+        }
         if let Some(n) = &s.external_name {
             extra.push(format!("externalName={n}"));
         }
@@ -317,7 +323,7 @@ pub fn render_text(r: &Report) -> String {
         };
         let _ = writeln!(
             o,
-            "  {:<18} {:<12} clusterIP={:<12} {} {}",
+            "  {:<18} {:<12} clusterIP={:<14} {:<22} {}",
             s.name,
             s.type_,
             ips,
