@@ -1,0 +1,248 @@
+//! Shared helpers for the `dataplane_*` tests: a network-namespace cluster with `svcnet-proxy
+//! apply` run in every node, and small builders for Service / EndpointSlice manifests.
+//!
+//! Everything here needs root (namespaces, veths, nftables); CI runs as root. All traffic stays
+//! inside the namespaces the tests create. Build the binaries first when running a single test
+//! binary: `cargo build -p svcnet-dataplane -p svcnet-e2e --bins`.
+
+// Test helpers unwrap: a failure is a test failure.
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use e2e::netns::{bins, plan, ClientOpts, Outcome, Place, Proto, Topology, TopologyBuilder};
+
+/// Per-attempt client timeout where a reply is expected.
+pub const REPLY_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Per-attempt client timeout where a timeout (drop) is the expected result.
+pub const SHORT: Duration = Duration::from_millis(300);
+
+/// A builder with the test binaries and a 1 s client timeout.
+pub fn builder() -> TopologyBuilder {
+    Topology::builder()
+        .echo_binary(env!("CARGO_BIN_EXE_svcnet-echo"))
+        .client_timeout(REPLY_TIMEOUT)
+}
+
+/// A socket address.
+pub fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.into(), port)
+}
+
+/// A topology plus a manifest directory, programmed with `svcnet-proxy apply` per node.
+pub struct Cluster {
+    /// The namespaces.
+    pub topo: Topology,
+    dir: tempfile::TempDir,
+    proxy: PathBuf,
+    applies: std::cell::Cell<u32>,
+}
+
+impl Cluster {
+    /// Builds the topology.
+    pub fn new(builder: TopologyBuilder) -> Self {
+        let topo = builder.build().expect("build the topology (needs root)");
+        let proxy = bins::locate("svcnet-proxy").expect(
+            "svcnet-proxy binary (run `cargo build -p svcnet-dataplane -p svcnet-e2e --bins`)",
+        );
+        Cluster {
+            topo,
+            dir: tempfile::tempdir().unwrap(),
+            proxy,
+            applies: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Writes `yaml` (plus the Node objects) and runs `svcnet-proxy apply` in every node.
+    pub fn apply(&self, yaml: &str) {
+        self.apply_with(yaml, &[]);
+    }
+
+    /// [`Cluster::apply`] with extra svcnet-proxy flags.
+    pub fn apply_with(&self, yaml: &str, extra: &[&str]) {
+        let n = self.applies.get() + 1;
+        self.applies.set(n);
+        let services = self.dir.path().join(format!("services-{n}.yaml"));
+        std::fs::write(&services, yaml).unwrap();
+        let nodes = self.dir.path().join("nodes.yaml");
+        let docs: Vec<String> = self
+            .topo
+            .k8s_nodes()
+            .unwrap()
+            .iter()
+            .map(|n| serde_yaml::to_string(n).unwrap())
+            .collect();
+        std::fs::write(&nodes, docs.join("---\n")).unwrap();
+        let cluster_cidr = format!("{},{}", plan::CLUSTER_CIDR_V4, plan::CLUSTER_CIDR_V6);
+        let service_cidr = format!("{},{}", plan::SERVICE_CIDR_V4, plan::SERVICE_CIDR_V6);
+        for node in self.topo.nodes() {
+            let node_ip = format!("{},{}", node.ipv4(), node.ipv6());
+            let mut args: Vec<String> = vec![
+                "apply".into(),
+                "-f".into(),
+                nodes.display().to_string(),
+                "-f".into(),
+                services.display().to_string(),
+                "--node-name".into(),
+                node.name().into(),
+                "--node-ip".into(),
+                node_ip,
+                "--cluster-cidr".into(),
+                cluster_cidr.clone(),
+                "--service-cluster-ip-range".into(),
+                service_cidr.clone(),
+            ];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            if let Err(e) = node.netns().run(&self.proxy, &args) {
+                panic!("svcnet-proxy apply on {} failed: {e}", node.name());
+            }
+        }
+    }
+
+    /// The ruleset currently loaded in node `index` (for failure messages).
+    pub fn ruleset(&self, index: u8) -> String {
+        self.topo
+            .node(index)
+            .unwrap()
+            .netns()
+            .run("nft", ["list", "ruleset"])
+            .unwrap_or_else(|e| format!("<nft list ruleset failed: {e}>"))
+    }
+
+    /// `count` attempts from `from` to `to`.
+    pub fn attempts(
+        &self,
+        from: &impl Place,
+        proto: Proto,
+        to: SocketAddr,
+        count: u32,
+    ) -> Vec<Outcome> {
+        self.topo
+            .clients(from, proto, to, &ClientOpts::count(count))
+            .unwrap()
+    }
+
+    /// One attempt with a short timeout (for expected drops / rejects).
+    pub fn short(&self, from: &impl Place, proto: Proto, to: SocketAddr) -> Outcome {
+        self.topo
+            .clients(from, proto, to, &ClientOpts::count(1).timeout(SHORT))
+            .unwrap()
+            .pop()
+            .unwrap()
+    }
+}
+
+/// The set of pods that answered; panics (with the outcomes) if any attempt got no reply.
+#[track_caller]
+pub fn answered(outs: &[Outcome]) -> BTreeSet<String> {
+    for o in outs {
+        assert!(o.is_replied(), "an attempt got no reply: {outs:?}");
+    }
+    outs.iter()
+        .filter_map(|o| o.pod().map(str::to_string))
+        .collect()
+}
+
+/// A set of pod names.
+pub fn names(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// One endpoint of an EndpointSlice.
+#[derive(Clone, Debug)]
+pub struct Ep {
+    /// Address.
+    pub ip: IpAddr,
+    /// `nodeName`.
+    pub node: String,
+    /// `conditions.ready`.
+    pub ready: bool,
+    /// `conditions.serving`.
+    pub serving: bool,
+    /// `conditions.terminating`.
+    pub terminating: bool,
+}
+
+impl Ep {
+    /// A ready endpoint.
+    pub fn ready(ip: impl Into<IpAddr>, node: &str) -> Self {
+        Ep {
+            ip: ip.into(),
+            node: node.to_string(),
+            ready: true,
+            serving: true,
+            terminating: false,
+        }
+    }
+
+    /// An endpoint that is neither ready nor serving (e.g. failing its readiness probe).
+    pub fn not_ready(ip: impl Into<IpAddr>, node: &str) -> Self {
+        Ep {
+            ready: false,
+            serving: false,
+            ..Ep::ready(ip, node)
+        }
+    }
+
+    /// A terminating endpoint that is still serving.
+    pub fn serving_terminating(ip: impl Into<IpAddr>, node: &str) -> Self {
+        Ep {
+            ready: false,
+            serving: true,
+            terminating: true,
+            ..Ep::ready(ip, node)
+        }
+    }
+}
+
+/// An EndpointSlice in namespace `default` for Service `svc`; `ports` are (name, port, protocol);
+/// the address type follows the first endpoint (IPv4 when empty).
+pub fn slice(name: &str, svc: &str, ports: &[(&str, u16, &str)], eps: &[Ep]) -> String {
+    let v6 = eps.first().is_some_and(|e| e.ip.is_ipv6());
+    let mut y = format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  namespace: default\n  \
+         name: {name}\n  labels: {{kubernetes.io/service-name: {svc}}}\naddressType: {}\nports:\n",
+        if v6 { "IPv6" } else { "IPv4" }
+    );
+    for (pname, port, proto) in ports {
+        writeln!(
+            y,
+            "- {{name: \"{pname}\", port: {port}, protocol: {proto}}}"
+        )
+        .unwrap();
+    }
+    if eps.is_empty() {
+        y.push_str("endpoints: []\n");
+    } else {
+        y.push_str("endpoints:\n");
+    }
+    for e in eps {
+        writeln!(
+            y,
+            "- addresses: [\"{}\"]\n  nodeName: {}\n  conditions: {{ready: {}, serving: {}, terminating: {}}}",
+            e.ip, e.node, e.ready, e.serving, e.terminating
+        )
+        .unwrap();
+    }
+    y.push_str("---\n");
+    y
+}
+
+/// A Service `default/<name>` whose `spec` is the given YAML flow mapping (e.g.
+/// `{clusterIP: 10.96.0.10, ports: [{name: tcp, port: 80, targetPort: 8080}]}`).
+pub fn service(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{namespace: default, name: {name}}}\nspec: {spec}\n---\n"
+    )
+}
+
+/// [`service`] with a `status` flow mapping (LoadBalancer ingress).
+pub fn service_with_status(name: &str, spec: &str, status: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{namespace: default, name: {name}}}\nspec: {spec}\nstatus: {status}\n---\n"
+    )
+}

@@ -1,0 +1,206 @@
+//! svcnet-proxy external traffic with real packets: NodePort with externalTrafficPolicy Cluster
+//! (masqueraded) and Local (client source preserved, only local endpoints, no answer from a node
+//! without one), LoadBalancer ingress IPs and externalIPs, loadBalancerSourceRanges.
+//!
+//! **Every test here needs root** (network namespaces, nftables); CI runs as root. Each test
+//! builds a 2-node cluster with outside clients on the LAN (`e2e::netns`), runs
+//! `svcnet-proxy apply -f` in every node namespace and asserts on what the clients observe.
+//! Needs the `svcnet-proxy` binary built (`cargo build -p svcnet-dataplane -p svcnet-e2e --bins`).
+
+#![allow(clippy::unwrap_used)]
+
+mod common_dataplane;
+
+use std::net::IpAddr;
+
+use common_dataplane::{
+    answered, builder, names, sa, service, service_with_status, slice, Cluster, Ep,
+};
+use e2e::netns::{EchoPorts, Proto};
+
+/// web-0 on node1, web-1 on node2; two outside clients routed via node1.
+fn cluster() -> Cluster {
+    Cluster::new(
+        builder()
+            .echo_ports(EchoPorts::new(&[8080], &[]))
+            .outside_clients(2)
+            .outside_via(1)
+            .pod("web-0", 1)
+            .pod("web-1", 2),
+    )
+}
+
+fn both(c: &Cluster) -> Vec<Ep> {
+    vec![
+        Ep::ready(c.topo.pod("web-0").unwrap().ipv4(), "node1"),
+        Ep::ready(c.topo.pod("web-1").unwrap().ipv4(), "node2"),
+    ]
+}
+
+const TCP: &[(&str, u16, &str)] = &[("http", 8080, "TCP")];
+
+/// Root only: NodePort with externalTrafficPolicy Cluster from outside reaches endpoints on both
+/// nodes through node1, and the endpoints see a masqueraded source (a node1 address, never the
+/// client's).
+#[test]
+fn nodeport_etp_cluster_balances_and_masquerades() {
+    let c = cluster();
+    let yaml = [
+        service(
+            "np",
+            "{type: NodePort, clusterIP: 10.96.1.10, clusterIPs: [10.96.1.10], \
+             ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30080}]}",
+        ),
+        slice("np-1", "np", TCP, &both(&c)),
+    ]
+    .concat();
+    c.apply(&yaml);
+    let out = c.topo.outside().unwrap();
+    let node1 = c.topo.node(1).unwrap();
+    let outs = c.attempts(out, Proto::Tcp, sa(node1.ipv4(), 30080), 20);
+    assert_eq!(answered(&outs), names(&["web-0", "web-1"]), "{outs:?}");
+    let node1_ips: [IpAddr; 2] = [node1.ipv4().into(), gateway(node1).into()];
+    for o in &outs {
+        let peer = o.peer_ip().unwrap();
+        assert_ne!(peer, IpAddr::from(out.ipv4()), "not masqueraded: {o:?}");
+        if o.pod() == Some("web-1") {
+            assert_eq!(peer, IpAddr::from(node1.ipv4()), "{o:?}");
+        } else {
+            assert!(node1_ips.contains(&peer), "{o:?}");
+        }
+    }
+}
+
+/// node1's address on its pod bridge (the gateway of its pod CIDR).
+fn gateway(node: &e2e::netns::Node) -> std::net::Ipv4Addr {
+    let IpAddr::V4(net) = node.pod_cidr_v4().addr() else {
+        unreachable!("an IPv4 CIDR")
+    };
+    let [a, b, c, d] = net.octets();
+    std::net::Ipv4Addr::new(a, b, c, d + 1)
+}
+
+/// Root only: NodePort with externalTrafficPolicy Local: each node sends outside traffic only to
+/// its local endpoint and the endpoint sees the client's own address; a node without a local
+/// endpoint does not answer the NodePort (dropped, not forwarded elsewhere).
+#[test]
+fn nodeport_etp_local_preserves_source_and_uses_local_endpoints_only() {
+    let c = cluster();
+    let t = &c.topo;
+    let yaml = [
+        service(
+            "local",
+            "{type: NodePort, externalTrafficPolicy: Local, healthCheckNodePort: 32001, \
+             clusterIP: 10.96.1.11, clusterIPs: [10.96.1.11], \
+             ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30081}]}",
+        ),
+        slice("local-1", "local", TCP, &both(&c)),
+        service(
+            "only1",
+            "{type: NodePort, externalTrafficPolicy: Local, healthCheckNodePort: 32002, \
+             clusterIP: 10.96.1.12, clusterIPs: [10.96.1.12], \
+             ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30082}]}",
+        ),
+        slice(
+            "only1-1",
+            "only1",
+            TCP,
+            &[Ep::ready(t.pod("web-0").unwrap().ipv4(), "node1")],
+        ),
+    ]
+    .concat();
+    c.apply(&yaml);
+    let out = t.outside().unwrap();
+    for (node, pod) in [(1, "web-0"), (2, "web-1")] {
+        let ip = t.node(node).unwrap().ipv4();
+        let outs = c.attempts(out, Proto::Tcp, sa(ip, 30081), 12);
+        assert_eq!(answered(&outs), names(&[pod]), "node{node}: {outs:?}");
+        for o in &outs {
+            assert_eq!(
+                o.peer_ip(),
+                Some(out.ipv4().into()),
+                "source not preserved: {o:?}"
+            );
+        }
+    }
+    let ok = c
+        .topo
+        .client(out, Proto::Tcp, sa(t.node(1).unwrap().ipv4(), 30082))
+        .unwrap();
+    assert_eq!(ok.pod(), Some("web-0"), "{ok:?}");
+    let none = c.short(out, Proto::Tcp, sa(t.node(2).unwrap().ipv4(), 30082));
+    assert!(
+        none.is_timeout(),
+        "node2 has no local endpoint: expected a drop, got {none:?}"
+    );
+}
+
+/// Root only: a LoadBalancer Service answers on its ingress IP and on its externalIP from outside
+/// (routed via node1), balancing over both nodes' endpoints, masqueraded (ETP Cluster).
+#[test]
+fn loadbalancer_ingress_and_external_ips_from_outside() {
+    let c = cluster();
+    let yaml = [
+        service_with_status(
+            "lb",
+            "{type: LoadBalancer, clusterIP: 10.96.1.13, clusterIPs: [10.96.1.13], \
+             externalIPs: [10.97.0.2], \
+             ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30083}]}",
+            "{loadBalancer: {ingress: [{ip: 10.97.0.1}]}}",
+        ),
+        slice("lb-1", "lb", TCP, &both(&c)),
+    ]
+    .concat();
+    c.apply(&yaml);
+    let out = c.topo.outside().unwrap();
+    for ip in [[10, 97, 0, 1], [10, 97, 0, 2]] {
+        let outs = c.attempts(out, Proto::Tcp, sa(ip, 80), 20);
+        assert_eq!(
+            answered(&outs),
+            names(&["web-0", "web-1"]),
+            "{ip:?}: {outs:?}"
+        );
+        for o in &outs {
+            assert_ne!(
+                o.peer_ip(),
+                Some(out.ipv4().into()),
+                "not masqueraded: {o:?}"
+            );
+        }
+    }
+}
+
+/// Root only: loadBalancerSourceRanges admit the listed client and drop the other one on the LB
+/// IP, while the Service's NodePort stays reachable for both (ranges apply to LB IPs only).
+#[test]
+fn loadbalancer_source_ranges_are_enforced() {
+    let c = cluster();
+    let allowed = c.topo.outside_n(1).unwrap();
+    let blocked = c.topo.outside_n(2).unwrap();
+    let spec = format!(
+        "{{type: LoadBalancer, clusterIP: 10.96.1.14, clusterIPs: [10.96.1.14], \
+         loadBalancerSourceRanges: [\"{}/32\"], \
+         ports: [{{name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30084}}]}}",
+        allowed.ipv4()
+    );
+    let yaml = [
+        service_with_status("fw", &spec, "{loadBalancer: {ingress: [{ip: 10.97.0.3}]}}"),
+        slice("fw-1", "fw", TCP, &both(&c)),
+    ]
+    .concat();
+    c.apply(&yaml);
+    let lb = sa([10, 97, 0, 3], 80);
+    let ok = c.attempts(allowed, Proto::Tcp, lb, 4);
+    assert!(ok.iter().all(|o| o.is_replied()), "allowed source: {ok:?}");
+    let no = c.short(blocked, Proto::Tcp, lb);
+    assert!(
+        no.is_timeout(),
+        "blocked source: expected a drop, got {no:?}"
+    );
+    let np = sa(c.topo.node(1).unwrap().ipv4(), 30084);
+    let via_np = c.topo.client(blocked, Proto::Tcp, np).unwrap();
+    assert!(
+        via_np.is_replied(),
+        "NodePort ignores source ranges: {via_np:?}"
+    );
+}
