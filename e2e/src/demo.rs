@@ -118,7 +118,8 @@ fn progress(msg: &str) {
 
 impl DemoArgs {
     /// Runs the demo, prints the report, and fails if a step failed or on Ctrl-C (after
-    /// cleaning up).
+    /// cleaning up). Needs a multi-threaded tokio runtime: the synchronous netns harness runs
+    /// under `block_in_place`.
     pub async fn run(self) -> Result<(), Error> {
         let json = self.json;
         let mut fut = Box::pin(demo(self));

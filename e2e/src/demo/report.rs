@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 /// Everything the demo observed.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Report {
-    /// Whether the demo ran as root (network namespaces and real traffic).
+    /// Whether the dataplane half ran: root, without `--no-dataplane` (network namespaces,
+    /// svcnet-proxy, real traffic).
     pub root: bool,
     /// Service CIDR given to the controller.
     pub service_cidr: String,
