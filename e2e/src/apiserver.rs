@@ -26,6 +26,9 @@
 //!   (writes to `/status` change only status; main-resource writes never change status).
 //! * **Metrics** at `/metrics` (`svcnet_apiserver_*`: requests, open watches, slow watchers
 //!   closed, resourceVersion, objects per resource).
+//! * **Request audit** (opt-in, [`ApiServer::enable_audit`] / [`ApiServer::audit_log`]): each
+//!   resource request with its RBAC verb, group, resource, subresource, namespace, the client's
+//!   bearer token and `User-Agent`, for least-privilege RBAC tests.
 //! * **Errors** are real `Status` bodies (`reason`, `code`, `details`) as kube-rs parses them.
 //!
 //! # Differences from kube-apiserver (deliberate)
@@ -57,6 +60,7 @@
 //! # Ok(()) }
 //! ```
 
+mod audit;
 mod defaults;
 mod discovery;
 mod gc;
@@ -72,6 +76,8 @@ mod table;
 mod watch;
 
 pub mod cli;
+
+pub use audit::{rbac_verb, AuditRecord};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -143,6 +149,7 @@ impl Default for ServerConfig {
 pub struct ApiServer {
     addr: SocketAddr,
     store: Arc<store::Store>,
+    audit: Arc<audit::AuditLog>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
     gc: JoinHandle<()>,
@@ -175,11 +182,13 @@ impl ApiServer {
                 }
             }
         }
+        let audit = Arc::new(audit::AuditLog::default());
         let shared = Arc::new(http::Shared {
             store: store.clone(),
             config: config.clone(),
             addr,
             metrics: metrics::Metrics::new(),
+            audit: audit.clone(),
         });
         let app = axum::Router::new()
             .fallback(http::handle)
@@ -198,6 +207,7 @@ impl ApiServer {
         Ok(Self {
             addr,
             store,
+            audit,
             shutdown: Some(tx),
             server: Some(server),
             gc,
@@ -226,6 +236,20 @@ impl ApiServer {
             path: path.display().to_string(),
             source,
         })
+    }
+
+    /// Start the request audit: from now on every resource request (not discovery, `/version`,
+    /// `/metrics`, …) is recorded with its RBAC attributes, its client's identity (bearer token,
+    /// `User-Agent`) and the response code. Off by default; it keeps growing until the server
+    /// stops, so enable it only for bounded test workloads.
+    pub fn enable_audit(&self) {
+        self.audit.enable();
+    }
+
+    /// The requests recorded since [`Self::enable_audit`], in arrival order (empty when the
+    /// audit is off). Watches are recorded when they start.
+    pub fn audit_log(&self) -> Vec<AuditRecord> {
+        self.audit.snapshot()
     }
 
     /// Test hook: end every open watch now (clients must re-watch or relist).

@@ -13,6 +13,7 @@ use http::{HeaderMap, Method};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::audit;
 use super::defaults::Sub;
 use super::discovery;
 use super::ops::{self, DeleteOptions};
@@ -31,6 +32,7 @@ pub(crate) struct Shared {
     pub config: ServerConfig,
     pub addr: std::net::SocketAddr,
     pub metrics: super::metrics::Metrics,
+    pub audit: Arc<audit::AuditLog>,
 }
 
 /// Largest accepted request body.
@@ -55,6 +57,22 @@ pub(crate) async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> R
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     };
+    if shared.audit.enabled() {
+        let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+        if let Some(info) = audit::request_info(&parts.method, &path, watch) {
+            shared.audit.record(audit::AuditRecord {
+                token: audit::bearer_token(&parts.headers),
+                user_agent: audit::user_agent(&parts.headers),
+                verb: info.verb,
+                api_group: info.api_group,
+                resource: info.resource,
+                subresource: info.subresource,
+                namespace: info.namespace,
+                name: info.name,
+                code: resp.status().as_u16(),
+            });
+        }
+    }
     shared
         .metrics
         .observe(parts.method.as_str(), resp.status().as_u16());
