@@ -246,3 +246,22 @@ pub fn service_with_status(name: &str, spec: &str, status: &str) -> String {
         "apiVersion: v1\nkind: Service\nmetadata: {{namespace: default, name: {name}}}\nspec: {spec}\nstatus: {status}\n---\n"
     )
 }
+
+/// Number of conntrack entries in node `index` whose original destination is `dst`. A packet
+/// dropped by the node's filter rules leaves none (its entry is never confirmed), while one the
+/// node forwarded on leaves an entry: this tells a drop by svcnet-proxy from a black hole further
+/// away.
+pub fn conntrack_entries(c: &Cluster, index: u8, dst: IpAddr) -> usize {
+    let family = if dst.is_ipv6() { "ipv6" } else { "ipv4" };
+    let out = c
+        .topo
+        .node(index)
+        .unwrap()
+        .netns()
+        .exec("conntrack", ["-L", "-f", family, "-d", &dst.to_string()])
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
+}
