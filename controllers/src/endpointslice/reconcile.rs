@@ -326,11 +326,23 @@ pub fn slice_labels(
         }
         out.insert(k.clone(), v.clone());
     }
-    let changed = ep.len() != out.len() || ep.iter().any(|(k, v)| out.get(*k) != Some(*v));
-    if is_service_ip_set(svc) {
-        out.remove(LABEL_HEADLESS);
-    } else {
+    let mut changed = ep.len() != out.len() || ep.iter().any(|(k, v)| out.get(*k) != Some(*v));
+    let headless = !is_service_ip_set(svc);
+    if headless {
         out.insert(LABEL_HEADLESS.into(), String::new());
+    } else {
+        out.remove(LABEL_HEADLESS);
+    }
+    // Upstream compares only the non-reserved labels, because on kube-apiserver a Service's
+    // ClusterIP is set when it is created and never changes. On API servers that leave
+    // spec.clusterIP empty until svcnet's IPAM fills it (our embedded server, generic control
+    // planes) the first slices are written while the Service still looks headless, so a
+    // headless-label mismatch must count as a change too, or proxies would ignore the slices
+    // forever. On kube-apiserver this never differs from upstream's behaviour.
+    if let Some(current) = current {
+        if current.contains_key(LABEL_HEADLESS) != headless {
+            changed = true;
+        }
     }
     out.insert(
         LABEL_SERVICE_NAME.into(),

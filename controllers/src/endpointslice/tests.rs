@@ -783,3 +783,32 @@ fn foreign_owner_placeholder_is_kept_like_upstream() {
     s.metadata.uid = Some("new-uid".into());
     assert!(env.plan(&s, &[]).is_noop());
 }
+
+/// On an API server that fills spec.clusterIP after creation (svcnet's embedded server), the
+/// first slices are written while the Service still looks headless; once IPAM sets the IP the
+/// headless label must go, or proxies (which skip headless slices) never see the endpoints.
+#[test]
+fn reconcile_clears_headless_label_once_cluster_ip_is_set() {
+    let mut env = Env::new();
+    let mut s = svc();
+    if let Some(sp) = s.spec.as_mut() {
+        sp.cluster_ip = None;
+        sp.cluster_ips = None;
+    }
+    let p = env.sync(&s, &pods(3));
+    assert_eq!(counts(&p), (1, 0, 0));
+    let labels = p.creates[0].metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get(LABEL_HEADLESS).map(String::as_str), Some(""));
+
+    let allocated = svc();
+    assert!(allocated
+        .spec
+        .as_ref()
+        .and_then(|sp| sp.cluster_ip.as_deref())
+        .is_some_and(|ip| ip != "None" && !ip.is_empty()));
+    let p = env.sync(&allocated, &pods(3));
+    assert_eq!(counts(&p), (0, 1, 0), "only the labels changed: one update");
+    let labels = env.slices[0].metadata.labels.clone().unwrap_or_default();
+    assert!(!labels.contains_key(LABEL_HEADLESS));
+    assert!(env.plan(&allocated, &pods(3)).is_noop());
+}
