@@ -347,6 +347,14 @@ fn controller_deployment_meets_the_issue() {
         ),
         "passes --leader-elect: {args:?}"
     );
+    // The ClusterRole grants nothing on customresourcedefinitions: CRDs are applied from
+    // manifests/crds, so `--install-crds` must stay off.
+    assert!(
+        !args
+            .iter()
+            .any(|a| a == "--install-crds" || a == "--install-crds=true"),
+        "--install-crds needs RBAC on customresourcedefinitions, which is not granted"
+    );
     assert_eq!(
         flag_value(&args, "--leader-elect-resource-namespace").as_deref(),
         Some(SYSTEM_NS),
@@ -359,7 +367,9 @@ fn controller_deployment_meets_the_issue() {
     assert_eq!(probe_port(&c, live, "liveness"), port_of(&metrics));
     assert_eq!(probe_port(&c, ready, "readiness"), port_of(&metrics));
     assert_eq!(probe_path(live), "/healthz");
-    assert_eq!(probe_path(ready), "/readyz");
+    // The binary serves /readyz too, but it is 503 on a standby replica; the RBAC test checks
+    // both replicas answer 200 on the probes.
+    assert_eq!(probe_path(ready), "/healthz");
     let res = c.resources.as_ref().expect("resources");
     assert!(has_quantity(&res.requests, "cpu") && has_quantity(&res.requests, "memory"));
     assert!(has_quantity(&res.limits, "memory"), "a memory limit");
@@ -397,6 +407,17 @@ fn proxy_daemonset_meets_the_issue() {
     let (c, sa) = proxy_container(m);
     assert_eq!(sa, "svcnet-proxy");
     assert_eq!(pod.host_network, Some(true), "hostNetwork");
+    // Nothing beyond NET_ADMIN: no host paths (nft and conntrack work over netlink).
+    let host_paths: Vec<_> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| v.host_path.is_some())
+        .map(|v| v.name.clone())
+        .collect();
+    assert!(host_paths.is_empty(), "hostPath volumes: {host_paths:?}");
+    assert_ne!(pod.host_pid, Some(true));
+    assert_ne!(pod.host_ipc, Some(true));
     let csc = c
         .security_context
         .clone()
@@ -1379,6 +1400,25 @@ async fn rbac_covers_every_api_call_and_nothing_more() {
         node2.name(),
         &controller_kc,
     );
+    // The Deployment's second replica, started once the first holds the Lease: a standby
+    // (its own namespace's port 9100 is free: the proxy's ports differ).
+    wait_until("the first replica to create the Lease", || async {
+        used(
+            &audit_of(&server, CONTROLLER_TOKEN),
+            "create",
+            "coordination.k8s.io",
+            "leases",
+        )
+    })
+    .await;
+    let mut standby = spawn_workload(
+        &topo,
+        node1.netns(),
+        &controller_c,
+        "svcnet-controller-7d9f-fghij",
+        node1.name(),
+        &controller_kc,
+    );
     let mut proxy = spawn_workload(
         &topo,
         node1.netns(),
@@ -1405,7 +1445,11 @@ async fn rbac_covers_every_api_call_and_nothing_more() {
             .map(|p| (probe_port(c, &p, "probe"), probe_path(&p)))
             .collect::<Vec<_>>()
     };
-    for (ns, c) in [(node2.netns(), &controller_c), (node1.netns(), &proxy_c)] {
+    for (ns, c) in [
+        (node2.netns(), &controller_c),
+        (node1.netns(), &controller_c),
+        (node1.netns(), &proxy_c),
+    ] {
         for (port, path) in probes(c) {
             let ns = ns.clone();
             let path2 = path.clone();
@@ -1420,6 +1464,23 @@ async fn rbac_covers_every_api_call_and_nothing_more() {
     }
     assert!(controller.is_running(), "svcnet-controller exited");
     assert!(proxy.is_running(), "svcnet-proxy exited");
+    assert!(standby.is_running(), "the standby svcnet-controller exited");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), SYSTEM_NS);
+    let holders: Vec<String> = leases
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|l| l.spec.and_then(|s| s.holder_identity))
+        .collect();
+    assert_eq!(
+        holders,
+        ["svcnet-controller-7d9f-abcde"],
+        "one Lease in {SYSTEM_NS}, held by the first replica (SVCNET_IDENTITY from metadata.name)"
+    );
+    drop(standby);
     drop(controller);
     drop(proxy);
 
@@ -1461,6 +1522,22 @@ async fn rbac_covers_every_api_call_and_nothing_more() {
             } else {
                 failures.push(format!("{who}: granted but never used: {line}"));
             }
+        }
+    }
+    // A justification must name a permission the manifests still grant.
+    for (role, group, res, verb, _) in JUSTIFIED_UNUSED {
+        let granted = [&controller_sa, &proxy_sa].iter().any(|sa| {
+            grants_for(m, SYSTEM_NS, sa).iter().any(|g| {
+                g.role == *role
+                    && g.rule.api_groups.iter().flatten().any(|x| x == group)
+                    && g.rule.resources.iter().flatten().any(|x| x == res)
+                    && g.rule.verbs.iter().any(|x| x == verb)
+            })
+        });
+        if !granted {
+            failures.push(format!(
+                "stale JUSTIFIED_UNUSED entry {role}: {verb} {group:?} {res} (not granted)"
+            ));
         }
     }
     println!("{}", report.join("\n"));
