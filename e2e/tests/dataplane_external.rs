@@ -204,3 +204,42 @@ fn loadbalancer_source_ranges_are_enforced() {
         "NodePort ignores source ranges: {via_np:?}"
     );
 }
+
+/// Root only: a LoadBalancer with externalTrafficPolicy Local: outside traffic to its ingress IP
+/// and its externalIP reaches only the endpoint on the node it arrives at, with the client's
+/// source preserved; re-routing the outside client to node2 switches to node2's endpoint.
+#[test]
+fn loadbalancer_etp_local_uses_the_receiving_nodes_endpoint() {
+    let mut c = cluster();
+    let yaml = [
+        service_with_status(
+            "lblocal",
+            "{type: LoadBalancer, externalTrafficPolicy: Local, healthCheckNodePort: 32010, \
+             clusterIP: 10.96.1.15, clusterIPs: [10.96.1.15], externalIPs: [10.97.0.6], \
+             ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30085}]}",
+            "{loadBalancer: {ingress: [{ip: 10.97.0.5}]}}",
+        ),
+        slice("lblocal-1", "lblocal", TCP, &both(&c)),
+    ]
+    .concat();
+    c.apply(&yaml);
+    for (via, pod) in [(1, "web-0"), (2, "web-1")] {
+        c.topo.set_outside_via(via).unwrap();
+        let out = c.topo.outside().unwrap();
+        for ip in [[10, 97, 0, 5], [10, 97, 0, 6]] {
+            let outs = c.attempts(out, Proto::Tcp, sa(ip, 80), 12);
+            assert_eq!(
+                answered(&outs),
+                names(&[pod]),
+                "via node{via} {ip:?}: {outs:?}"
+            );
+            for o in &outs {
+                assert_eq!(
+                    o.peer_ip(),
+                    Some(out.ipv4().into()),
+                    "source not preserved: {o:?}"
+                );
+            }
+        }
+    }
+}

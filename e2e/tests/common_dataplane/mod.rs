@@ -40,6 +40,7 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     proxy: PathBuf,
     applies: std::cell::Cell<u32>,
+    zones: std::cell::RefCell<std::collections::BTreeMap<String, String>>,
 }
 
 impl Cluster {
@@ -54,6 +55,7 @@ impl Cluster {
             dir: tempfile::tempdir().unwrap(),
             proxy,
             applies: std::cell::Cell::new(0),
+            zones: Default::default(),
         }
     }
 
@@ -74,7 +76,17 @@ impl Cluster {
             .k8s_nodes()
             .unwrap()
             .iter()
-            .map(|n| serde_yaml::to_string(n).unwrap())
+            .map(|n| {
+                let mut n = n.clone();
+                let name = n.metadata.name.clone().unwrap_or_default();
+                if let Some(zone) = self.zones.borrow().get(&name) {
+                    n.metadata
+                        .labels
+                        .get_or_insert_with(Default::default)
+                        .insert("topology.kubernetes.io/zone".into(), zone.clone());
+                }
+                serde_yaml::to_string(&n).unwrap()
+            })
             .collect();
         std::fs::write(&nodes, docs.join("---\n")).unwrap();
         let cluster_cidr = format!("{},{}", plan::CLUSTER_CIDR_V4, plan::CLUSTER_CIDR_V6);
@@ -101,6 +113,12 @@ impl Cluster {
                 panic!("svcnet-proxy apply on {} failed: {e}", node.name());
             }
         }
+    }
+
+    /// Labels Node `node` (e.g. "node1") with `topology.kubernetes.io/zone=<zone>` from the next
+    /// [`Cluster::apply`] on.
+    pub fn set_zone(&self, node: &str, zone: &str) {
+        self.zones.borrow_mut().insert(node.into(), zone.into());
     }
 
     /// The ruleset currently loaded in node `index` (for failure messages).
@@ -165,6 +183,10 @@ pub struct Ep {
     pub serving: bool,
     /// `conditions.terminating`.
     pub terminating: bool,
+    /// `zone`.
+    pub zone: Option<String>,
+    /// `hints.forZones` (one zone).
+    pub hint: Option<String>,
 }
 
 impl Ep {
@@ -176,7 +198,16 @@ impl Ep {
             ready: true,
             serving: true,
             terminating: false,
+            zone: None,
+            hint: None,
         }
+    }
+
+    /// This endpoint in `zone` with a topology hint for `hint`.
+    pub fn zoned(mut self, zone: &str, hint: Option<&str>) -> Self {
+        self.zone = Some(zone.into());
+        self.hint = hint.map(str::to_string);
+        self
     }
 
     /// An endpoint that is neither ready nor serving (e.g. failing its readiness probe).
@@ -227,6 +258,12 @@ pub fn slice(name: &str, svc: &str, ports: &[(&str, u16, &str)], eps: &[Ep]) -> 
             e.ip, e.node, e.ready, e.serving, e.terminating
         )
         .unwrap();
+        if let Some(zone) = &e.zone {
+            writeln!(y, "  zone: {zone}").unwrap();
+        }
+        if let Some(hint) = &e.hint {
+            writeln!(y, "  hints: {{forZones: [{{name: {hint}}}]}}").unwrap();
+        }
     }
     y.push_str("---\n");
     y
