@@ -125,7 +125,7 @@ fn ipv6_nodeport_cluster_and_local() {
         slices(&c, "np"),
         service(
             "nplocal",
-            "{type: NodePort, externalTrafficPolicy: Local, healthCheckNodePort: 32090, \
+            "{type: NodePort, externalTrafficPolicy: Local, \
              ipFamilyPolicy: RequireDualStack, ipFamilies: [IPv4, IPv6], \
              clusterIP: 10.96.3.13, clusterIPs: [10.96.3.13, \"fd00:96::13\"], \
              ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30091}]}",

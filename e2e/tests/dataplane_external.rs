@@ -90,14 +90,14 @@ fn nodeport_etp_local_preserves_source_and_uses_local_endpoints_only() {
     let yaml = [
         service(
             "local",
-            "{type: NodePort, externalTrafficPolicy: Local, healthCheckNodePort: 32001, \
+            "{type: NodePort, externalTrafficPolicy: Local, \
              clusterIP: 10.96.1.11, clusterIPs: [10.96.1.11], \
              ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30081}]}",
         ),
         slice("local-1", "local", TCP, &both(&c)),
         service(
             "only1",
-            "{type: NodePort, externalTrafficPolicy: Local, healthCheckNodePort: 32002, \
+            "{type: NodePort, externalTrafficPolicy: Local, \
              clusterIP: 10.96.1.12, clusterIPs: [10.96.1.12], \
              ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30082}]}",
         ),

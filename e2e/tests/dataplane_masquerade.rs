@@ -106,7 +106,7 @@ fn pod_to_etp_local_nodeport_reaches_every_endpoint_unmasqueraded() {
     let c = cluster();
     c.apply(&web(
         &c,
-        "{type: NodePort, externalTrafficPolicy: Local, healthCheckNodePort: 32005, \
+        "{type: NodePort, externalTrafficPolicy: Local, \
          clusterIP: 10.96.5.12, clusterIPs: [10.96.5.12], \
          ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30095}]}",
     ));

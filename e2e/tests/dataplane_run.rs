@@ -1,0 +1,188 @@
+//! `svcnet-proxy run` against the embedded API server, with real packets: the
+//! externalTrafficPolicy Local health-check server on healthCheckNodePort answers by local
+//! endpoint count (200 / 503, JSON body) and follows EndpointSlice updates, and NodePort traffic
+//! follows the same updates.
+//!
+//! **Needs root** (network namespaces, nftables); CI runs as root. The API server listens on the
+//! host's loopback and is relayed into each node namespace (`forward_from_host_to_nodes`). Needs
+//! the `svcnet-proxy` binary built (`cargo build -p svcnet-dataplane -p svcnet-e2e --bins`).
+
+#![allow(clippy::unwrap_used)]
+
+mod common_dataplane;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common_dataplane::{answered, builder, names, sa, service, slice, Cluster, Ep};
+use e2e::apiserver::{kubeconfig_yaml, ApiServer, ServerConfig};
+use e2e::netns::{bins, plan, EchoPorts, HttpOutcome, Process, Proto};
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, PostParams};
+
+const TCP: &[(&str, u16, &str)] = &[("http", 8080, "TCP")];
+
+fn start_proxies(c: &Cluster, kubeconfig: &std::path::Path) -> Vec<Process> {
+    let proxy = bins::locate("svcnet-proxy").unwrap();
+    let cluster_cidr = format!("{},{}", plan::CLUSTER_CIDR_V4, plan::CLUSTER_CIDR_V6);
+    let service_cidr = format!("{},{}", plan::SERVICE_CIDR_V4, plan::SERVICE_CIDR_V6);
+    let mut out = Vec::new();
+    for node in c.topo.nodes() {
+        let mut p = c
+            .topo
+            .spawn(
+                node,
+                &proxy,
+                [
+                    "run",
+                    "--kubeconfig",
+                    &kubeconfig.display().to_string(),
+                    "--node-name",
+                    node.name(),
+                    "--cluster-cidr",
+                    &cluster_cidr,
+                    "--service-cluster-ip-range",
+                    &service_cidr,
+                    "--healthz-bind-address",
+                    "127.0.0.1:10256",
+                    "--metrics-bind-address",
+                    "127.0.0.1:10249",
+                    "--min-sync-period",
+                    "100ms",
+                ],
+            )
+            .unwrap();
+        p.wait_for_output("synced", Duration::from_secs(15))
+            .unwrap_or_else(|e| panic!("{}: {e}\n{}", node.name(), p.stderr()));
+        out.push(p);
+    }
+    out
+}
+
+/// Polls `check` every 100 ms for up to 10 s; returns the last value.
+fn eventually<T: std::fmt::Debug>(mut probe: impl FnMut() -> T, ok: impl Fn(&T) -> bool) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = probe();
+        if ok(&v) || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Root only: health-check node port of an externalTrafficPolicy Local Service served by `run`:
+/// node1 (one local ready endpoint) answers 200 with `localEndpoints: 1`, node2 (none) answers
+/// 503 with `localEndpoints: 0`; after an endpoint on node2 is added to the EndpointSlice, node2
+/// answers 200 and its NodePort serves node2's endpoint to outside clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_serves_health_check_node_port_and_follows_endpoint_updates() {
+    let server = ApiServer::start(ServerConfig::default()).await.unwrap();
+    let client = server.client().unwrap();
+    let c = tokio::task::block_in_place(|| {
+        Cluster::new(
+            builder()
+                .echo_ports(EchoPorts::new(&[8080], &[]))
+                .pod("web-0", 1)
+                .pod("web-1", 2),
+        )
+    });
+    let (w0, w1) = (
+        c.topo.pod("web-0").unwrap().ipv4(),
+        c.topo.pod("web-1").unwrap().ipv4(),
+    );
+    let pp = PostParams::default();
+    let nodes: Api<Node> = Api::all(client.clone());
+    for n in c.topo.k8s_nodes().unwrap() {
+        nodes.create(&pp, &n).await.unwrap();
+    }
+    let svc: Service = serde_yaml::from_str(
+        service(
+            "local",
+            "{type: LoadBalancer, externalTrafficPolicy: Local, healthCheckNodePort: 32020, \
+             clusterIP: 10.96.9.10, clusterIPs: [10.96.9.10], \
+             ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30120}]}",
+        )
+        .trim_end_matches("---\n"),
+    )
+    .unwrap();
+    Api::<Service>::namespaced(client.clone(), "default")
+        .create(&pp, &svc)
+        .await
+        .unwrap();
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let one: EndpointSlice = serde_yaml::from_str(
+        slice("local-1", "local", TCP, &[Ep::ready(w0, "node1")]).trim_end_matches("---\n"),
+    )
+    .unwrap();
+    slices.create(&pp, &one).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("proxy.kubeconfig");
+    let api_addr = server.addr();
+    let _proxies = tokio::task::block_in_place(|| {
+        let addr = c.topo.forward_from_host_to_nodes(6443, api_addr).unwrap();
+        std::fs::write(&kubeconfig, kubeconfig_yaml(&format!("http://{addr}"))).unwrap();
+        start_proxies(&c, &kubeconfig)
+    });
+
+    let hc = |node: u8| -> SocketAddr { sa(c.topo.node(node).unwrap().ipv4(), 32020) };
+    let get = |node: u8| -> HttpOutcome {
+        c.topo
+            .http_get(c.topo.outside().unwrap(), hc(node), "/")
+            .unwrap()
+    };
+    tokio::task::block_in_place(|| {
+        let r1 = eventually(|| get(1), |r| r.status() == Some(200));
+        assert_eq!(r1.status(), Some(200), "node1: {r1:?}");
+        let body = r1.json().expect("JSON body");
+        assert_eq!(body["localEndpoints"], 1, "{body}");
+        assert_eq!(body["service"]["name"], "local", "{body}");
+        assert_eq!(body["service"]["namespace"], "default", "{body}");
+        let resp = r1.response().unwrap();
+        assert_eq!(
+            resp.header("content-type"),
+            Some("application/json"),
+            "{resp:?}"
+        );
+        assert_eq!(
+            resp.header("x-content-type-options"),
+            Some("nosniff"),
+            "{resp:?}"
+        );
+        let r2 = get(2);
+        assert_eq!(r2.status(), Some(503), "node2: {r2:?}");
+        assert_eq!(r2.json().expect("JSON body")["localEndpoints"], 0);
+    });
+
+    let mut two = one.clone();
+    two.endpoints = serde_yaml::from_str::<EndpointSlice>(
+        slice(
+            "local-1",
+            "local",
+            TCP,
+            &[Ep::ready(w0, "node1"), Ep::ready(w1, "node2")],
+        )
+        .trim_end_matches("---\n"),
+    )
+    .unwrap()
+    .endpoints;
+    two.metadata.resource_version = None;
+    slices.replace("local-1", &pp, &two).await.unwrap();
+
+    tokio::task::block_in_place(|| {
+        let r2 = eventually(|| get(2), |r| r.status() == Some(200));
+        assert_eq!(r2.status(), Some(200), "node2 after update: {r2:?}");
+        assert_eq!(r2.json().expect("JSON body")["localEndpoints"], 1);
+        let out = c.topo.outside().unwrap();
+        let np = sa(c.topo.node(2).unwrap().ipv4(), 30120);
+        let outs = eventually(
+            || c.attempts(out, Proto::Tcp, np, 6),
+            |o| o.iter().all(|x| x.is_replied()),
+        );
+        assert_eq!(answered(&outs), names(&["web-1"]), "{outs:?}");
+    });
+    drop(c);
+    server.shutdown().await;
+}
