@@ -153,3 +153,33 @@ fn clusterip_without_endpoints_and_wrong_port_are_rejected() {
         .unwrap();
     assert_eq!(out.pod(), Some("web-1"), "{out:?}");
 }
+
+/// Root only: a hostNetwork endpoint (an echo server on node2's own address) behind a ClusterIP
+/// is reached from a pod on node1.
+#[test]
+fn clusterip_reaches_host_network_endpoint() {
+    let c = cluster(EchoPorts::new(&[8080], &[]));
+    let node2 = c.topo.node(2).unwrap();
+    let _host = c
+        .topo
+        .echo_server(node2, "host-node2", &EchoPorts::new(&[9100], &[]))
+        .unwrap();
+    let yaml = [
+        service(
+            "hostnet",
+            "{clusterIP: 10.96.0.30, clusterIPs: [10.96.0.30], \
+             ports: [{name: metrics, port: 9100, protocol: TCP, targetPort: 9100}]}",
+        ),
+        slice(
+            "hostnet-1",
+            "hostnet",
+            &[("metrics", 9100, "TCP")],
+            &[Ep::ready(node2.ipv4(), "node2")],
+        ),
+    ]
+    .concat();
+    c.apply(&yaml);
+    let cli = c.topo.pod("cli").unwrap();
+    let outs = c.attempts(cli, Proto::Tcp, sa([10, 96, 0, 30], 9100), 4);
+    assert_eq!(answered(&outs), names(&["host-node2"]), "{outs:?}");
+}

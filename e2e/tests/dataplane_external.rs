@@ -243,3 +243,45 @@ fn loadbalancer_etp_local_uses_the_receiving_nodes_endpoint() {
         }
     }
 }
+
+/// Root only: pods reaching an externalTrafficPolicy Cluster LoadBalancer IP are DNATed in their
+/// own node and masqueraded (upstream: every external destination is masqueraded for ETP
+/// Cluster), while the same pod's ClusterIP traffic keeps its source.
+#[test]
+fn pod_to_loadbalancer_ip_is_masqueraded() {
+    let c = Cluster::new(
+        builder()
+            .echo_ports(EchoPorts::new(&[8080], &[]))
+            .pod("web-0", 1)
+            .pod("web-1", 2)
+            .pod("cli", 2),
+    );
+    let yaml = [
+        service_with_status(
+            "lbpod",
+            "{type: LoadBalancer, clusterIP: 10.96.1.16, clusterIPs: [10.96.1.16], \
+             ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30086}]}",
+            "{loadBalancer: {ingress: [{ip: 10.97.0.7}]}}",
+        ),
+        slice("lbpod-1", "lbpod", TCP, &both(&c)),
+    ]
+    .concat();
+    c.apply(&yaml);
+    let cli = c.topo.pod("cli").unwrap();
+    let outs = c.attempts(cli, Proto::Tcp, sa([10, 97, 0, 7], 80), 16);
+    assert_eq!(answered(&outs), names(&["web-0", "web-1"]), "{outs:?}");
+    for o in &outs {
+        assert_ne!(
+            o.peer_ip(),
+            Some(cli.ipv4().into()),
+            "not masqueraded: {o:?}"
+        );
+    }
+    for o in c.attempts(cli, Proto::Tcp, sa([10, 96, 1, 16], 80), 6) {
+        assert_eq!(
+            o.peer_ip(),
+            Some(cli.ipv4().into()),
+            "ClusterIP masqueraded: {o:?}"
+        );
+    }
+}

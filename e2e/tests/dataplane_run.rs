@@ -1,7 +1,7 @@
 //! `svcnet-proxy run` against the embedded API server, with real packets: the
 //! externalTrafficPolicy Local health-check server on healthCheckNodePort answers by local
 //! endpoint count (200 / 503, JSON body) and follows EndpointSlice updates, and NodePort traffic
-//! follows the same updates.
+//! follows the same updates; restarting svcnet-proxy keeps established connections.
 //!
 //! **Needs root** (network namespaces, nftables); CI runs as root. The API server listens on the
 //! host's loopback and is relayed into each node namespace (`forward_from_host_to_nodes`). Needs
@@ -24,43 +24,48 @@ use kube::api::{Api, PostParams};
 const TCP: &[(&str, u16, &str)] = &[("http", 8080, "TCP")];
 
 fn start_proxies(c: &Cluster, kubeconfig: &std::path::Path) -> Vec<Process> {
+    c.topo
+        .nodes()
+        .iter()
+        .map(|n| start_proxy(c, n, kubeconfig))
+        .collect()
+}
+
+/// Starts `svcnet-proxy run` in `node` and waits for its first sync.
+fn start_proxy(c: &Cluster, node: &e2e::netns::Node, kubeconfig: &std::path::Path) -> Process {
     let proxy = bins::locate("svcnet-proxy").unwrap();
     let cluster_cidr = format!("{},{}", plan::CLUSTER_CIDR_V4, plan::CLUSTER_CIDR_V6);
     let service_cidr = format!("{},{}", plan::SERVICE_CIDR_V4, plan::SERVICE_CIDR_V6);
-    let mut out = Vec::new();
-    for node in c.topo.nodes() {
-        let mut p = c
-            .topo
-            .spawn(
-                node,
-                &proxy,
-                [
-                    "run",
-                    "--kubeconfig",
-                    &kubeconfig.display().to_string(),
-                    "--node-name",
-                    node.name(),
-                    "--cluster-cidr",
-                    &cluster_cidr,
-                    "--service-cluster-ip-range",
-                    &service_cidr,
-                    "--healthz-bind-address",
-                    "127.0.0.1:10256",
-                    "--metrics-bind-address",
-                    "127.0.0.1:10249",
-                    "--min-sync-period",
-                    "100ms",
-                ],
-            )
-            .unwrap();
-        p.wait_for_output("synced", Duration::from_secs(15))
-            .unwrap_or_else(|e| panic!("{}: {e}\n{}", node.name(), p.stderr()));
-        out.push(p);
-    }
-    out
+    let mut p = c
+        .topo
+        .spawn(
+            node,
+            &proxy,
+            [
+                "run",
+                "--kubeconfig",
+                &kubeconfig.display().to_string(),
+                "--node-name",
+                node.name(),
+                "--cluster-cidr",
+                &cluster_cidr,
+                "--service-cluster-ip-range",
+                &service_cidr,
+                "--healthz-bind-address",
+                "127.0.0.1:10256",
+                "--metrics-bind-address",
+                "127.0.0.1:10249",
+                "--min-sync-period",
+                "100ms",
+            ],
+        )
+        .unwrap();
+    p.wait_for_output("synced", Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{}: {e}\n{}", node.name(), p.stderr()));
+    p
 }
 
-/// Polls `check` every 100 ms for up to 10 s; returns the last value.
+/// Polls `probe` every 100 ms for up to 10 s; returns the last value.
 fn eventually<T: std::fmt::Debug>(mut probe: impl FnMut() -> T, ok: impl Fn(&T) -> bool) -> T {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -182,6 +187,84 @@ async fn run_serves_health_check_node_port_and_follows_endpoint_updates() {
             |o| o.iter().all(|x| x.is_replied()),
         );
         assert_eq!(answered(&outs), names(&["web-1"]), "{outs:?}");
+    });
+    drop(c);
+    server.shutdown().await;
+}
+
+/// Root only: restarting `svcnet-proxy run` (SIGTERM, then a new process) keeps an established
+/// TCP connection through a ClusterIP alive, and new connections work after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_run_keeps_established_connections() {
+    let server = ApiServer::start(ServerConfig::default()).await.unwrap();
+    let client = server.client().unwrap();
+    let c = tokio::task::block_in_place(|| {
+        Cluster::new(
+            builder()
+                .echo_ports(EchoPorts::new(&[8080], &[]))
+                .pod("web-0", 1)
+                .pod("cli", 1)
+                .pod("web-1", 2),
+        )
+    });
+    let pp = PostParams::default();
+    let nodes: Api<Node> = Api::all(client.clone());
+    for n in c.topo.k8s_nodes().unwrap() {
+        nodes.create(&pp, &n).await.unwrap();
+    }
+    let svc: Service = serde_yaml::from_str(
+        service(
+            "web",
+            "{clusterIP: 10.96.9.20, clusterIPs: [10.96.9.20], \
+             ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]}",
+        )
+        .trim_end_matches("---\n"),
+    )
+    .unwrap();
+    Api::<Service>::namespaced(client.clone(), "default")
+        .create(&pp, &svc)
+        .await
+        .unwrap();
+    let eps = [
+        Ep::ready(c.topo.pod("web-0").unwrap().ipv4(), "node1"),
+        Ep::ready(c.topo.pod("web-1").unwrap().ipv4(), "node2"),
+    ];
+    let s: EndpointSlice =
+        serde_yaml::from_str(slice("web-1", "web", TCP, &eps).trim_end_matches("---\n")).unwrap();
+    Api::<EndpointSlice>::namespaced(client.clone(), "default")
+        .create(&pp, &s)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("proxy.kubeconfig");
+    let api_addr = server.addr();
+    tokio::task::block_in_place(|| {
+        let addr = c.topo.forward_from_host_to_nodes(6443, api_addr).unwrap();
+        std::fs::write(&kubeconfig, kubeconfig_yaml(&format!("http://{addr}"))).unwrap();
+        let mut proxies = start_proxies(&c, &kubeconfig);
+        let cli = c.topo.pod("cli").unwrap();
+        let vip = sa([10, 96, 9, 20], 80);
+        let mut session = eventually(
+            || c.topo.session(cli, vip).unwrap(),
+            |s| s.greeting().is_replied(),
+        );
+        let pod = session.greeting().pod().expect("connected").to_string();
+        proxies[0].terminate(Duration::from_secs(5)).unwrap();
+        let mid = session.send("proxy stopped").unwrap();
+        assert_eq!(mid.pod(), Some(pod.as_str()), "while stopped: {mid:?}");
+        // The programmed rules outlive the process (like kube-proxy): new connections still work.
+        let fresh = c.attempts(cli, Proto::Tcp, vip, 4);
+        assert!(
+            fresh.iter().all(|o| o.is_replied()),
+            "while stopped: {fresh:?}"
+        );
+        let restarted = start_proxy(&c, c.topo.node(1).unwrap(), &kubeconfig);
+        let after = session.send("proxy restarted").unwrap();
+        assert_eq!(after.pod(), Some(pod.as_str()), "after restart: {after:?}");
+        let outs = c.attempts(cli, Proto::Tcp, vip, 16);
+        assert_eq!(answered(&outs), names(&["web-0", "web-1"]), "{outs:?}");
+        session.close().unwrap();
+        drop(restarted);
     });
     drop(c);
     server.shutdown().await;
