@@ -154,3 +154,25 @@ fn nodeport_addresses_filter_selects_node_ips() {
         "listed CIDR: NodePort on {secondary}: {out:?}"
     );
 }
+
+/// Root only: internalTrafficPolicy Local applies to an outside client reaching the ClusterIP
+/// through node1 too: only node1's endpoint answers, and the source is still masqueraded.
+#[test]
+fn itp_local_from_outside_uses_local_endpoint_masqueraded() {
+    let c = cluster();
+    c.apply(&web(
+        &c,
+        "{clusterIP: 10.96.5.14, clusterIPs: [10.96.5.14], internalTrafficPolicy: Local, \
+         ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]}",
+    ));
+    let out = c.topo.outside().unwrap();
+    let outs = c.attempts(out, Proto::Tcp, sa([10, 96, 5, 14], 80), 12);
+    assert_eq!(answered(&outs), names(&["web-0"]), "{outs:?}");
+    for o in &outs {
+        assert_ne!(
+            o.peer_ip(),
+            Some(out.ipv4().into()),
+            "not masqueraded: {o:?}"
+        );
+    }
+}

@@ -176,3 +176,28 @@ fn terminating_endpoints_fallback() {
         "no serving endpoint: expected a reject, got {out:?}"
     );
 }
+
+/// Root only: ClientIP affinity is per client and Service port, whichever Service address is
+/// used: a pod sticks to the same endpoint over the ClusterIP, the NodePort and the LB IP.
+#[test]
+fn session_affinity_spans_clusterip_nodeport_and_lb_ip() {
+    let c = cluster();
+    let yaml = [
+        common_dataplane::service_with_status(
+            "stickylb",
+            "{type: LoadBalancer, clusterIP: 10.96.2.20, clusterIPs: [10.96.2.20], \
+             sessionAffinity: ClientIP, \
+             ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30087}]}",
+            "{loadBalancer: {ingress: [{ip: 10.97.2.20}]}}",
+        ),
+        slice("stickylb-1", "stickylb", TCP, &both(&c)),
+    ]
+    .concat();
+    c.apply(&yaml);
+    let cli = c.topo.pod("cli1").unwrap();
+    let node1 = c.topo.node(1).unwrap().ipv4();
+    let mut outs = c.attempts(cli, Proto::Tcp, sa([10, 96, 2, 20], 80), 8);
+    outs.extend(c.attempts(cli, Proto::Tcp, sa(node1, 30087), 8));
+    outs.extend(c.attempts(cli, Proto::Tcp, sa([10, 97, 2, 20], 80), 8));
+    assert_eq!(answered(&outs).len(), 1, "affinity not shared: {outs:?}");
+}
