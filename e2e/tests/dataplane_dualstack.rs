@@ -155,3 +155,65 @@ fn ipv6_nodeport_cluster_and_local() {
         );
     }
 }
+
+/// Root only: over IPv6, hairpin traffic (web-0 → its own Service → itself) works masqueraded,
+/// and an IPv6 externalIP / LB ingress IP is served from outside (routed via node1), masqueraded.
+#[test]
+fn ipv6_hairpin_and_external_ips() {
+    let c = cluster();
+    let t = &c.topo;
+    let w0 = t.pod("web-0").unwrap();
+    let yaml = [
+        service(
+            "self6",
+            "{ipFamilyPolicy: SingleStack, ipFamilies: [IPv6], \
+             clusterIP: \"fd00:96::20\", clusterIPs: [\"fd00:96::20\"], \
+             ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]}",
+        ),
+        slice("self6-1", "self6", TCP, &[Ep::ready(w0.ipv6(), "node1")]),
+        common_dataplane::service_with_status(
+            "lb6",
+            "{type: LoadBalancer, ipFamilyPolicy: SingleStack, ipFamilies: [IPv6], \
+             clusterIP: \"fd00:96::21\", clusterIPs: [\"fd00:96::21\"], \
+             externalIPs: [\"fd00:97::2\"], \
+             ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30092}]}",
+            "{loadBalancer: {ingress: [{ip: \"fd00:97::1\"}]}}",
+        ),
+        slice(
+            "lb6-v6",
+            "lb6",
+            TCP,
+            &[
+                Ep::ready(w0.ipv6(), "node1"),
+                Ep::ready(t.pod("web-1").unwrap().ipv6(), "node2"),
+            ],
+        ),
+    ]
+    .concat();
+    c.apply(&yaml);
+    let outs = c.attempts(w0, Proto::Tcp, sa(v6("fd00:96::20"), 80), 4);
+    assert_eq!(answered(&outs), names(&["web-0"]), "{outs:?}");
+    for o in &outs {
+        assert_ne!(
+            o.peer_ip(),
+            Some(w0.ipv6().into()),
+            "hairpin not masqueraded: {o:?}"
+        );
+    }
+    let out = t.outside().unwrap();
+    for ip in ["fd00:97::1", "fd00:97::2"] {
+        let outs = c.attempts(out, Proto::Tcp, sa(v6(ip), 80), 16);
+        assert_eq!(
+            answered(&outs),
+            names(&["web-0", "web-1"]),
+            "{ip}: {outs:?}"
+        );
+        for o in &outs {
+            assert_ne!(
+                o.peer_ip(),
+                Some(out.ipv6().into()),
+                "not masqueraded: {o:?}"
+            );
+        }
+    }
+}
