@@ -183,3 +183,50 @@ fn clusterip_reaches_host_network_endpoint() {
     let outs = c.attempts(cli, Proto::Tcp, sa([10, 96, 0, 30], 9100), 4);
     assert_eq!(answered(&outs), names(&["host-node2"]), "{outs:?}");
 }
+
+/// Root only: endpoints are merged across several EndpointSlices of one Service (a duplicate
+/// address counted once), and a Service labelled `service.kubernetes.io/service-proxy-name` (owned
+/// by another proxy) is not programmed: its ClusterIP is dropped like an unallocated one.
+#[test]
+fn slices_merge_and_foreign_proxy_services_are_ignored() {
+    let c = cluster(EchoPorts::new(&[8080], &[]));
+    let t = &c.topo;
+    let (w0, w1) = (
+        t.pod("web-0").unwrap().ipv4(),
+        t.pod("web-1").unwrap().ipv4(),
+    );
+    let port = &[("http", 8080, "TCP")];
+    let spec = |ip: &str| {
+        format!(
+            "{{clusterIP: {ip}, clusterIPs: [{ip}], \
+             ports: [{{name: http, port: 80, protocol: TCP, targetPort: 8080}}]}}"
+        )
+    };
+    let foreign = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{namespace: default, name: foreign, labels: \
+         {{service.kubernetes.io/service-proxy-name: other-proxy}}}}\nspec: {}\n---\n",
+        spec("10.96.0.41")
+    );
+    let yaml = [
+        service("merged", &spec("10.96.0.40")),
+        slice("merged-a", "merged", port, &[Ep::ready(w0, "node1")]),
+        slice(
+            "merged-b",
+            "merged",
+            port,
+            &[Ep::ready(w1, "node2"), Ep::ready(w0, "node1")],
+        ),
+        foreign,
+        slice("foreign-1", "foreign", port, &[Ep::ready(w0, "node1")]),
+    ]
+    .concat();
+    c.apply(&yaml);
+    let cli = t.pod("cli").unwrap();
+    let outs = c.attempts(cli, Proto::Tcp, sa([10, 96, 0, 40], 80), 20);
+    assert_eq!(answered(&outs), names(&["web-0", "web-1"]), "{outs:?}");
+    let out = c.short(cli, Proto::Tcp, sa([10, 96, 0, 41], 80));
+    assert!(
+        out.is_timeout(),
+        "foreign Service must not be served: {out:?}"
+    );
+}

@@ -14,7 +14,8 @@ mod common_dataplane;
 use std::net::IpAddr;
 
 use common_dataplane::{
-    answered, builder, names, sa, service, service_with_status, slice, Cluster, Ep,
+    answered, builder, conntrack_entries, names, sa, service, service_with_status, slice, Cluster,
+    Ep,
 };
 use e2e::netns::{EchoPorts, Proto};
 
@@ -284,4 +285,44 @@ fn pod_to_loadbalancer_ip_is_masqueraded() {
             "ClusterIP masqueraded: {o:?}"
         );
     }
+}
+
+/// Root only: externalTrafficPolicy Local with only a remote serving-terminating endpoint: pods
+/// still reach it through the ClusterIP (Cluster list falls back to terminating endpoints), while
+/// outside traffic to the LB IP on node1 (no local endpoint) is dropped in node1.
+#[test]
+fn etp_local_with_only_remote_terminating_endpoint() {
+    let c = cluster();
+    let w1 = c.topo.pod("web-1").unwrap().ipv4();
+    let yaml = [
+        service_with_status(
+            "term",
+            "{type: LoadBalancer, externalTrafficPolicy: Local, healthCheckNodePort: 32011, \
+             clusterIP: 10.96.1.17, clusterIPs: [10.96.1.17], \
+             ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30088}]}",
+            "{loadBalancer: {ingress: [{ip: 10.97.0.8}]}}",
+        ),
+        slice(
+            "term-1",
+            "term",
+            TCP,
+            &[Ep::serving_terminating(w1, "node2")],
+        ),
+    ]
+    .concat();
+    c.apply(&yaml);
+    let pod = c.topo.pod("web-0").unwrap();
+    let outs = c.attempts(pod, Proto::Tcp, sa([10, 96, 1, 17], 80), 4);
+    assert_eq!(answered(&outs), names(&["web-1"]), "{outs:?}");
+    let out = c.topo.outside().unwrap();
+    let lb = c.short(out, Proto::Tcp, sa([10, 97, 0, 8], 80));
+    assert!(
+        lb.is_timeout(),
+        "no local endpoint on node1: expected a drop, got {lb:?}"
+    );
+    assert_eq!(
+        conntrack_entries(&c, 1, [10, 97, 0, 8].into()),
+        0,
+        "not dropped in node1"
+    );
 }
