@@ -253,7 +253,8 @@ mod tests {
         assert_eq!(q.len().await, 1);
     }
 
-    #[tokio::test]
+    /// Paused (virtual) time: the delays are exact, whatever the machine's load.
+    #[tokio::test(start_paused = true)]
     async fn delayed_adds_and_backoff() {
         let q = q();
         let _t = q.spawn_timer();
