@@ -156,6 +156,18 @@ async fn run_serves_health_check_node_port_and_follows_endpoint_updates() {
             Some("nosniff"),
             "{resp:?}"
         );
+        let node1 = c.topo.node(1).unwrap();
+        let hz = c
+            .topo
+            .http_get(node1, sa([127, 0, 0, 1], 10256), "/healthz")
+            .unwrap();
+        assert_eq!(hz.status(), Some(200), "proxy /healthz: {hz:?}");
+        let hz = hz.json().expect("JSON /healthz body");
+        assert_eq!(hz["nodeEligible"], true, "{hz}");
+        assert!(
+            hz.get("lastUpdated").is_some() && hz.get("currentTime").is_some(),
+            "{hz}"
+        );
         let r2 = get(2);
         assert_eq!(r2.status(), Some(503), "node2: {r2:?}");
         assert_eq!(r2.json().expect("JSON body")["localEndpoints"], 0);
@@ -265,6 +277,79 @@ async fn restarting_run_keeps_established_connections() {
         assert_eq!(answered(&outs), names(&["web-0", "web-1"]), "{outs:?}");
         session.close().unwrap();
         drop(restarted);
+    });
+    drop(c);
+    server.shutdown().await;
+}
+
+/// Root only: the health-check node port counts local *ready* endpoints only: a node whose only
+/// local endpoint is serving-terminating answers 503 with `localEndpoints: 0`, while its NodePort
+/// (externalTrafficPolicy Local) still forwards outside traffic to that terminating endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_check_counts_ready_endpoints_only() {
+    let server = ApiServer::start(ServerConfig::default()).await.unwrap();
+    let client = server.client().unwrap();
+    let c = tokio::task::block_in_place(|| {
+        Cluster::new(
+            builder()
+                .echo_ports(EchoPorts::new(&[8080], &[]))
+                .pod("web-0", 1),
+        )
+    });
+    let pp = PostParams::default();
+    let nodes: Api<Node> = Api::all(client.clone());
+    for n in c.topo.k8s_nodes().unwrap() {
+        nodes.create(&pp, &n).await.unwrap();
+    }
+    let svc: Service = serde_yaml::from_str(
+        service(
+            "term",
+            "{type: LoadBalancer, externalTrafficPolicy: Local, healthCheckNodePort: 32021, \
+             clusterIP: 10.96.9.30, clusterIPs: [10.96.9.30], \
+             ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30121}]}",
+        )
+        .trim_end_matches("---\n"),
+    )
+    .unwrap();
+    Api::<Service>::namespaced(client.clone(), "default")
+        .create(&pp, &svc)
+        .await
+        .unwrap();
+    let w0 = c.topo.pod("web-0").unwrap().ipv4();
+    let s: EndpointSlice = serde_yaml::from_str(
+        slice(
+            "term-1",
+            "term",
+            TCP,
+            &[Ep::serving_terminating(w0, "node1")],
+        )
+        .trim_end_matches("---\n"),
+    )
+    .unwrap();
+    Api::<EndpointSlice>::namespaced(client.clone(), "default")
+        .create(&pp, &s)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("proxy.kubeconfig");
+    let api_addr = server.addr();
+    tokio::task::block_in_place(|| {
+        let addr = c.topo.forward_from_host_to_nodes(6443, api_addr).unwrap();
+        std::fs::write(&kubeconfig, kubeconfig_yaml(&format!("http://{addr}"))).unwrap();
+        let _proxies = start_proxies(&c, &kubeconfig);
+        let out = c.topo.outside().unwrap();
+        let node1 = c.topo.node(1).unwrap().ipv4();
+        let r = eventually(
+            || c.topo.http_get(out, sa(node1, 32021), "/").unwrap(),
+            |r| r.status().is_some(),
+        );
+        assert_eq!(r.status(), Some(503), "{r:?}");
+        assert_eq!(r.json().expect("JSON body")["localEndpoints"], 0);
+        let outs = c.attempts(out, Proto::Tcp, sa(node1, 30121), 4);
+        assert_eq!(answered(&outs), names(&["web-0"]), "{outs:?}");
+        for o in &outs {
+            assert_eq!(o.peer_ip(), Some(out.ipv4().into()), "{o:?}");
+        }
     });
     drop(c);
     server.shutdown().await;
