@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common_dataplane::{answered, builder, names, sa, service, slice, Cluster, Ep};
 use e2e::apiserver::{kubeconfig_yaml, ApiServer, ServerConfig};
-use e2e::netns::{bins, plan, EchoPorts, HttpOutcome, Process, Proto};
+use e2e::netns::{bins, plan, EchoPorts, HttpOutcome, Outcome, Process, Proto, RefuseReason};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, PostParams};
@@ -351,6 +351,89 @@ async fn health_check_counts_ready_endpoints_only() {
             assert_eq!(o.peer_ip(), Some(out.ipv4().into()), "{o:?}");
         }
     });
+    drop(c);
+    server.shutdown().await;
+}
+
+/// Root only: live (partial) syncs of `run` follow API changes with real packets: emptying the
+/// EndpointSlice turns the ClusterIP into a reject, deleting the Service makes its IP an
+/// unallocated (dropped) one, and re-creating it serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_follows_endpoint_removal_and_service_deletion() {
+    let server = ApiServer::start(ServerConfig::default()).await.unwrap();
+    let client = server.client().unwrap();
+    let c = tokio::task::block_in_place(|| {
+        Cluster::new(
+            builder()
+                .echo_ports(EchoPorts::new(&[8080], &[]))
+                .pod("web-0", 1)
+                .pod("cli", 2),
+        )
+    });
+    let pp = PostParams::default();
+    let nodes: Api<Node> = Api::all(client.clone());
+    for n in c.topo.k8s_nodes().unwrap() {
+        nodes.create(&pp, &n).await.unwrap();
+    }
+    let svc: Service = serde_yaml::from_str(
+        service(
+            "web",
+            "{clusterIP: 10.96.9.40, clusterIPs: [10.96.9.40], \
+             ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]}",
+        )
+        .trim_end_matches("---\n"),
+    )
+    .unwrap();
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    services.create(&pp, &svc).await.unwrap();
+    let w0 = c.topo.pod("web-0").unwrap().ipv4();
+    let full: EndpointSlice = serde_yaml::from_str(
+        slice("web-1", "web", TCP, &[Ep::ready(w0, "node1")]).trim_end_matches("---\n"),
+    )
+    .unwrap();
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    slices.create(&pp, &full).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("proxy.kubeconfig");
+    let api_addr = server.addr();
+    let proxies = tokio::task::block_in_place(|| {
+        let addr = c.topo.forward_from_host_to_nodes(6443, api_addr).unwrap();
+        std::fs::write(&kubeconfig, kubeconfig_yaml(&format!("http://{addr}"))).unwrap();
+        start_proxies(&c, &kubeconfig)
+    });
+    let cli = c.topo.pod("cli").unwrap();
+    let vip = sa([10, 96, 9, 40], 80);
+    let probe = || c.short(cli, Proto::Tcp, vip);
+    let first = tokio::task::block_in_place(|| eventually(probe, |o| o.is_replied()));
+    assert_eq!(first.pod(), Some("web-0"), "{first:?}");
+
+    let mut empty = slices.get("web-1").await.unwrap();
+    empty.endpoints = Vec::new();
+    slices.replace("web-1", &pp, &empty).await.unwrap();
+    let out = tokio::task::block_in_place(|| eventually(probe, |o| !o.is_replied()));
+    assert!(
+        matches!(
+            out,
+            Outcome::Refused {
+                reason: RefuseReason::ConnectionRefused
+            }
+        ),
+        "no endpoints: {out:?}"
+    );
+
+    slices.delete("web-1", &Default::default()).await.unwrap();
+    services.delete("web", &Default::default()).await.unwrap();
+    let out = tokio::task::block_in_place(|| eventually(probe, |o| o.is_timeout()));
+    assert!(
+        out.is_timeout(),
+        "deleted Service: expected a drop, got {out:?}"
+    );
+
+    services.create(&pp, &svc).await.unwrap();
+    slices.create(&pp, &full).await.unwrap();
+    let back = tokio::task::block_in_place(|| eventually(probe, |o| o.is_replied()));
+    assert_eq!(back.pod(), Some("web-0"), "re-created: {back:?}");
+    drop(proxies);
     drop(c);
     server.shutdown().await;
 }
