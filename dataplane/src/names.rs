@@ -4,6 +4,8 @@
 //! character of a namespace, Service name, port name or annotation ever reaches an nft script through a
 //! name. Comments are sanitised to a small character set by [`comment`].
 
+use crate::types::Protocol;
+
 use sha2::{Digest, Sha256};
 
 /// Table name (one table per family: `ip svcnet`, `ip6 svcnet`).
@@ -27,14 +29,58 @@ pub const NODEPORT_IPS: &str = "nodeport-ips";
 pub const FIREWALL_IPS: &str = "firewall-ips";
 /// Interval set of (LB IP . proto . port . allowed source range).
 pub const FIREWALL_ALLOW: &str = "firewall-allow";
-/// Map (VIP . proto . port . slot) → (endpoint IP . port), the primary list of each VIP.
-pub const BACKENDS: &str = "backends";
-/// Map (VIP . proto . port . slot) → (endpoint IP . port), node-local list for ETP=Local VIPs.
-pub const LOCAL_BACKENDS: &str = "local-backends";
-/// Map (proto . nodePort . slot) → endpoint, cluster list.
-pub const NODEPORT_BACKENDS: &str = "nodeport-backends";
-/// Map (proto . nodePort . slot) → endpoint, local list.
-pub const NODEPORT_LOCAL_BACKENDS: &str = "nodeport-local-backends";
+/// The four backend lists. Each is one map per transport protocol (`backends-tcp`, `backends-udp`,
+/// `backends-sctp`, …): nft 1.0.6 derives the DNAT's transport-protocol check from the map's
+/// declared value type (`ip daddr . tcp dport` → "TCP only"), and a `th dport` value type cannot be
+/// read back by a later transaction ("conflicting protocols specified: ip vs. th"). So each
+/// protocol gets its own map whose value type names that protocol, and each shared `lb-*` chain
+/// has one `meta l4proto <p> dnat … map @<list>-<p>` rule per protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendList {
+    /// Map (VIP . proto . port . slot) → (endpoint IP . port), the primary list of each VIP.
+    Cluster,
+    /// Map (VIP . proto . port . slot) → (endpoint IP . port), node-local list for ETP=Local VIPs.
+    Local,
+    /// Map (proto . nodePort . slot) → endpoint, cluster list.
+    NodePort,
+    /// Map (proto . nodePort . slot) → endpoint, local list.
+    NodePortLocal,
+}
+
+impl BackendList {
+    /// Every list.
+    pub const ALL: [BackendList; 4] = [
+        BackendList::Cluster,
+        BackendList::Local,
+        BackendList::NodePort,
+        BackendList::NodePortLocal,
+    ];
+
+    /// Whether the map is keyed by nodePort (no VIP in the key).
+    pub fn is_nodeport(self) -> bool {
+        matches!(self, BackendList::NodePort | BackendList::NodePortLocal)
+    }
+
+    /// Name of this list's map for `proto`.
+    pub fn map(self, proto: Protocol) -> &'static str {
+        use BackendList::*;
+        use Protocol::*;
+        match (self, proto) {
+            (Cluster, Tcp) => "backends-tcp",
+            (Cluster, Udp) => "backends-udp",
+            (Cluster, Sctp) => "backends-sctp",
+            (Local, Tcp) => "local-backends-tcp",
+            (Local, Udp) => "local-backends-udp",
+            (Local, Sctp) => "local-backends-sctp",
+            (NodePort, Tcp) => "nodeport-backends-tcp",
+            (NodePort, Udp) => "nodeport-backends-udp",
+            (NodePort, Sctp) => "nodeport-backends-sctp",
+            (NodePortLocal, Tcp) => "nodeport-local-backends-tcp",
+            (NodePortLocal, Udp) => "nodeport-local-backends-udp",
+            (NodePortLocal, Sctp) => "nodeport-local-backends-sctp",
+        }
+    }
+}
 /// Set of (endpoint IP . endpoint IP) pairs for hairpin masquerade.
 pub const HAIRPIN: &str = "hairpin";
 /// Interval set of pod CIDRs (`--cluster-cidr`).
@@ -62,19 +108,19 @@ pub const REJECT_CHAIN: &str = "reject-chain";
 /// The masquerade mark bit (upstream default bit 14).
 pub const MASQ_MARK: &str = "0x00004000";
 
-/// Shared chain: pick one of `n` entries of [`BACKENDS`] for the packet's VIP.
+/// Shared chain: pick one of `n` entries of the [`BackendList::Cluster`] maps for the packet's VIP.
 pub fn lb(n: usize) -> String {
     format!("lb-{n}")
 }
-/// Shared chain: pick one of `n` entries of [`LOCAL_BACKENDS`].
+/// Shared chain: pick one of `n` entries of the [`BackendList::Local`] maps.
 pub fn local_lb(n: usize) -> String {
     format!("local-lb-{n}")
 }
-/// Shared chain: pick one of `n` entries of [`NODEPORT_BACKENDS`].
+/// Shared chain: pick one of `n` entries of the [`BackendList::NodePort`] maps.
 pub fn np_lb(n: usize) -> String {
     format!("np-lb-{n}")
 }
-/// Shared chain: pick one of `n` entries of [`NODEPORT_LOCAL_BACKENDS`].
+/// Shared chain: pick one of `n` entries of the [`BackendList::NodePortLocal`] maps.
 pub fn np_local_lb(n: usize) -> String {
     format!("np-local-lb-{n}")
 }

@@ -12,7 +12,9 @@
 //! * `lb-N` does `dnat to daddr . l4proto . dport . (numgen random mod N)` through the `backends` map, whose
 //!   elements are `(VIP . proto . port . slot) : (endpoint IP . port)` for slots `0..N`. `local-lb-M`,
 //!   `np-lb-N`, `np-local-lb-M` use `local-backends`, `nodeport-backends` (keyed without the address) and
-//!   `nodeport-local-backends`. One shared chain exists per distinct endpoint count in use.
+//!   `nodeport-local-backends`. One shared chain exists per distinct endpoint count in use. Every backend
+//!   map exists once per protocol (`backends-tcp`, `backends-udp`, `backends-sctp`, …) and each `lb-*`
+//!   chain has one `meta l4proto <p>` DNAT rule per protocol: see [`names::BackendList`] for why.
 //! * Hairpin: `masquerading` marks `ct status dnat` packets whose `(saddr . daddr)` is in the `hairpin` set
 //!   (one element per endpoint that is on this node or whose node is unknown — only those can hairpin).
 //! * loadBalancerSourceRanges: `firewall-ips` (protected VIP . proto . port) plus a concatenated interval set
@@ -31,7 +33,9 @@ use std::net::IpAddr;
 use crate::endpoints::{categorize, endpoints_for_port, Categorized, Endpoint};
 use crate::model::{BaseChain, Chain, ChainType, Hook, Model, Set, SetSpec, Table};
 use crate::names::{self, *};
-use crate::types::{Family, NodeConfig, NodePortAddresses, ProxyState, ServiceInfo, ServicePort};
+use crate::types::{
+    Family, NodeConfig, NodePortAddresses, Protocol, ProxyState, ServiceInfo, ServicePort,
+};
 
 /// Renders the complete desired model for every configured family.
 pub fn render(state: &ProxyState, node: &NodeConfig) -> Model {
@@ -193,25 +197,23 @@ impl<'a> FamilyRenderer<'a> {
             SetSpec::set(format!("type {addr} . inet_proto . inet_service . {addr}"))
                 .flag("interval"),
         );
-        // `tcp dport` rather than `th dport` in the declarations: nft 1.0.6 cannot rebuild a `th dport`
-        // typeof key from the kernel ("conflicting protocols specified: ip vs. th") when a later
-        // transaction adds a rule using the map. Only the data types (inet_service) matter.
+        // `tcp dport` rather than `th dport` in the key declarations: nft 1.0.6 cannot rebuild a
+        // `th dport` typeof from the kernel ("conflicting protocols specified: ip vs. th") when a later
+        // transaction adds a rule using the map; for keys only the data types matter. The value type
+        // does matter (it becomes the DNAT's protocol check), hence one map per protocol.
         let backend_key = format!("typeof {d} . meta l4proto . tcp dport . numgen random mod 1");
         let np_key = "typeof meta l4proto . tcp dport . numgen random mod 1".to_string();
-        let backend_value = format!("{d} . tcp dport");
-        self.declare_set(
-            BACKENDS,
-            SetSpec::map(backend_key.clone(), backend_value.clone()),
-        );
-        self.declare_set(
-            LOCAL_BACKENDS,
-            SetSpec::map(backend_key, backend_value.clone()),
-        );
-        self.declare_set(
-            NODEPORT_BACKENDS,
-            SetSpec::map(np_key.clone(), backend_value.clone()),
-        );
-        self.declare_set(NODEPORT_LOCAL_BACKENDS, SetSpec::map(np_key, backend_value));
+        for list in BackendList::ALL {
+            for proto in Protocol::ALL {
+                let key = if list.is_nodeport() {
+                    np_key.clone()
+                } else {
+                    backend_key.clone()
+                };
+                let value = format!("{d} . {} dport", proto.nft());
+                self.declare_set(list.map(proto), SetSpec::map(key, value));
+            }
+        }
         self.declare_set(HAIRPIN, SetSpec::set(format!("type {addr} . {addr}")));
         if self.has_cluster_cidrs {
             self.declare_set(
@@ -351,7 +353,17 @@ impl<'a> FamilyRenderer<'a> {
             check.push(format!("{d} @{SERVICE_CIDRS} drop"));
         }
         self.chain(CLUSTER_IPS_CHECK, None, check);
-        self.chain(REJECT_CHAIN, None, vec!["reject".into()]);
+        // TCP gets a reset: an ICMPv6 error can arrive while the connecting socket is still locked
+        // in connect() and be dropped (TcpExtLockDroppedIcmps), which turns a refusal into a 1 s
+        // SYN retransmit. A RST is handled either way. Everything else gets ICMP(v6) unreachable.
+        self.chain(
+            REJECT_CHAIN,
+            None,
+            vec![
+                "meta l4proto tcp reject with tcp reset".into(),
+                "reject".into(),
+            ],
+        );
         self.chain(
             MARK_FOR_MASQUERADE,
             None,
@@ -377,21 +389,32 @@ impl<'a> FamilyRenderer<'a> {
         );
     }
 
-    fn dnat_map_rule(&self, key_prefix: &str, n: usize, map: &str) -> String {
-        format!(
-            "dnat {} to {key_prefix}meta l4proto . th dport . numgen random mod {n} map @{map}",
-            self.fam.nft()
-        )
+    fn dnat_map_rules(&self, key_prefix: &str, n: usize, list: BackendList) -> Vec<String> {
+        Protocol::ALL
+            .iter()
+            .map(|p| {
+                format!(
+                    "meta l4proto {} dnat {} to {key_prefix}meta l4proto . th dport . numgen random mod {n} map @{}",
+                    p.nft(),
+                    self.fam.nft(),
+                    list.map(*p)
+                )
+            })
+            .collect()
     }
 
     fn lb_chain(&mut self, n: usize, local: bool, nodeport: bool) -> String {
-        let (name, map, prefix) = match (local, nodeport) {
-            (false, false) => (lb(n), BACKENDS, format!("{} . ", self.daddr)),
-            (true, false) => (local_lb(n), LOCAL_BACKENDS, format!("{} . ", self.daddr)),
-            (false, true) => (np_lb(n), NODEPORT_BACKENDS, String::new()),
-            (true, true) => (np_local_lb(n), NODEPORT_LOCAL_BACKENDS, String::new()),
+        let (name, list, prefix) = match (local, nodeport) {
+            (false, false) => (lb(n), BackendList::Cluster, format!("{} . ", self.daddr)),
+            (true, false) => (
+                local_lb(n),
+                BackendList::Local,
+                format!("{} . ", self.daddr),
+            ),
+            (false, true) => (np_lb(n), BackendList::NodePort, String::new()),
+            (true, true) => (np_local_lb(n), BackendList::NodePortLocal, String::new()),
         };
-        self.ensure_chain(name, |r| vec![r.dnat_map_rule(&prefix, n, map)])
+        self.ensure_chain(name, |r| r.dnat_map_rules(&prefix, n, list))
     }
 
     /// Rules of an ETP=Local external entry chain: pods and the host go to the cluster list, everything
@@ -540,7 +563,11 @@ impl<'a> FamilyRenderer<'a> {
                 self.elem(SERVICE_IPS, vip_key(&cip), Some(format!("goto {entry}")));
                 if !affinity {
                     let list = internal_list.to_vec();
-                    self.fill_backends(BACKENDS, &vip_key(&cip), &list);
+                    self.fill_backends(
+                        BackendList::Cluster.map(port.protocol),
+                        &vip_key(&cip),
+                        &list,
+                    );
                 }
             }
             _ => {
@@ -567,10 +594,10 @@ impl<'a> FamilyRenderer<'a> {
                 self.elem(SERVICE_IPS, key.clone(), Some(format!("goto {entry}")));
                 if !affinity {
                     let cluster = cats.cluster.clone();
-                    self.fill_backends(BACKENDS, &key, &cluster);
+                    self.fill_backends(BackendList::Cluster.map(port.protocol), &key, &cluster);
                     if svc.external_policy_local {
                         let local = cats.local.clone();
-                        self.fill_backends(LOCAL_BACKENDS, &key, &local);
+                        self.fill_backends(BackendList::Local.map(port.protocol), &key, &local);
                     }
                 }
             }
@@ -616,10 +643,14 @@ impl<'a> FamilyRenderer<'a> {
                 );
                 if !affinity {
                     let cluster = cats.cluster.clone();
-                    self.fill_backends(NODEPORT_BACKENDS, &key, &cluster);
+                    self.fill_backends(BackendList::NodePort.map(port.protocol), &key, &cluster);
                     if svc.external_policy_local {
                         let local = cats.local.clone();
-                        self.fill_backends(NODEPORT_LOCAL_BACKENDS, &key, &local);
+                        self.fill_backends(
+                            BackendList::NodePortLocal.map(port.protocol),
+                            &key,
+                            &local,
+                        );
                     }
                 }
             }

@@ -533,7 +533,7 @@ fn session_affinity_client_ip() {
     assert_eq!(aff.len(), 2, "one affinity set per endpoint");
     assert!(aff.iter().all(|(_, s)| s.spec.timeout == Some(600)));
     // Nothing of this Service is in the shared backends map.
-    assert!(t.sets["backends"].elements.is_empty());
+    assert!(t.sets["backends-tcp"].elements.is_empty());
 }
 
 // === dual stack ===
@@ -649,7 +649,7 @@ fn failure_forces_full_sync_and_resync_repairs_drift() {
     // deleting the table, and keeps dynamic (affinity) sets.
     fake.tamper(|m| {
         let t = m.tables.get_mut(&Family::Ipv4).unwrap();
-        t.sets.get_mut("backends").unwrap().elements.clear();
+        t.sets.get_mut("backends-tcp").unwrap().elements.clear();
         t.chains.insert("intruder".into(), Default::default());
     });
     let out = p.sync(&big_state(6, 2), None, true).unwrap();

@@ -131,6 +131,13 @@ impl Ctx<'_> {
                     }
                     rest = tail;
                 }
+                // `meta l4proto <p> …` (not the `meta l4proto . th dport` key expression).
+                ["meta", "l4proto", proto, tail @ ..] if *proto != "." => {
+                    if *proto != self.p.proto.nft() {
+                        return false;
+                    }
+                    rest = tail;
+                }
                 ["numgen", "random", "mod", _, "==", "0", tail @ ..] => {
                     // Either outcome is possible: record this branch and continue with the next rule.
                     self.collect_affinity_target(tail);

@@ -64,6 +64,9 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// Every protocol a Service port can use.
+    pub const ALL: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
+
     /// Parses a Kubernetes protocol name (`TCP`, `UDP`, `SCTP`); `None` (unset) means TCP.
     pub fn from_k8s(p: Option<&str>) -> Option<Protocol> {
         match p.unwrap_or("TCP") {

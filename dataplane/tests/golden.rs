@@ -101,7 +101,13 @@ fn golden_loads_into_real_nft() {
     let existing = nft.existing().unwrap();
     let t = &existing[&dataplane::types::Family::Ipv4];
     assert!(t.chains.iter().any(|c| c == "services"));
-    assert!(t.sets.iter().any(|(s, map)| s == "backends" && *map));
+    for p in ["tcp", "udp", "sctp"] {
+        let name = format!("backends-{p}");
+        assert!(
+            t.sets.iter().any(|(s, map)| *s == name && *map),
+            "{name} declared"
+        );
+    }
 
     // Full resync over the live table (flush + redeclare, affinity sets kept).
     assert!(p.sync(&st, None, true).expect("full resync").full);
