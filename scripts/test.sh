@@ -39,5 +39,7 @@ echo "== cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== doc tests"
 cargo test --workspace --doc --locked
+echo "== build every binary (e2e tests run svcnet-controller, svcnet-proxy, svcnet-echo as processes)"
+cargo build --workspace --bins --locked
 echo "== nextest (all tests, root-only included)"
 cargo nextest run --workspace --locked --no-fail-fast --profile ci
