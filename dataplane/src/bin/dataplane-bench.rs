@@ -197,7 +197,7 @@ fn inner_breakdown(o: &Opts) -> anyhow::Result<Value> {
     let t5 = Instant::now();
     // A two-element delta on the loaded table, nft alone.
     let delta = format!(
-        "delete element ip svcnet backends {{ {ip} . tcp . 80 . 0 }}\nadd element ip svcnet backends {{ {ip} . tcp . 80 . 0 : 10.255.255.1 . 8080 }}\n",
+        "delete element ip svcnet backends-tcp {{ {ip} . tcp . 80 . 0 }}\nadd element ip svcnet backends-tcp {{ {ip} . tcp . 80 . 0 : 10.255.255.1 . 8080 }}\n",
         ip = svc_ip(5)
     );
     let t6 = Instant::now();
