@@ -176,34 +176,7 @@ pub async fn run(
 }
 
 async fn on_service(ctx: &Ctx, c: Change<Service>) {
-    let mut keys = Vec::new();
-    {
-        let mut caches = ctx.caches.write().await;
-        match c {
-            Change::Apply(s) => {
-                keys.push(ObjKey::of(&s));
-                caches.services.apply(s);
-            }
-            Change::Delete(s) => {
-                let k = ObjKey::of(&s);
-                caches.services.delete(&k);
-                keys.push(k);
-            }
-            Change::Relist(list) => {
-                let new: HashSet<ObjKey> = list.iter().map(ObjKey::of).collect();
-                for k in caches.services.keys() {
-                    if !new.contains(&k) {
-                        caches.services.delete(&k);
-                        keys.push(k);
-                    }
-                }
-                for s in list {
-                    keys.push(ObjKey::of(&s));
-                    caches.services.apply(s);
-                }
-            }
-        }
-    }
+    let keys = ctx.caches.write().await.services.fold(c);
     for k in keys {
         ctx.queue.add(k).await;
     }

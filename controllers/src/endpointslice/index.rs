@@ -295,6 +295,37 @@ impl ServiceIndex {
         Some(old)
     }
 
+    /// Folds one watch change into the index and returns the keys of every Service it touched
+    /// (applied, deleted, or removed because a relist no longer lists it).
+    pub fn fold(&mut self, c: Change<Service>) -> Vec<ObjKey> {
+        let mut keys = Vec::new();
+        match c {
+            Change::Apply(s) => {
+                keys.push(ObjKey::of(&s));
+                self.apply(s);
+            }
+            Change::Delete(s) => {
+                let k = ObjKey::of(&s);
+                self.delete(&k);
+                keys.push(k);
+            }
+            Change::Relist(list) => {
+                let live: HashSet<ObjKey> = list.iter().map(ObjKey::of).collect();
+                for k in self.keys() {
+                    if !live.contains(&k) {
+                        self.delete(&k);
+                        keys.push(k);
+                    }
+                }
+                for s in list {
+                    keys.push(ObjKey::of(&s));
+                    self.apply(s);
+                }
+            }
+        }
+        keys
+    }
+
     /// A Service by key.
     pub fn get(&self, key: &ObjKey) -> Option<Arc<Service>> {
         self.services.get(key).cloned()
