@@ -868,13 +868,19 @@ impl Ipam {
                         .ip(ip)
                         .and_then(|i| i.pool.clone())
                         .unwrap_or_default();
-                    if self
+                    match self
                         .claim_lb_ip(svc, view, ip, &pool, key.clone(), false)
                         .await
-                        .is_ok()
                     {
-                        joined = Some(ip);
-                        break;
+                        Ok(()) => {
+                            joined = Some(ip);
+                            break;
+                        }
+                        // The shared claim changed under us (another holder's write won the
+                        // resourceVersion race) or was just released: try the whole reconcile
+                        // again rather than taking a fresh address the Service could have shared.
+                        Err(e @ Error::Retry(_)) => return Err(e),
+                        Err(_) => {}
                     }
                 }
                 if let Some(ip) = joined {
