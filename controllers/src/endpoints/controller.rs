@@ -12,7 +12,7 @@ use crate::endpointslice::apply::{
     is_namespace_terminating, is_not_found, reference_to, EventSink,
 };
 use crate::endpointslice::index::{
-    services_for_pod_change, spawn_watch, Change, ObjKey, PodIndex, ServiceIndex, TaskGuard,
+    fold_pod_change, spawn_watch, Change, ObjKey, PodIndex, ServiceIndex, TaskGuard,
 };
 use crate::endpointslice::metrics::ControllerMetrics;
 use crate::endpointslice::model::{to_chrono, PodInfo};
@@ -183,56 +183,11 @@ async fn on_service(ctx: &Ctx, c: Change<Service>) {
 }
 
 async fn on_pod(ctx: &Ctx, c: Change<PodInfo>) {
-    let mut keys = HashSet::new();
-    {
+    let keys = {
         let mut guard = ctx.caches.write().await;
         let caches = &mut *guard;
-        match c {
-            Change::Apply(p) => {
-                let old = caches.pods.apply(p.clone());
-                keys.extend(services_for_pod_change(
-                    &caches.services,
-                    old.as_deref(),
-                    Some(&p),
-                ));
-            }
-            Change::Delete(p) => {
-                let old = caches
-                    .pods
-                    .delete(&ObjKey::new(p.namespace.clone(), p.name.clone()));
-                keys.extend(services_for_pod_change(
-                    &caches.services,
-                    old.as_deref().or(Some(&p)),
-                    None,
-                ));
-            }
-            Change::Relist(list) => {
-                let new: HashSet<ObjKey> = list
-                    .iter()
-                    .map(|p| ObjKey::new(p.namespace.clone(), p.name.clone()))
-                    .collect();
-                for k in caches.pods.keys() {
-                    if !new.contains(&k) {
-                        if let Some(old) = caches.pods.delete(&k) {
-                            keys.extend(services_for_pod_change(
-                                &caches.services,
-                                Some(&old),
-                                None,
-                            ));
-                        }
-                    }
-                }
-                for p in list {
-                    let old = caches.pods.apply(p.clone());
-                    keys.extend(services_for_pod_change(
-                        &caches.services,
-                        old.as_deref(),
-                        Some(&p),
-                    ));
-                }
-            }
-        }
-    }
+        fold_pod_change(&mut caches.pods, &caches.services, c)
+    };
     for k in keys {
         ctx.queue.add_after(k, ctx.cfg.batch_period).await;
     }

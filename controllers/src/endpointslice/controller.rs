@@ -15,7 +15,7 @@
 
 use super::apply::{apply_slice_plan, reference_to, EventSink};
 use super::index::{
-    services_for_pod_change, spawn_watch, Change, ObjKey, PodIndex, ServiceIndex, TaskGuard,
+    fold_pod_change, spawn_watch, Change, ObjKey, PodIndex, ServiceIndex, TaskGuard,
 };
 use super::metrics::ControllerMetrics;
 use super::model::{to_chrono, NodeInfo, PodInfo};
@@ -255,60 +255,15 @@ async fn on_service(ctx: &Ctx, c: Change<Service>) {
 }
 
 async fn on_pod(ctx: &Ctx, c: Change<PodInfo>) {
-    let mut keys = std::collections::HashSet::new();
     let namespaces: std::collections::HashSet<String> = match &c {
         Change::Apply(p) | Change::Delete(p) => [p.namespace.clone()].into(),
         Change::Relist(l) => l.iter().map(|p| p.namespace.clone()).collect(),
     };
-    {
-        let mut caches = ctx.caches.write().await;
-        let caches = &mut *caches;
-        match c {
-            Change::Apply(p) => {
-                let old = caches.pods.apply(p.clone());
-                keys.extend(services_for_pod_change(
-                    &caches.services,
-                    old.as_deref(),
-                    Some(&p),
-                ));
-            }
-            Change::Delete(p) => {
-                let old = caches
-                    .pods
-                    .delete(&ObjKey::new(p.namespace.clone(), p.name.clone()));
-                keys.extend(services_for_pod_change(
-                    &caches.services,
-                    old.as_deref().or(Some(&p)),
-                    None,
-                ));
-            }
-            Change::Relist(list) => {
-                let new: std::collections::HashSet<ObjKey> = list
-                    .iter()
-                    .map(|p| ObjKey::new(p.namespace.clone(), p.name.clone()))
-                    .collect();
-                for k in caches.pods.keys() {
-                    if !new.contains(&k) {
-                        if let Some(old) = caches.pods.delete(&k) {
-                            keys.extend(services_for_pod_change(
-                                &caches.services,
-                                Some(&old),
-                                None,
-                            ));
-                        }
-                    }
-                }
-                for p in list {
-                    let old = caches.pods.apply(p.clone());
-                    keys.extend(services_for_pod_change(
-                        &caches.services,
-                        old.as_deref(),
-                        Some(&p),
-                    ));
-                }
-            }
-        }
-    }
+    let keys = {
+        let mut guard = ctx.caches.write().await;
+        let caches = &mut *guard;
+        fold_pod_change(&mut caches.pods, &caches.services, c)
+    };
     for k in keys {
         ctx.queue.add_after(k, ctx.cfg.batch_period).await;
     }

@@ -367,6 +367,48 @@ impl ServiceIndex {
     }
 }
 
+/// Folds one Pod watch change into `pods` and returns the Services (from `services`) whose
+/// membership or endpoints it may have changed.
+pub fn fold_pod_change(
+    pods: &mut PodIndex,
+    services: &ServiceIndex,
+    c: Change<PodInfo>,
+) -> HashSet<ObjKey> {
+    let mut keys = HashSet::new();
+    match c {
+        Change::Apply(p) => {
+            let old = pods.apply(p.clone());
+            keys.extend(services_for_pod_change(services, old.as_deref(), Some(&p)));
+        }
+        Change::Delete(p) => {
+            let old = pods.delete(&ObjKey::new(p.namespace.clone(), p.name.clone()));
+            keys.extend(services_for_pod_change(
+                services,
+                old.as_deref().or(Some(&p)),
+                None,
+            ));
+        }
+        Change::Relist(list) => {
+            let live: HashSet<ObjKey> = list
+                .iter()
+                .map(|p| ObjKey::new(p.namespace.clone(), p.name.clone()))
+                .collect();
+            for k in pods.keys() {
+                if !live.contains(&k) {
+                    if let Some(old) = pods.delete(&k) {
+                        keys.extend(services_for_pod_change(services, Some(&old), None));
+                    }
+                }
+            }
+            for p in list {
+                let old = pods.apply(p.clone());
+                keys.extend(services_for_pod_change(services, old.as_deref(), Some(&p)));
+            }
+        }
+    }
+    keys
+}
+
 /// Services to resync after a Pod change (a superset of upstream's
 /// `GetPodUpdateProjectionKey`: any relevant change queues the union of the
 /// Services matching the old and the new labels).
