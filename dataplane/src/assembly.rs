@@ -5,19 +5,23 @@
 //! about and returns the minimal transaction for the difference, so a partial sync costs O(changed
 //! Services), not O(all Services) — rendering and diffing 100,000 elements on every change would not.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::model::{Chain, Counts, Model, Op, Set, SetSpec, Transaction};
 use crate::render::{service_fragment, skeleton, Fragment};
 use crate::types::{Family, NodeConfig, ProxyState, ServiceKey};
 
 type ElemKey = (&'static str, String);
+/// Hash containers for ~10⁵ short string keys: SipHash's DoS resistance buys nothing for keys we
+/// render ourselves, and it was the largest single cost of a full sync's bookkeeping.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
 #[derive(Clone, Debug)]
 struct FamilyAssembly {
     skeleton: crate::model::Table,
     /// Contributed values per element; the first one is in effect.
-    elements: HashMap<ElemKey, Vec<Option<String>>>,
+    elements: FastMap<ElemKey, Vec<Option<String>>>,
     /// Chain definition and reference count.
     chains: HashMap<String, (Chain, usize)>,
     /// Dynamic set declaration and reference count.
@@ -167,10 +171,10 @@ impl FamilyAssembly {
                     name,
                     spec,
                 }),
-                (Some(_), None) => out.delete_sets.push(Op::DeleteSet {
+                (Some(before), None) => out.delete_sets.push(Op::DeleteSet {
                     family: fam,
                     name,
-                    map: false,
+                    map: before.map,
                 }),
                 _ => {}
             }
@@ -224,6 +228,36 @@ struct OpBuckets {
     delete_sets: Vec<Op>,
 }
 
+/// What a full sync has already written, per family (for de-duplication while streaming).
+#[derive(Default)]
+struct Seen {
+    elements: FastSet<ElemKey>,
+    chains: HashSet<String>,
+    sets: HashSet<String>,
+}
+
+/// A full sync whose operations are written; [`FullBuild::finish`] builds the [`Assembly`] that
+/// partial syncs continue from.
+pub struct FullBuild {
+    assembly: Assembly,
+    fragments: Vec<(Family, ServiceKey, Fragment)>,
+}
+
+impl FullBuild {
+    /// The reference-counted bookkeeping of the streamed fragments, in the same order, so the element
+    /// in effect is the one that was written.
+    pub fn finish(self) -> Assembly {
+        let mut a = self.assembly;
+        for (fam, key, f) in self.fragments {
+            if let Some(fa) = a.families.get_mut(&fam) {
+                fa.add_untracked(&f);
+                a.fragments.insert((fam, key), f);
+            }
+        }
+        a
+    }
+}
+
 /// The desired state, assembled from per-Service fragments.
 #[derive(Clone, Debug)]
 pub struct Assembly {
@@ -241,7 +275,7 @@ impl Assembly {
             .map(|f| {
                 let fa = FamilyAssembly {
                     skeleton: skeleton(*f, node),
-                    elements: HashMap::new(),
+                    elements: FastMap::default(),
                     chains: HashMap::new(),
                     sets: HashMap::new(),
                 };
@@ -255,17 +289,21 @@ impl Assembly {
         }
     }
 
-    /// Full sync: builds the assembly of every Service in `state` while pushing, in a valid order, the
-    /// operations that turn whatever the kernel holds (`existing`) into it, without deleting the table:
-    /// existing chains are flushed and existing non-dynamic sets re-created first; stale chains and
-    /// stale dynamic sets are deleted last; dynamic sets still wanted keep their elements.
-    pub fn build_streaming(
+    /// Full sync, first half: pushes, in a valid order, the operations that turn whatever the kernel
+    /// holds (`existing`) into the state of every Service in `state`, without deleting the table:
+    /// existing chains are flushed and existing non-affinity sets re-created first; stale chains and
+    /// stale affinity sets are deleted last; affinity sets still wanted keep their elements.
+    ///
+    /// Only what is needed to write the operations happens here (rendering and de-duplication); the
+    /// reference-counted bookkeeping is left to [`FullBuild::finish`], which the proxier runs while
+    /// nft evaluates and commits the input.
+    pub fn stream_full(
         node: &NodeConfig,
         state: &ProxyState,
         existing: &crate::diff::Existing,
         sink: &mut dyn crate::model::OpSink,
-    ) -> Self {
-        let mut a = Assembly::new(node);
+    ) -> FullBuild {
+        let a = Assembly::new(node);
         // Tables of families no longer configured: empty them.
         for (fam, ex) in existing {
             if a.families.contains_key(fam) {
@@ -292,7 +330,8 @@ impl Assembly {
             }
         }
         let fams: Vec<Family> = a.families.keys().copied().collect();
-        let mut dynamic_kept: BTreeSet<(Family, String)> = BTreeSet::new();
+        let mut affinity_kept: BTreeSet<(Family, String)> = BTreeSet::new();
+        let mut seen: BTreeMap<Family, Seen> = BTreeMap::new();
         for &fam in &fams {
             sink.push_op(Op::AddTable { family: fam });
             if let Some(ex) = existing.get(&fam) {
@@ -303,9 +342,10 @@ impl Assembly {
                     });
                 }
                 for (s, map) in &ex.sets {
-                    // Dynamic (affinity) sets are named `aff-…`; keep them until we know they are stale.
+                    // Affinity sets are named `aff-…`; keep them (and their live entries) until we
+                    // know they are stale. Everything else is re-created with its elements.
                     if s.starts_with("aff-") && !*map {
-                        dynamic_kept.insert((fam, s.clone()));
+                        affinity_kept.insert((fam, s.clone()));
                     } else {
                         sink.push_op(Op::DeleteSet {
                             family: fam,
@@ -353,38 +393,28 @@ impl Assembly {
                     });
                 }
             }
+            seen.insert(fam, Seen::default());
         }
+        let mut fragments = Vec::with_capacity(state.services.len() * fams.len());
         for svc in state.services.values() {
             for &fam in &fams {
                 let Some(f) = service_fragment(fam, node, state, svc) else {
                     continue;
                 };
-                let fa = a
-                    .families
-                    .get_mut(&fam)
-                    .expect("families fixed at construction");
+                let seen = seen.entry(fam).or_default();
                 for (name, spec) in &f.sets {
-                    let entry = fa
-                        .sets
-                        .entry(name.clone())
-                        .or_insert_with(|| (spec.clone(), 0));
-                    if entry.1 == 0 {
+                    if seen.sets.insert(name.clone()) {
                         sink.push_op(Op::AddSet {
                             family: fam,
                             name: name.clone(),
                             spec: spec.clone(),
                         });
                     }
-                    entry.1 += 1;
                 }
                 // Declare every new chain before any rule, since rules jump between them.
                 let mut new_chains = vec![];
                 for (name, chain) in &f.chains {
-                    let entry = fa
-                        .chains
-                        .entry(name.clone())
-                        .or_insert_with(|| (chain.clone(), 0));
-                    if entry.1 == 0 {
+                    if seen.chains.insert(name.clone()) {
                         sink.push_op(Op::AddChain {
                             family: fam,
                             name: name.clone(),
@@ -392,7 +422,6 @@ impl Assembly {
                         });
                         new_chains.push((name, chain));
                     }
-                    entry.1 += 1;
                 }
                 for (name, chain) in new_chains {
                     for r in &chain.rules {
@@ -403,33 +432,33 @@ impl Assembly {
                         });
                     }
                 }
+                // The first contribution of an element is the one in effect (as in `effective`).
                 for (set, key, value) in &f.elements {
-                    let vals = fa.elements.entry((*set, key.clone())).or_default();
-                    if vals.is_empty() {
-                        sink.push_op(Op::AddElements {
-                            family: fam,
-                            set: set.to_string(),
-                            elements: vec![(key.clone(), value.clone())],
-                        });
+                    if seen.elements.insert((*set, key.clone())) {
+                        sink.add_element(fam, set, key, value.as_deref());
                     }
-                    vals.push(value.clone());
                 }
-                a.fragments.insert((fam, svc.key.clone()), f);
+                fragments.push((fam, svc.key.clone(), f));
             }
         }
         for &fam in &fams {
             let Some(ex) = existing.get(&fam) else {
                 continue;
             };
-            for c in ex.chains.iter().filter(|c| !a.has_chain(fam, c)) {
+            let fa = &a.families[&fam];
+            let wanted = |c: &String| {
+                fa.skeleton.chains.contains_key(c)
+                    || seen.get(&fam).is_some_and(|s| s.chains.contains(c))
+            };
+            for c in ex.chains.iter().filter(|c| !wanted(c)) {
                 sink.push_op(Op::DeleteChain {
                     family: fam,
                     name: c.clone(),
                 });
             }
         }
-        for (fam, name) in dynamic_kept {
-            if !a.has_dynamic_set(fam, &name) {
+        for (fam, name) in affinity_kept {
+            if !seen.get(&fam).is_some_and(|s| s.sets.contains(&name)) {
                 sink.push_op(Op::DeleteSet {
                     family: fam,
                     name,
@@ -437,7 +466,10 @@ impl Assembly {
                 });
             }
         }
-        a
+        FullBuild {
+            assembly: a,
+            fragments,
+        }
     }
 
     /// Builds the assembly of every Service in `state` (no change tracking).

@@ -434,6 +434,36 @@ impl Transaction {
 pub trait OpSink {
     /// Appends an operation.
     fn push_op(&mut self, op: Op);
+
+    /// Appends the addition of one element. Sinks that write text directly override this to avoid
+    /// building an [`Op`] per element (full syncs write ~10⁵ of them).
+    fn add_element(&mut self, family: Family, set: &str, key: &str, value: Option<&str>) {
+        self.push_op(Op::AddElements {
+            family,
+            set: set.to_string(),
+            elements: vec![(key.to_string(), value.map(str::to_string))],
+        });
+    }
+}
+
+/// Validates one element of an `add element` (the checks [`Op::validate`] applies to each).
+pub fn validate_element(key: &str, value: Option<&str>) -> Result<()> {
+    if key.contains(['{', '}', ',']) {
+        return Err(bad("element key", key));
+    }
+    check_fragment("element key", key)?;
+    if let Some(v) = value {
+        if v.contains(['{', '}', ',']) {
+            return Err(bad("element value", v));
+        }
+        check_fragment("element value", v)?;
+    }
+    Ok(())
+}
+
+/// Validates a set or map name.
+pub fn validate_set_name(name: &str) -> Result<()> {
+    check_name("set name", name)
 }
 
 impl OpSink for Transaction {
@@ -596,16 +626,7 @@ fn validate(op: &Op) -> Result<()> {
         Op::AddElements { set, elements, .. } => {
             check_name("set name", set)?;
             for (k, v) in elements {
-                if k.contains(['{', '}', ',']) {
-                    return Err(bad("element key", k));
-                }
-                check_fragment("element key", k)?;
-                if let Some(v) = v {
-                    if v.contains(['{', '}', ',']) {
-                        return Err(bad("element value", v));
-                    }
-                    check_fragment("element value", v)?;
-                }
+                validate_element(k, v.as_deref())?;
             }
             Ok(())
         }

@@ -33,17 +33,19 @@ pub const FIREWALL_ALLOW: &str = "firewall-allow";
 /// `backends-sctp`, …): nft 1.0.6 derives the DNAT's transport-protocol check from the map's
 /// declared value type (`ip daddr . tcp dport` → "TCP only"), and a `th dport` value type cannot be
 /// read back by a later transaction ("conflicting protocols specified: ip vs. th"). So each
-/// protocol gets its own map whose value type names that protocol, and each shared `lb-*` chain
-/// has one `meta l4proto <p> dnat … map @<list>-<p>` rule per protocol.
+/// protocol gets its own map whose value type names that protocol, keyed without the protocol
+/// (the map already implies it), and reached from its own per-protocol shared chains (`lb-tcp-N`, …).
+/// A map is declared only while some Service uses it: on nft 1.0.6 every declared set adds to the
+/// cost of a full load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendList {
-    /// Map (VIP . proto . port . slot) → (endpoint IP . port), the primary list of each VIP.
+    /// Map (VIP . port . slot) → (endpoint IP . port), the primary list of each VIP.
     Cluster,
-    /// Map (VIP . proto . port . slot) → (endpoint IP . port), node-local list for ETP=Local VIPs.
+    /// Map (VIP . port . slot) → (endpoint IP . port), node-local list for ETP=Local VIPs.
     Local,
-    /// Map (proto . nodePort . slot) → endpoint, cluster list.
+    /// Map (nodePort . slot) → endpoint, cluster list.
     NodePort,
-    /// Map (proto . nodePort . slot) → endpoint, local list.
+    /// Map (nodePort . slot) → endpoint, local list.
     NodePortLocal,
 }
 
@@ -108,41 +110,41 @@ pub const REJECT_CHAIN: &str = "reject-chain";
 /// The masquerade mark bit (upstream default bit 14).
 pub const MASQ_MARK: &str = "0x00004000";
 
-/// Shared chain: pick one of `n` entries of the [`BackendList::Cluster`] maps for the packet's VIP.
-pub fn lb(n: usize) -> String {
-    format!("lb-{n}")
+/// Shared chain: pick one of `n` entries of the [`BackendList::Cluster`] map of `proto`.
+pub fn lb(proto: Protocol, n: usize) -> String {
+    format!("lb-{}-{n}", proto.nft())
 }
-/// Shared chain: pick one of `n` entries of the [`BackendList::Local`] maps.
-pub fn local_lb(n: usize) -> String {
-    format!("local-lb-{n}")
+/// Shared chain: pick one of `n` entries of the [`BackendList::Local`] map of `proto`.
+pub fn local_lb(proto: Protocol, n: usize) -> String {
+    format!("local-lb-{}-{n}", proto.nft())
 }
-/// Shared chain: pick one of `n` entries of the [`BackendList::NodePort`] maps.
-pub fn np_lb(n: usize) -> String {
-    format!("np-lb-{n}")
+/// Shared chain: pick one of `n` entries of the [`BackendList::NodePort`] map of `proto`.
+pub fn np_lb(proto: Protocol, n: usize) -> String {
+    format!("np-lb-{}-{n}", proto.nft())
 }
-/// Shared chain: pick one of `n` entries of the [`BackendList::NodePortLocal`] maps.
-pub fn np_local_lb(n: usize) -> String {
-    format!("np-local-lb-{n}")
+/// Shared chain: pick one of `n` entries of the [`BackendList::NodePortLocal`] map of `proto`.
+pub fn np_local_lb(proto: Protocol, n: usize) -> String {
+    format!("np-local-lb-{}-{n}", proto.nft())
 }
 /// Shared ClusterIP entry chain (masquerade rule, then [`lb`]).
-pub fn cluster_ip_entry(n: usize) -> String {
-    format!("cip-{n}")
+pub fn cluster_ip_entry(proto: Protocol, n: usize) -> String {
+    format!("cip-{}-{n}", proto.nft())
 }
 /// Shared external entry chain, ETP=Cluster.
-pub fn ext(n: usize) -> String {
-    format!("ext-{n}")
+pub fn ext(proto: Protocol, n: usize) -> String {
+    format!("ext-{}-{n}", proto.nft())
 }
 /// Shared external entry chain, ETP=Local.
-pub fn ext_local(n: usize, m: usize) -> String {
-    format!("ext-local-{n}-{m}")
+pub fn ext_local(proto: Protocol, n: usize, m: usize) -> String {
+    format!("ext-local-{}-{n}-{m}", proto.nft())
 }
 /// Shared NodePort entry chain, ETP=Cluster.
-pub fn np_ext(n: usize) -> String {
-    format!("np-ext-{n}")
+pub fn np_ext(proto: Protocol, n: usize) -> String {
+    format!("np-ext-{}-{n}", proto.nft())
 }
 /// Shared NodePort entry chain, ETP=Local.
-pub fn np_ext_local(n: usize, m: usize) -> String {
-    format!("np-ext-local-{n}-{m}")
+pub fn np_ext_local(proto: Protocol, n: usize, m: usize) -> String {
+    format!("np-ext-local-{}-{n}-{m}", proto.nft())
 }
 
 /// First 16 hex digits of SHA-256 over `parts` joined with NUL (NUL cannot occur in Kubernetes names).
@@ -214,7 +216,7 @@ mod tests {
 
     #[test]
     fn names_and_fragments_validation() {
-        assert!(is_valid_name("lb-10"));
+        assert!(is_valid_name(&lb(Protocol::Tcp, 10)));
         assert!(!is_valid_name("a b"));
         assert!(!is_valid_name("a;b"));
         assert!(!is_valid_name("1abc"));

@@ -1,6 +1,7 @@
 //! Applying transactions: the [`Nft`] trait, the real `nft -f -` implementation and a semantic fake.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -19,35 +20,39 @@ pub trait Nft: Send + Sync {
     /// Lists chain and set names of our tables (for full syncs).
     fn existing(&self) -> Result<Existing>;
 
-    /// Applies, atomically, the operations that `produce` pushes into the sink. The real implementation
-    /// streams them to `nft` while they are produced, so rendering overlaps with nft's parsing.
-    fn run_streaming(&self, produce: &mut dyn FnMut(&mut dyn OpSink) -> Result<()>) -> Result<()> {
+    /// Applies, atomically, the operations that `produce` pushes into the sink, and runs `meanwhile`
+    /// once the input is complete but before waiting for the kernel. The real implementation streams
+    /// the operations to `nft` while they are produced (rendering overlaps with nft's parsing) and runs
+    /// `meanwhile` while nft evaluates and commits (bookkeeping overlaps with the kernel's work).
+    fn run_streaming(
+        &self,
+        produce: &mut dyn FnMut(&mut dyn OpSink) -> Result<()>,
+        meanwhile: &mut dyn FnMut(),
+    ) -> Result<()> {
         let mut tx = Transaction::new();
         produce(&mut tx)?;
+        meanwhile();
         self.run(&tx)
     }
 }
 
-/// Element additions waiting to be coalesced: (family, set, elements).
-type PendingElements = (Family, String, Vec<(String, Option<String>)>);
-
-/// Writes operations to a running `nft -f -`, coalescing consecutive element additions.
+/// Writes operations to a running `nft -f -`, coalescing consecutive element additions to the same
+/// set into `add element` lines of at most [`ELEMENTS_PER_LINE`] elements.
 struct StreamSink<W: std::io::Write> {
     out: W,
     buf: String,
-    pending: Option<PendingElements>,
+    /// The open `add element` line: (family, set, elements on it so far).
+    open: Option<(Family, String, usize)>,
     err: Option<Error>,
 }
 
+/// Elements per `add element` line while streaming.
+const ELEMENTS_PER_LINE: usize = 2048;
+
 impl<W: std::io::Write> StreamSink<W> {
-    fn flush_pending(&mut self) {
-        if let Some((family, set, elements)) = self.pending.take() {
-            Op::AddElements {
-                family,
-                set,
-                elements,
-            }
-            .render_into(&mut self.buf);
+    fn close_line(&mut self) {
+        if self.open.take().is_some() {
+            self.buf.push_str(" }\n");
         }
         if self.buf.len() > 1 << 16 {
             self.write_buf();
@@ -67,7 +72,7 @@ impl<W: std::io::Write> StreamSink<W> {
     }
 
     fn finish(&mut self) {
-        self.flush_pending();
+        self.close_line();
         self.write_buf();
     }
 }
@@ -87,24 +92,50 @@ impl<W: std::io::Write> OpSink for StreamSink<W> {
                 set,
                 elements,
             } => {
-                match &mut self.pending {
-                    Some((f, s, els)) if *f == family && *s == set => els.extend(elements),
-                    _ => {
-                        self.flush_pending();
-                        self.pending = Some((family, set, elements));
-                    }
-                }
-                if self.pending.as_ref().is_some_and(|p| p.2.len() >= 2048) {
-                    self.flush_pending();
+                for (k, v) in &elements {
+                    self.add_element(family, &set, k, v.as_deref());
                 }
             }
             op => {
-                self.flush_pending();
+                self.close_line();
                 op.render_into(&mut self.buf);
                 if self.buf.len() > 1 << 16 {
                     self.write_buf();
                 }
             }
+        }
+    }
+
+    fn add_element(&mut self, family: Family, set: &str, key: &str, value: Option<&str>) {
+        if self.err.is_some() {
+            return;
+        }
+        if let Err(e) = crate::model::validate_set_name(set)
+            .and_then(|()| crate::model::validate_element(key, value))
+        {
+            self.err = Some(e);
+            return;
+        }
+        match &mut self.open {
+            Some((f, s, n)) if *f == family && s == set && *n < ELEMENTS_PER_LINE => {
+                *n += 1;
+                self.buf.push_str(", ");
+            }
+            _ => {
+                self.close_line();
+                let _ = write!(
+                    self.buf,
+                    "add element {} {} {set} {{ ",
+                    family.nft(),
+                    names::TABLE
+                );
+                self.open = Some((family, set.to_string(), 1));
+            }
+        }
+        self.buf.push_str(key);
+        if let Some(v) = value {
+            self.buf.push_str(" : ");
+            self.buf.push_str(v);
         }
     }
 }
@@ -229,7 +260,11 @@ impl ExecNft {
 }
 
 impl Nft for ExecNft {
-    fn run_streaming(&self, produce: &mut dyn FnMut(&mut dyn OpSink) -> Result<()>) -> Result<()> {
+    fn run_streaming(
+        &self,
+        produce: &mut dyn FnMut(&mut dyn OpSink) -> Result<()>,
+        meanwhile: &mut dyn FnMut(),
+    ) -> Result<()> {
         let program = self.program.display().to_string();
         let mut child = self
             .command(&["-f", "-"])
@@ -248,7 +283,7 @@ impl Nft for ExecNft {
         let mut sink = StreamSink {
             out: stdin,
             buf: String::new(),
-            pending: None,
+            open: None,
             err: None,
         };
         let produced = produce(&mut sink);
@@ -260,7 +295,9 @@ impl Nft for ExecNft {
             let _ = child.wait();
             return Err(e);
         }
+        // Closing stdin lets nft evaluate and commit; our bookkeeping runs meanwhile.
         drop(sink);
+        meanwhile();
         let out = child
             .wait_with_output()
             .map_err(|source| Error::Exec { program, source })?;

@@ -124,23 +124,24 @@ impl<N: Nft> Proxier<N> {
         }
         self.applied = None;
         let existing = self.nft.existing()?;
+        let streamed: std::cell::RefCell<Option<crate::assembly::FullBuild>> = Default::default();
         let mut built: Option<Assembly> = None;
         let mut ops = 0usize;
         let node = &self.node;
-        self.nft.run_streaming(&mut |sink| {
-            let mut counter = CountingSink {
-                inner: sink,
-                ops: 0,
-            };
-            built = Some(Assembly::build_streaming(
-                node,
-                state,
-                &existing,
-                &mut counter,
-            ));
-            ops = counter.ops;
-            Ok(())
-        })?;
+        self.nft.run_streaming(
+            &mut |sink| {
+                let mut counter = CountingSink {
+                    inner: sink,
+                    ops: 0,
+                };
+                *streamed.borrow_mut() =
+                    Some(Assembly::stream_full(node, state, &existing, &mut counter));
+                ops = counter.ops;
+                Ok(())
+            },
+            // Runs while nft evaluates and commits what was streamed.
+            &mut || built = streamed.borrow_mut().take().map(|b| b.finish()),
+        )?;
         let assembly =
             built.ok_or_else(|| crate::Error::Rejected("full sync produced nothing".into()))?;
         let counts = assembly.counts();

@@ -7,14 +7,14 @@
 //! the number of chains-with-sets and sets, but only linearly (and cheaply) with elements.
 //!
 //! * `service-ips` / `service-nodeports` verdict maps send a new connection to a *shared entry chain*
-//!   selected by the endpoint count: `cip-N` (ClusterIP, masquerade rule), `ext-N` (external VIP,
-//!   ETP=Cluster), `ext-local-N-M` (ETP=Local), `np-ext-*` for NodePorts; or straight to `lb-N`.
-//! * `lb-N` does `dnat to daddr . l4proto . dport . (numgen random mod N)` through the `backends` map, whose
-//!   elements are `(VIP . proto . port . slot) : (endpoint IP . port)` for slots `0..N`. `local-lb-M`,
-//!   `np-lb-N`, `np-local-lb-M` use `local-backends`, `nodeport-backends` (keyed without the address) and
-//!   `nodeport-local-backends`. One shared chain exists per distinct endpoint count in use. Every backend
-//!   map exists once per protocol (`backends-tcp`, `backends-udp`, `backends-sctp`, …) and each `lb-*`
-//!   chain has one `meta l4proto <p>` DNAT rule per protocol: see [`names::BackendList`] for why.
+//!   selected by protocol and endpoint count: `cip-<p>-N` (ClusterIP, masquerade rule), `ext-<p>-N`
+//!   (external VIP, ETP=Cluster), `ext-local-<p>-N-M` (ETP=Local), `np-ext-*` for NodePorts; or straight
+//!   to `lb-<p>-N`.
+//! * `lb-<p>-N` does `dnat to daddr . dport . (numgen random mod N)` through the `backends-<p>` map, whose
+//!   elements are `(VIP . port . slot) : (endpoint IP . port)` for slots `0..N`. `local-lb-*`, `np-lb-*`,
+//!   `np-local-lb-*` use `local-backends-<p>`, `nodeport-backends-<p>` (keyed by nodePort and slot) and
+//!   `nodeport-local-backends-<p>`. One shared chain exists per (protocol, endpoint count) in use, and a
+//!   backend map is declared only while some Service uses it (see [`names::BackendList`]).
 //! * Hairpin: `masquerading` marks `ct status dnat` packets whose `(saddr . daddr)` is in the `hairpin` set
 //!   (one element per endpoint that is on this node or whose node is unknown — only those can hairpin).
 //! * loadBalancerSourceRanges: `firewall-ips` (protected VIP . proto . port) plus a concatenated interval set
@@ -53,7 +53,7 @@ pub struct Fragment {
     pub elements: Vec<(&'static str, String, Option<String>)>,
     /// Chains by name.
     pub chains: BTreeMap<String, Chain>,
-    /// Dynamic (affinity) sets by name.
+    /// Sets and maps declared only while some Service uses them (backend maps, affinity sets), by name.
     pub sets: BTreeMap<String, SetSpec>,
 }
 
@@ -197,23 +197,6 @@ impl<'a> FamilyRenderer<'a> {
             SetSpec::set(format!("type {addr} . inet_proto . inet_service . {addr}"))
                 .flag("interval"),
         );
-        // `tcp dport` rather than `th dport` in the key declarations: nft 1.0.6 cannot rebuild a
-        // `th dport` typeof from the kernel ("conflicting protocols specified: ip vs. th") when a later
-        // transaction adds a rule using the map; for keys only the data types matter. The value type
-        // does matter (it becomes the DNAT's protocol check), hence one map per protocol.
-        let backend_key = format!("typeof {d} . meta l4proto . tcp dport . numgen random mod 1");
-        let np_key = "typeof meta l4proto . tcp dport . numgen random mod 1".to_string();
-        for list in BackendList::ALL {
-            for proto in Protocol::ALL {
-                let key = if list.is_nodeport() {
-                    np_key.clone()
-                } else {
-                    backend_key.clone()
-                };
-                let value = format!("{d} . {} dport", proto.nft());
-                self.declare_set(list.map(proto), SetSpec::map(key, value));
-            }
-        }
         self.declare_set(HAIRPIN, SetSpec::set(format!("type {addr} . {addr}")));
         if self.has_cluster_cidrs {
             self.declare_set(
@@ -389,32 +372,49 @@ impl<'a> FamilyRenderer<'a> {
         );
     }
 
-    fn dnat_map_rules(&self, key_prefix: &str, n: usize, list: BackendList) -> Vec<String> {
-        Protocol::ALL
-            .iter()
-            .map(|p| {
-                format!(
-                    "meta l4proto {} dnat {} to {key_prefix}meta l4proto . th dport . numgen random mod {n} map @{}",
-                    p.nft(),
-                    self.fam.nft(),
-                    list.map(*p)
-                )
-            })
-            .collect()
+    /// Declares (in this fragment) the backend map of `list` for `proto` and returns its name.
+    ///
+    /// `tcp dport` / `udp dport` rather than `th dport` in the declarations: nft 1.0.6 cannot rebuild a
+    /// `th dport` typeof from the kernel ("conflicting protocols specified: ip vs. th") when a later
+    /// transaction adds a rule using the map. For the key only the data type matters; the value type
+    /// becomes the DNAT's protocol check, hence one map per protocol.
+    fn backend_map(&mut self, list: BackendList, proto: Protocol) -> &'static str {
+        let name = list.map(proto);
+        if !self.frag.sets.contains_key(name) {
+            let p = proto.nft();
+            let key = if list.is_nodeport() {
+                format!("typeof {p} dport . numgen random mod 1")
+            } else {
+                format!("typeof {} . {p} dport . numgen random mod 1", self.daddr)
+            };
+            let value = format!("{} . {p} dport", self.daddr);
+            self.frag
+                .sets
+                .insert(name.to_string(), SetSpec::map(key, value));
+        }
+        name
     }
 
-    fn lb_chain(&mut self, n: usize, local: bool, nodeport: bool) -> String {
-        let (name, list, prefix) = match (local, nodeport) {
-            (false, false) => (lb(n), BackendList::Cluster, format!("{} . ", self.daddr)),
-            (true, false) => (
-                local_lb(n),
-                BackendList::Local,
-                format!("{} . ", self.daddr),
-            ),
-            (false, true) => (np_lb(n), BackendList::NodePort, String::new()),
-            (true, true) => (np_local_lb(n), BackendList::NodePortLocal, String::new()),
+    fn lb_chain(&mut self, proto: Protocol, n: usize, local: bool, nodeport: bool) -> String {
+        let (name, list) = match (local, nodeport) {
+            (false, false) => (lb(proto, n), BackendList::Cluster),
+            (true, false) => (local_lb(proto, n), BackendList::Local),
+            (false, true) => (np_lb(proto, n), BackendList::NodePort),
+            (true, true) => (np_local_lb(proto, n), BackendList::NodePortLocal),
         };
-        self.ensure_chain(name, |r| r.dnat_map_rules(&prefix, n, list))
+        let map = self.backend_map(list, proto);
+        let prefix = if nodeport {
+            String::new()
+        } else {
+            format!("{} . ", self.daddr)
+        };
+        self.ensure_chain(name, |r| {
+            vec![format!(
+                "meta l4proto {} dnat {} to {prefix}th dport . numgen random mod {n} map @{map}",
+                proto.nft(),
+                r.fam.nft(),
+            )]
+        })
     }
 
     /// Rules of an ETP=Local external entry chain: pods and the host go to the cluster list, everything
@@ -447,7 +447,17 @@ impl<'a> FamilyRenderer<'a> {
         }
     }
 
-    fn fill_backends(&mut self, map: &'static str, key_prefix: &str, eps: &[Endpoint]) {
+    fn fill_backends(
+        &mut self,
+        list: BackendList,
+        proto: Protocol,
+        key_prefix: &str,
+        eps: &[Endpoint],
+    ) {
+        if eps.is_empty() {
+            return;
+        }
+        let map = self.backend_map(list, proto);
         for (i, e) in eps.iter().enumerate() {
             self.elem(
                 map,
@@ -486,7 +496,10 @@ impl<'a> FamilyRenderer<'a> {
 
         self.elem(CLUSTER_IPS, cip.to_string(), None);
         let vip_key = |ip: &IpAddr| format!("{ip} . {proto} . {}", port.port);
+        // Backend maps are per protocol: their keys leave the protocol out.
+        let backend_key = |ip: &IpAddr| format!("{ip} . {}", port.port);
         let np_key = port.node_port.map(|np| format!("{proto} . {np}"));
+        let p = port.protocol;
 
         if has_internal {
             self.note_hairpin(internal_list);
@@ -512,9 +525,9 @@ impl<'a> FamilyRenderer<'a> {
                 let internal_entry = if has_internal {
                     // The ClusterIP's key in `backends` holds the internal list (local for ITP=Local).
                     let n = internal_list.len();
-                    let lb = self.lb_chain(n, false, false);
+                    let lb = self.lb_chain(p, n, false, false);
                     Some(match self.masq_rule.clone() {
-                        Some(rule) => self.ensure_chain(cluster_ip_entry(n), |_| {
+                        Some(rule) => self.ensure_chain(cluster_ip_entry(p, n), |_| {
                             vec![rule, format!("goto {lb}")]
                         }),
                         None => lb,
@@ -527,26 +540,26 @@ impl<'a> FamilyRenderer<'a> {
                     let n = cats.cluster.len();
                     let m = cats.local.len();
                     if svc.external_policy_local {
-                        let c = self.lb_chain(n, false, false);
-                        let l = (m > 0).then(|| self.lb_chain(m, true, false));
-                        ext_entry = Some(self.ensure_chain(ext_local(n, m), |r| {
+                        let c = self.lb_chain(p, n, false, false);
+                        let l = (m > 0).then(|| self.lb_chain(p, m, true, false));
+                        ext_entry = Some(self.ensure_chain(ext_local(p, n, m), |r| {
                             r.external_local_rules(&c, l.as_deref())
                         }));
                         if port.node_port.is_some() {
-                            let c = self.lb_chain(n, false, true);
-                            let l = (m > 0).then(|| self.lb_chain(m, true, true));
-                            np_entry = Some(self.ensure_chain(np_ext_local(n, m), |r| {
+                            let c = self.lb_chain(p, n, false, true);
+                            let l = (m > 0).then(|| self.lb_chain(p, m, true, true));
+                            np_entry = Some(self.ensure_chain(np_ext_local(p, n, m), |r| {
                                 r.external_local_rules(&c, l.as_deref())
                             }));
                         }
                     } else {
-                        let c = self.lb_chain(n, false, false);
-                        ext_entry = Some(self.ensure_chain(ext(n), |_| {
+                        let c = self.lb_chain(p, n, false, false);
+                        ext_entry = Some(self.ensure_chain(ext(p, n), |_| {
                             vec![format!("jump {MARK_FOR_MASQUERADE}"), format!("goto {c}")]
                         }));
                         if port.node_port.is_some() {
-                            let c = self.lb_chain(n, false, true);
-                            np_entry = Some(self.ensure_chain(np_ext(n), |_| {
+                            let c = self.lb_chain(p, n, false, true);
+                            np_entry = Some(self.ensure_chain(np_ext(p, n), |_| {
                                 vec![format!("jump {MARK_FOR_MASQUERADE}"), format!("goto {c}")]
                             }));
                         }
@@ -563,11 +576,7 @@ impl<'a> FamilyRenderer<'a> {
                 self.elem(SERVICE_IPS, vip_key(&cip), Some(format!("goto {entry}")));
                 if !affinity {
                     let list = internal_list.to_vec();
-                    self.fill_backends(
-                        BackendList::Cluster.map(port.protocol),
-                        &vip_key(&cip),
-                        &list,
-                    );
+                    self.fill_backends(BackendList::Cluster, p, &backend_key(&cip), &list);
                 }
             }
             _ => {
@@ -593,11 +602,12 @@ impl<'a> FamilyRenderer<'a> {
             if let Some(entry) = &external_entry {
                 self.elem(SERVICE_IPS, key.clone(), Some(format!("goto {entry}")));
                 if !affinity {
+                    let bkey = backend_key(ip);
                     let cluster = cats.cluster.clone();
-                    self.fill_backends(BackendList::Cluster.map(port.protocol), &key, &cluster);
+                    self.fill_backends(BackendList::Cluster, p, &bkey, &cluster);
                     if svc.external_policy_local {
                         let local = cats.local.clone();
-                        self.fill_backends(BackendList::Local.map(port.protocol), &key, &local);
+                        self.fill_backends(BackendList::Local, p, &bkey, &local);
                     }
                 }
             }
@@ -642,15 +652,12 @@ impl<'a> FamilyRenderer<'a> {
                     Some(format!("goto {entry}")),
                 );
                 if !affinity {
+                    let bkey = port.node_port.map(|np| np.to_string()).unwrap_or_default();
                     let cluster = cats.cluster.clone();
-                    self.fill_backends(BackendList::NodePort.map(port.protocol), &key, &cluster);
+                    self.fill_backends(BackendList::NodePort, p, &bkey, &cluster);
                     if svc.external_policy_local {
                         let local = cats.local.clone();
-                        self.fill_backends(
-                            BackendList::NodePortLocal.map(port.protocol),
-                            &key,
-                            &local,
-                        );
+                        self.fill_backends(BackendList::NodePortLocal, p, &bkey, &local);
                     }
                 }
             }

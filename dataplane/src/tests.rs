@@ -533,7 +533,7 @@ fn session_affinity_client_ip() {
     assert_eq!(aff.len(), 2, "one affinity set per endpoint");
     assert!(aff.iter().all(|(_, s)| s.spec.timeout == Some(600)));
     // Nothing of this Service is in the shared backends map.
-    assert!(t.sets["backends-tcp"].elements.is_empty());
+    assert!(!t.sets.contains_key("backends-tcp"));
 }
 
 // === dual stack ===
@@ -622,14 +622,14 @@ fn partial_sync_is_minimal() {
     assert_eq!(fake.model(), render(&st, &node()));
     assert!(fake.model().tables[&Family::Ipv4]
         .chains
-        .contains_key("cip-2"));
+        .contains_key("cip-tcp-2"));
 
     // Delete every Service: shared chains become stale and are removed.
     let empty = ProxyState::default();
     p.sync(&empty, None, false).unwrap();
     let m = fake.model();
     assert_eq!(m, render(&empty, &node()));
-    assert!(!m.tables[&Family::Ipv4].chains.contains_key("lb-3"));
+    assert!(!m.tables[&Family::Ipv4].chains.contains_key("lb-tcp-3"));
 }
 
 #[test]
@@ -679,7 +679,55 @@ fn full_sync_keeps_affinity_sets() {
             .any(|l| l.starts_with("delete set ip svcnet aff-")),
         "{text}"
     );
-    assert!(text.contains("delete map ip svcnet backends"));
+    assert!(text.contains("delete map ip svcnet service-ips"), "{text}");
+}
+
+#[test]
+fn backend_maps_exist_only_while_used() {
+    let fake = FakeNft::new();
+    let mut p = Proxier::new(fake.clone(), node());
+    let maps = |m: &crate::model::Model| -> Vec<String> {
+        m.tables[&Family::Ipv4]
+            .sets
+            .keys()
+            .filter(|n| n.contains("backends"))
+            .cloned()
+            .collect()
+    };
+    let tcp_only = state(
+        vec![svc("ns", "a", "10.96.0.1").tcp(80)],
+        vec![slice("ns", "a", "a-1").tcp(80).ep("10.244.2.1", "node-b")],
+    );
+    p.sync(&tcp_only, None, false).unwrap();
+    assert_eq!(maps(&fake.model()), vec!["backends-tcp".to_string()]);
+    assert!(fake.model().tables[&Family::Ipv4]
+        .chains
+        .contains_key(&crate::names::lb(Protocol::Tcp, 1)));
+
+    // A UDP Service brings its own map and chain; removing it takes them away again.
+    let both = state(
+        vec![
+            svc("ns", "a", "10.96.0.1").tcp(80),
+            svc("ns", "dns", "10.96.0.10").port("dns", Protocol::Udp, 53, None),
+        ],
+        vec![
+            slice("ns", "a", "a-1").tcp(80).ep("10.244.2.1", "node-b"),
+            slice("ns", "dns", "dns-1")
+                .port("dns", Protocol::Udp, 53)
+                .ep("10.244.2.2", "node-b"),
+        ],
+    );
+    p.sync(&both, None, false).unwrap();
+    assert_eq!(
+        maps(&fake.model()),
+        vec!["backends-tcp".to_string(), "backends-udp".to_string()]
+    );
+    assert_eq!(fake.model(), render(&both, &node()));
+    p.sync(&tcp_only, None, false).unwrap();
+    assert_eq!(maps(&fake.model()), vec!["backends-tcp".to_string()]);
+    assert_eq!(fake.model(), render(&tcp_only, &node()));
+    let text = fake.last_transaction().unwrap().render();
+    assert!(text.contains("delete map ip svcnet backends-udp"), "{text}");
 }
 
 #[test]

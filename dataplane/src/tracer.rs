@@ -164,10 +164,11 @@ impl Ctx<'_> {
                     .and_then(|i| words.get(i + 1))
                     .and_then(|n| n.parse().ok())
                     .expect("numgen modulus");
+                // Backend maps are per protocol and keyed without it.
                 let prefix = if map.starts_with("nodeport") {
-                    format!("{} . {}", self.p.proto.nft(), self.p.dport)
+                    self.p.dport.to_string()
                 } else {
-                    self.tuple()
+                    format!("{} . {}", self.p.dst, self.p.dport)
                 };
                 for i in 0..n {
                     let ep = lookup(self.t, map, &format!("{prefix} . {i}"))

@@ -150,12 +150,14 @@ fn golden_loads_into_real_nft() {
         .collect();
     st3.upsert_service(svc);
     st3.upsert_slice(slice);
-    let out = p.sync(&st3, None, false).expect("partial sync adding lb-7");
+    let out = p
+        .sync(&st3, None, false)
+        .expect("partial sync adding lb-tcp-7");
     assert!(!out.full);
     assert!(nft.existing().unwrap()[&dataplane::types::Family::Ipv4]
         .chains
         .iter()
-        .any(|c| c == "lb-7"));
+        .any(|c| c == "lb-tcp-7"));
     nft.run(&dataplane::model::Transaction::new()).unwrap();
 }
 
@@ -167,22 +169,30 @@ fn failed_stream_applies_nothing() {
     use dataplane::types::Family;
     let ns = Netns::new();
     let nft = ExecNft::in_netns(&ns.0);
-    let r = nft.run_streaming(&mut |sink| {
-        sink.push_op(Op::AddTable {
-            family: Family::Ipv4,
-        });
-        sink.push_op(Op::AddChain {
-            family: Family::Ipv4,
-            name: "ok".into(),
-            base: None,
-        });
-        sink.push_op(Op::AddChain {
-            family: Family::Ipv4,
-            name: "x; flush ruleset".into(),
-            base: None,
-        });
-        Ok(())
-    });
+    let mut meanwhile_ran = false;
+    let r = nft.run_streaming(
+        &mut |sink| {
+            sink.push_op(Op::AddTable {
+                family: Family::Ipv4,
+            });
+            sink.push_op(Op::AddChain {
+                family: Family::Ipv4,
+                name: "ok".into(),
+                base: None,
+            });
+            sink.push_op(Op::AddChain {
+                family: Family::Ipv4,
+                name: "x; flush ruleset".into(),
+                base: None,
+            });
+            Ok(())
+        },
+        &mut || meanwhile_ran = true,
+    );
     assert!(r.is_err());
+    assert!(
+        !meanwhile_ran,
+        "a failed stream stops before the bookkeeping"
+    );
     assert!(nft.existing().unwrap().is_empty(), "nothing was committed");
 }
