@@ -205,21 +205,202 @@ fn in_cidr(addr: IpAddr, cidr: &str) -> bool {
     shift >= 128 || (a >> shift) == (n >> shift)
 }
 
-fn assert_unique_in_range(items: &[Service], cidrs: &[&str]) {
-    let mut ips = HashSet::new();
-    let mut ports = HashSet::new();
+/// A value two Services use at once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Dup {
+    Ip(IpAddr),
+    Port(i32),
+}
+
+/// Checks that every value is in range and used by one Service only; returns the values used
+/// twice (or more), each with the Services using it.
+fn duplicates(items: &[Service], cidrs: &[&str]) -> BTreeMap<Dup, Vec<String>> {
+    let mut users: BTreeMap<Dup, Vec<String>> = BTreeMap::new();
     for s in items {
+        let who = format!(
+            "{}/{}",
+            s.metadata.namespace.as_deref().unwrap_or_default(),
+            s.metadata.name.as_deref().unwrap_or_default()
+        );
         for ip in cluster_ips(s) {
             let addr: IpAddr = ip.parse().expect("valid IP");
             assert!(cidrs.iter().any(|c| in_cidr(addr, c)), "{ip} out of range");
-            assert!(ips.insert(addr), "duplicate ClusterIP {ip}");
+            users.entry(Dup::Ip(addr)).or_default().push(who.clone());
         }
         let mine: HashSet<i32> = node_ports(s).into_iter().collect();
         for p in mine {
             assert!((30000..=32767).contains(&p), "nodePort {p} out of range");
-            assert!(ports.insert(p), "duplicate nodePort {p}");
+            users.entry(Dup::Port(p)).or_default().push(who.clone());
         }
     }
+    users.retain(|_, v| v.len() > 1);
+    users
+}
+
+/// Asserts every value is in range and unique. A duplicate fails with everything needed to explain it:
+/// the Services using the value (UID, resourceVersion), the claim object that exists for it now
+/// (holders with UIDs, whether each holder lives, creation time, resourceVersion), every Event
+/// that mentions the value, and — on the embedded server with the audit on — every request on
+/// the claim and on the Services involved, in arrival order.
+async fn assert_unique_in_range_or_explain(env: &TestEnv, items: &[Service], cidrs: &[&str]) {
+    let dups = duplicates(items, cidrs);
+    if dups.is_empty() {
+        return;
+    }
+    let mut report = String::new();
+    for (value, users) in &dups {
+        report.push_str(&explain_duplicate(env, items, value, users).await);
+    }
+    panic!("{} duplicate value(s):\n{report}", dups.len());
+}
+
+async fn explain_duplicate(
+    env: &TestEnv,
+    items: &[Service],
+    value: &Dup,
+    users: &[String],
+) -> String {
+    use std::fmt::Write as _;
+    let client = env.client();
+    let mut out = String::new();
+    let (claim_name, text) = match value {
+        Dup::Ip(ip) => (ServiceIPClaim::name_for(*ip), ip.to_string()),
+        Dup::Port(p) => (NodePortClaim::name_for(*p as u16), p.to_string()),
+    };
+    let _ = writeln!(out, "== {text} used by {users:?}");
+    let by_uid: BTreeMap<String, &Service> = items
+        .iter()
+        .map(|s| (s.metadata.uid.clone().unwrap_or_default(), s))
+        .collect();
+    for s in items {
+        let who = format!(
+            "{}/{}",
+            s.metadata.namespace.as_deref().unwrap_or_default(),
+            s.metadata.name.as_deref().unwrap_or_default()
+        );
+        if users.contains(&who) {
+            let _ = writeln!(
+                out,
+                "  service {who}: uid {} resourceVersion {} created {:?}",
+                s.metadata.uid.as_deref().unwrap_or_default(),
+                s.metadata.resource_version.as_deref().unwrap_or_default(),
+                s.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.to_string()),
+            );
+        }
+    }
+    let holder = |uid: &str| {
+        by_uid.get(uid).map_or("GONE".to_string(), |s| {
+            format!("live {}", s.metadata.name.as_deref().unwrap_or_default())
+        })
+    };
+    match value {
+        Dup::Ip(_) => {
+            let api: Api<ServiceIPClaim> = Api::all(client.clone());
+            match api.get_opt(&claim_name).await {
+                Ok(Some(c)) => {
+                    let _ =
+                        writeln!(
+                        out,
+                        "  claim {claim_name}: uid {} resourceVersion {} created {:?} purpose {:?}",
+                        c.metadata.uid.as_deref().unwrap_or_default(),
+                        c.metadata.resource_version.as_deref().unwrap_or_default(),
+                        c.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
+                        c.spec.purpose,
+                    );
+                    for p in &c.spec.parent_refs {
+                        let _ = writeln!(
+                            out,
+                            "    holder {}/{} uid {} ({})",
+                            p.namespace,
+                            p.name,
+                            p.uid,
+                            holder(&p.uid)
+                        );
+                    }
+                }
+                Ok(None) => {
+                    let _ = writeln!(out, "  claim {claim_name}: NONE");
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "  claim {claim_name}: error {e}");
+                }
+            }
+        }
+        Dup::Port(_) => {
+            let api: Api<NodePortClaim> = Api::all(client.clone());
+            match api.get_opt(&claim_name).await {
+                Ok(Some(c)) => {
+                    let p = &c.spec.parent_ref;
+                    let _ = writeln!(
+                        out,
+                        "  claim {claim_name}: uid {} resourceVersion {} created {:?} purpose {:?} holder {}/{} uid {} ({})",
+                        c.metadata.uid.as_deref().unwrap_or_default(),
+                        c.metadata.resource_version.as_deref().unwrap_or_default(),
+                        c.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
+                        c.spec.purpose,
+                        p.namespace,
+                        p.name,
+                        p.uid,
+                        holder(&p.uid)
+                    );
+                }
+                Ok(None) => {
+                    let _ = writeln!(out, "  claim {claim_name}: NONE");
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "  claim {claim_name}: error {e}");
+                }
+            }
+        }
+    }
+    // Events anywhere that mention the value (ClaimLeaked names the holders it saw gone,
+    // ClusterIPNotAllocated / ...AlreadyAllocated the Services involved).
+    let events: Api<Event> = Api::all(client.clone());
+    if let Ok(list) = events.list(&ListParams::default()).await {
+        for e in list.items {
+            let msg = e.message.clone().unwrap_or_default();
+            if msg.contains(&text) {
+                let _ = writeln!(
+                    out,
+                    "  event {} on {}/{}: {msg}",
+                    e.reason.unwrap_or_default(),
+                    e.involved_object.kind.unwrap_or_default(),
+                    e.involved_object.name.unwrap_or_default()
+                );
+            }
+        }
+    }
+    // The request history of the claim and of the Services using the value.
+    if let Some(server) = env.server() {
+        let names: Vec<&str> = users
+            .iter()
+            .filter_map(|u| u.split_once('/').map(|(_, n)| n))
+            .collect();
+        for (i, r) in server.audit_log().iter().enumerate() {
+            let Some(name) = r.name.as_deref() else {
+                continue;
+            };
+            let on_claim = name == claim_name && r.resource.ends_with("claims");
+            let on_user = r.resource == "services" && names.contains(&name);
+            if (on_claim || on_user) && r.verb != "watch" {
+                let _ = writeln!(
+                    out,
+                    "  request #{i}: {} {}{} {name} -> {}",
+                    r.verb,
+                    r.resource,
+                    r.subresource
+                        .as_deref()
+                        .map(|s| format!("/{s}"))
+                        .unwrap_or_default(),
+                    r.code
+                );
+            }
+        }
+    }
+    out
 }
 
 async fn claim_counts(client: &Client) -> (usize, usize) {
@@ -264,7 +445,7 @@ async fn five_hundred_concurrent_services_get_unique_in_range_values() {
     let names: Vec<String> = (0..500).map(|i| format!("svc-{i}")).collect();
     create_many(&api, names, 5).await;
     let items = all_allocated(&api, 500).await;
-    assert_unique_in_range(&items, &cidrs);
+    assert_unique_in_range_or_explain(&env, &items, &cidrs).await;
     if env.is_embedded() {
         // One claim per value, nothing more.
         let (ips, ports) = claim_counts(&env.client()).await;
@@ -651,6 +832,10 @@ async fn controller_killed_mid_burst_leaves_no_duplicates_and_no_leaks() {
     let cidrs = ["10.96.0.0/16"];
     let (env, _ns, api) = setup(&cidrs).await;
     let client = env.client();
+    // Request history for the diagnostics of a duplicate.
+    if let Some(server) = env.server() {
+        server.enable_audit();
+    }
     // A claim leaked by an earlier crash: its Service never existed.
     let claims: Api<ServiceIPClaim> = Api::all(client.clone());
     let leaked: ServiceIPClaim = serde_json::from_value(json!({
@@ -691,7 +876,7 @@ async fn controller_killed_mid_burst_leaves_no_duplicates_and_no_leaks() {
     let _ctl = start_controller(&client, config(&cidrs));
     creator.await.unwrap();
     let items = all_allocated(&api, 300).await;
-    assert_unique_in_range(&items, &cidrs);
+    assert_unique_in_range_or_explain(&env, &items, &cidrs).await;
     if env.is_embedded() {
         let want_ports: usize = items.iter().map(|s| node_ports(s).len()).sum();
         wait_until("repair removes leaked claims", WAIT, || async {
@@ -722,13 +907,17 @@ async fn two_controllers_at_once_never_duplicate() {
     let cidrs = ["10.96.0.0/24"];
     let (env, _ns, api) = setup(&cidrs).await;
     let client = env.client();
+    // Request history for the diagnostics of a duplicate.
+    if let Some(server) = env.server() {
+        server.enable_audit();
+    }
     // A small range (254 addresses, 16 in the static band) makes collisions likely.
     let _one = start_controller(&client, config(&cidrs));
     let _two = start_controller(&client, config(&cidrs));
     let names: Vec<String> = (0..200).map(|i| format!("dup-{i}")).collect();
     create_many(&api, names, 4).await;
     let items = all_allocated(&api, 200).await;
-    assert_unique_in_range(&items, &cidrs);
+    assert_unique_in_range_or_explain(&env, &items, &cidrs).await;
     if env.is_embedded() {
         let want_ports: usize = items.iter().map(|s| node_ports(s).len()).sum();
         wait_until("one claim per value", WAIT, || async {
@@ -1111,4 +1300,110 @@ async fn lost_claims_are_repaired_with_an_event() {
     let again = api.get("web").await.unwrap();
     assert_eq!(cluster_ips(&again), cluster_ips(&web));
     assert_eq!(node_ports(&again), node_ports(&web));
+}
+
+/// A ClusterIP claim on `ip` held by `holder` (namespace, name, UID), as a replica writes it
+/// before it writes the Service.
+fn ip_claim(ip: &str, holder: (&str, &str, &str)) -> ServiceIPClaim {
+    serde_json::from_value(json!({
+        "apiVersion": "svcnet.io/v1alpha1", "kind": "ServiceIPClaim",
+        "metadata": {"name": ip, "labels": {"svcnet.io/managed-by": "svcnet-ipam-controller"}},
+        "spec": {"ip": ip, "purpose": "ClusterIP",
+                 "parentRefs": [{"namespace": holder.0, "name": holder.1, "uid": holder.2}]}
+    }))
+    .expect("valid claim")
+}
+
+/// Creates a claim held by a Service that never existed and waits until repair releases it:
+/// when this returns, repair has completed a pass that released claims of that age.
+async fn repair_pass_completed(claims: &Api<ServiceIPClaim>, ip: &str) {
+    claims
+        .create(
+            &PostParams::default(),
+            &ip_claim(ip, ("gone", "gone", "no-such-uid")),
+        )
+        .await
+        .expect("create marker claim");
+    wait_until("repair releases the marker claim", WAIT, || async {
+        claims.get_opt(ip).await.is_ok_and(|c| c.is_none())
+    })
+    .await
+    .expect("marker claim released");
+}
+
+/// Regression test for the duplicate ClusterIP seen once in
+/// `two_controllers_at_once_never_duplicate`. A reconcile — in this replica, or in another one
+/// during a leader hand-over — creates a claim and then writes the Service. Repair used to treat
+/// a claim whose holder lives but does not reference the value as leaked; when the Service write
+/// was slow (load, conflict retries, a restarted replica reusing the claim), repair read the
+/// Service, deleted the claim, the write landed, and the address — now without a claim — was
+/// handed to another Service.
+///
+/// Here the test plays the replica whose write has not landed: it claims 10.96.7.7 for a live
+/// Service whose own reconcile cannot finish (RequireDualStack on a single-stack range keeps it
+/// from writing anything), waits until repair has released claims of the same age twice over
+/// (held by a Service that never existed), then writes the Service. The claim must survive as
+/// the same object throughout. Embedded server only (a real apiserver allocates ClusterIPs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_never_releases_a_claim_whose_holder_lives() {
+    let cidrs = ["10.96.0.0/16"];
+    let (env, ns, api) = setup(&cidrs).await;
+    if !env.is_embedded() {
+        return;
+    }
+    let client = env.client();
+    let _ctl = start_controller(&client, config(&cidrs));
+    api.create(
+        &PostParams::default(),
+        &svc("pending", json!({"ipFamilyPolicy": "RequireDualStack"})),
+    )
+    .await
+    .unwrap();
+    wait_event(&client, ns.name(), "pending", "InvalidSpec").await;
+    let uid = api.get("pending").await.unwrap().metadata.uid.expect("uid");
+    let claims: Api<ServiceIPClaim> = Api::all(client.clone());
+    let held = claims
+        .create(
+            &PostParams::default(),
+            &ip_claim("10.96.7.7", (ns.name(), "pending", &uid)),
+        )
+        .await
+        .unwrap();
+    // Two complete repair passes over claims at least as old and as often seen as this one.
+    repair_pass_completed(&claims, "10.96.7.8").await;
+    repair_pass_completed(&claims, "10.96.7.9").await;
+    let still = claims
+        .get_opt("10.96.7.7")
+        .await
+        .unwrap()
+        .expect("repair must not release a claim whose holder lives");
+    assert_eq!(
+        still.metadata.uid, held.metadata.uid,
+        "the same claim object"
+    );
+    assert_eq!(still.spec.parent_refs[0].uid, uid);
+
+    // The slow write lands.
+    let mut pending = api.get("pending").await.unwrap();
+    let spec = pending.spec.as_mut().expect("spec");
+    spec.ip_family_policy = Some("SingleStack".into());
+    spec.ip_families = Some(vec!["IPv4".into()]);
+    spec.cluster_ip = Some("10.96.7.7".into());
+    spec.cluster_ips = Some(vec!["10.96.7.7".into()]);
+    api.replace("pending", &PostParams::default(), &pending)
+        .await
+        .unwrap();
+    repair_pass_completed(&claims, "10.96.7.10").await;
+    let after = claims.get("10.96.7.7").await.unwrap();
+    assert_eq!(
+        after.metadata.uid, held.metadata.uid,
+        "the same claim object"
+    );
+    assert_eq!(after.spec.parent_refs.len(), 1);
+    assert_eq!(after.spec.parent_refs[0].uid, uid);
+    let events = events_for(&client, ns.name(), "pending").await;
+    assert!(
+        !events.iter().any(|(r, _)| r == "ClusterIPAlreadyAllocated"),
+        "{events:?}"
+    );
 }

@@ -346,7 +346,14 @@ impl Ipam {
                         ..Default::default()
                     })
                     .collect();
-                let patch = serde_json::json!({"status": {"loadBalancer": {"ingress": ingress}}});
+                // Conditional on the version planned from (a merge patch carrying
+                // metadata.resourceVersion is a compare-and-swap), like the spec write: an
+                // unconditional write from a stale plan could put back an address another
+                // replica's reconcile has just confirmed unused and is releasing.
+                let patch = serde_json::json!({
+                    "metadata": {"resourceVersion": current.metadata.resource_version},
+                    "status": {"loadBalancer": {"ingress": ingress}},
+                });
                 let api: Api<Service> = Api::namespaced(self.client.clone(), &view.namespace);
                 match api
                     .patch_status(&view.name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -359,8 +366,12 @@ impl Ipam {
                             .await
                             .insert(view.key(), current.clone());
                     }
-                    Err(kube::Error::Api(s)) if s.code == 404 => {
-                        return Err(Error::Retry(format!("service {} gone", view.key())));
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {
+                        return Err(Error::Retry(format!(
+                            "service {} changed: {}",
+                            view.key(),
+                            s.message
+                        )));
                     }
                     Err(e) => return Err(e.into()),
                 }
