@@ -7,6 +7,7 @@
 pub mod diff;
 pub mod endpoints;
 pub mod error;
+pub mod libnft;
 pub mod model;
 pub mod names;
 pub mod nft;

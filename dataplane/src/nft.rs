@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::diff::{Existing, ExistingTable};
 use crate::error::{Error, Result};
+use crate::libnft::InProcessNft;
 use crate::model::{Chain, Model, Op, OpSink, Set, Table, Transaction};
 use crate::names;
 use crate::types::Family;
@@ -140,12 +141,17 @@ impl<W: std::io::Write> OpSink for StreamSink<W> {
     }
 }
 
-/// The real implementation: one `nft -f -` per transaction (atomic), like knftables.
+/// The real implementation. Every transaction is atomic (one nft batch). Full syncs stream into one
+/// `nft -f -` process, like knftables; other transactions go through a long-lived in-process
+/// libnftables context when the library is available ([`crate::libnft`] explains the ~10 ms that
+/// saves on every transaction that deletes something), else through `nft -f -` as well.
 #[derive(Clone, Debug)]
 pub struct ExecNft {
     program: PathBuf,
     /// Prefix command (e.g. `["ip", "netns", "exec", "ns1"]`) for running inside another namespace.
     prefix: Vec<String>,
+    /// In-process libnftables (current network namespace only).
+    in_process: Option<Arc<InProcessNft>>,
 }
 
 impl Default for ExecNft {
@@ -153,21 +159,37 @@ impl Default for ExecNft {
         ExecNft {
             program: PathBuf::from("nft"),
             prefix: vec![],
+            in_process: None,
         }
     }
 }
 
 impl ExecNft {
-    /// `nft` from `$PATH` in the current network namespace.
+    /// nft in the current network namespace: libnftables in process when available (partial
+    /// transactions), `nft` from `$PATH` otherwise and for full syncs.
     pub fn new() -> Self {
+        ExecNft {
+            in_process: InProcessNft::open().map(Arc::new),
+            ..Self::default()
+        }
+    }
+
+    /// `nft` from `$PATH` only, one process per transaction (no libnftables).
+    pub fn exec_only() -> Self {
         Self::default()
     }
 
-    /// Runs nft through `ip netns exec <ns>` (tests and benchmarks).
+    /// Whether partial transactions run in process through libnftables.
+    pub fn is_in_process(&self) -> bool {
+        self.in_process.is_some()
+    }
+
+    /// Runs nft through `ip netns exec <ns>` (tests and benchmarks); always a separate process.
     pub fn in_netns(ns: &str) -> Self {
         ExecNft {
             program: PathBuf::from("nft"),
             prefix: vec!["ip".into(), "netns".into(), "exec".into(), ns.into()],
+            in_process: None,
         }
     }
 
@@ -318,7 +340,10 @@ impl Nft for ExecNft {
         }
         let script = tx.render();
         tracing::trace!(%script, "nft transaction");
-        self.run_script(&script, false)
+        match &self.in_process {
+            Some(lib) => lib.run_script(&script),
+            None => self.run_script(&script, false),
+        }
     }
 
     fn existing(&self) -> Result<Existing> {

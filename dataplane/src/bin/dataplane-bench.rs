@@ -215,12 +215,22 @@ fn inner_breakdown(o: &Opts) -> anyhow::Result<Value> {
         ip = svc_ip(5)
     );
     let t6 = Instant::now();
-    ExecNft::new().run_script(&delta, false)?;
+    ExecNft::exec_only().run_script(&delta, false)?;
     let t7 = Instant::now();
+    // The same delta through the long-lived in-process libnftables context partial syncs use.
+    let lib = dataplane::libnft::InProcessNft::open().context("libnftables")?;
+    lib.run_script(&delta)?; // first use fills its cache
+    let mut in_process = vec![];
+    for _ in 0..10 {
+        let t = Instant::now();
+        lib.run_script(&delta)?;
+        in_process.push(t.elapsed().as_secs_f64() * 1e3);
+    }
     let d = |a: Instant, b: Instant| (b - a).as_secs_f64();
     Ok(json!({
         "fragments_only_s": render_only, "fragment_elements": n, "stream_ops_s": stream_s, "bookkeeping_s": finish_s, "assemble_s": d(t0, t1), "tx_s": d(t2, t3), "render_text_s": d(t3, t4),
         "nft_s": d(t4, t5), "script_bytes": text.len(), "nft_two_element_delta_ms": d(t6, t7) * 1e3,
+        "libnftables_two_element_delta_median_ms": median(&mut in_process),
     }))
 }
 
@@ -285,7 +295,9 @@ fn inner_scale(o: &Opts) -> anyhow::Result<Value> {
     let samples = 2000;
 
     let mut st = state(o.services, o.endpoints);
-    let mut p = Proxier::new(ExecNft::new(), node());
+    let nft = ExecNft::new();
+    let in_process = nft.is_in_process();
+    let mut p = Proxier::new(nft, node());
     p.sync(&st, None, true)?;
     let _ = connect_latency(target, 200)?; // warm-up
     let lat_big = connect_latency(target, samples)?;
@@ -329,7 +341,7 @@ fn inner_scale(o: &Opts) -> anyhow::Result<Value> {
     Ok(json!({
         "single_change": {
             "median_ms": median(&mut times.clone()), "p90_ms": percentile(&mut times.clone(), 0.9), "max_ms": max,
-            "ops_per_change": ops,
+            "ops_per_change": ops, "applied_in_process": in_process,
         },
         "shrink_to_100_partial_seconds": shrink,
         "connect_latency": { "with_all_services": lat_big, "with_100_services": lat_small, "ratio_p50": ratio },
