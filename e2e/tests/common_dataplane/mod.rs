@@ -302,3 +302,120 @@ pub fn conntrack_entries(c: &Cluster, index: u8, dst: IpAddr) -> usize {
         .filter(|l| !l.trim().is_empty())
         .count()
 }
+
+/// Starts `svcnet-proxy run` in `node` against the API server of `kubeconfig` (with extra flags
+/// `extra`, e.g. `["--conntrack-cleanup", "false"]`) and waits for its first sync. Its `/metrics`
+/// listens on 127.0.0.1:10249 and `/healthz` on 127.0.0.1:10256 inside the node's namespace. The
+/// process is killed when the returned [`e2e::netns::Process`] (or the topology) is dropped.
+pub fn start_proxy_run(
+    c: &Cluster,
+    node: &e2e::netns::Node,
+    kubeconfig: &std::path::Path,
+    extra: &[&str],
+) -> e2e::netns::Process {
+    let cluster_cidr = format!("{},{}", plan::CLUSTER_CIDR_V4, plan::CLUSTER_CIDR_V6);
+    let service_cidr = format!("{},{}", plan::SERVICE_CIDR_V4, plan::SERVICE_CIDR_V6);
+    let kubeconfig = kubeconfig.display().to_string();
+    let mut args: Vec<&str> = vec![
+        "run",
+        "--kubeconfig",
+        &kubeconfig,
+        "--node-name",
+        node.name(),
+        "--cluster-cidr",
+        &cluster_cidr,
+        "--service-cluster-ip-range",
+        &service_cidr,
+        "--healthz-bind-address",
+        "127.0.0.1:10256",
+        "--metrics-bind-address",
+        "127.0.0.1:10249",
+        "--min-sync-period",
+        "100ms",
+    ];
+    args.extend_from_slice(extra);
+    let mut p = c.topo.spawn(node, &c.proxy, &args).unwrap();
+    p.wait_for_output("synced", Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{}: {e}\n{}", node.name(), p.stderr()));
+    p
+}
+
+/// Calls `probe` every 100 ms until `ok` accepts its value or `within` has passed; returns the
+/// last value (the caller asserts on it).
+pub fn poll_until<T>(within: Duration, mut probe: impl FnMut() -> T, ok: impl Fn(&T) -> bool) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let v = probe();
+        if ok(&v) || std::time::Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// UDP conntrack entries of node `index` whose original destination is `dst` (address and
+/// port), only those answered by `reply_src` when given (after DNAT, the endpoint the flow is
+/// pinned to). One `conntrack -L` line per entry.
+pub fn udp_conntrack(
+    c: &Cluster,
+    index: u8,
+    dst: SocketAddr,
+    reply_src: Option<IpAddr>,
+) -> Vec<String> {
+    let mut args: Vec<String> = vec!["-L".into()];
+    if dst.is_ipv6() {
+        args.extend(["-f".into(), "ipv6".into()]);
+    }
+    args.extend([
+        "-p".into(),
+        "udp".into(),
+        "--orig-dst".into(),
+        dst.ip().to_string(),
+        "--orig-port-dst".into(),
+        dst.port().to_string(),
+    ]);
+    if let Some(ep) = reply_src {
+        args.extend(["--reply-src".into(), ep.to_string()]);
+    }
+    let out = c
+        .topo
+        .node(index)
+        .unwrap()
+        .netns()
+        .exec("conntrack", &args)
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "conntrack {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The value of the unlabelled metric `name` (e.g. `svcnet_proxy_conntrack_deleted_total`) as
+/// served by the `svcnet-proxy run` of node `index` on 127.0.0.1:10249; `None` when absent.
+pub fn proxy_metric(c: &Cluster, index: u8, name: &str) -> Option<f64> {
+    let node = c.topo.node(index).unwrap();
+    let r = c
+        .topo
+        .http_get(node, sa([127, 0, 0, 1], 10249), "/metrics")
+        .unwrap();
+    let body = &r
+        .response()
+        .unwrap_or_else(|| panic!("/metrics on {}: {r:?}", node.name()))
+        .body;
+    body.lines().find_map(|l| {
+        let (n, v) = l.split_once(' ')?;
+        (n == name).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// Parses one manifest made by [`service`] / [`slice`] into its typed object (to create it
+/// through the API server).
+pub fn typed<K: serde::de::DeserializeOwned>(manifest: &str) -> K {
+    serde_yaml::from_str(manifest.trim_end_matches("---\n")).unwrap()
+}
