@@ -326,7 +326,10 @@ pub async fn run(mut args: RunArgs) -> Result<()> {
 async fn sync_loop(args: RunArgs, shared: Arc<Shared>) -> Result<()> {
     let initial = args.node.resolve(None, vec![])?;
     let mut proxier = Proxier::new(ExecNft::new(), initial);
-    let mut health_servers = ServiceHealthServers::new(vec![], shared.health.clone());
+    let mut health_servers = ServiceHealthServers::new(
+        crate::health::health_check_addresses(proxier.node()),
+        shared.health.clone(),
+    );
     let mut last_sync: Option<Instant> = None;
     let mut next_full = Instant::now();
     // Unknown before the first sync: a restart must not flush live UDP flows as "new endpoints".
@@ -367,7 +370,10 @@ async fn sync_loop(args: RunArgs, shared: Arc<Shared>) -> Result<()> {
                 }
             };
             match args.node.resolve(t.node.as_ref(), local) {
-                Ok(cfg) => proxier.set_node(cfg),
+                Ok(cfg) => {
+                    health_servers.set_bind(crate::health::health_check_addresses(&cfg));
+                    proxier.set_node(cfg);
+                }
                 Err(e) => tracing::error!(error = %e, "bad node configuration"),
             }
             shared

@@ -170,6 +170,24 @@ async fn serve_service_health(State(s): State<ServerState>) -> Response {
     }
 }
 
+/// Where health-check servers listen, as upstream: on every address when `--nodeport-addresses` is
+/// unset (empty result), else on this node's addresses inside those CIDRs.
+pub fn health_check_addresses(node: &crate::types::NodeConfig) -> Vec<IpAddr> {
+    match &node.nodeport_addresses {
+        crate::types::NodePortAddresses::All => vec![],
+        crate::types::NodePortAddresses::Cidrs(cidrs) => {
+            let ips: std::collections::BTreeSet<IpAddr> = node
+                .node_ips
+                .iter()
+                .chain(node.local_addresses.iter())
+                .filter(|ip| !ip.is_loopback() && cidrs.iter().any(|c| c.contains(*ip)))
+                .copied()
+                .collect();
+            ips.into_iter().collect()
+        }
+    }
+}
+
 /// The running health-check servers, one per healthCheckNodePort.
 pub struct ServiceHealthServers {
     bind: Vec<IpAddr>,
@@ -184,6 +202,16 @@ impl ServiceHealthServers {
             bind,
             proxy,
             servers: HashMap::new(),
+        }
+    }
+
+    /// Changes the listen addresses; running servers are restarted on the next [`Self::sync`].
+    pub fn set_bind(&mut self, bind: Vec<IpAddr>) {
+        if bind != self.bind {
+            self.bind = bind;
+            for (_, (_, task)) in self.servers.drain() {
+                task.abort();
+            }
         }
     }
 
@@ -219,7 +247,9 @@ impl ServiceHealthServers {
                 .fallback(serve_service_health)
                 .with_state(state);
             let addrs: Vec<SocketAddr> = if self.bind.is_empty() {
-                vec![SocketAddr::from(([0, 0, 0, 0], port))]
+                // `[::]` also accepts IPv4 (bindv6only=0, the Linux default); `0.0.0.0` is the
+                // fallback for a namespace without IPv6 (tried only if `[::]` fails, below).
+                vec![SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))]
             } else {
                 self.bind
                     .iter()
@@ -228,7 +258,13 @@ impl ServiceHealthServers {
             };
             let mut listeners = vec![];
             for addr in addrs {
-                match tokio::net::TcpListener::bind(addr).await {
+                let bound = match tokio::net::TcpListener::bind(addr).await {
+                    Err(_) if self.bind.is_empty() => {
+                        tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))).await
+                    }
+                    other => other,
+                };
+                match bound {
                     Ok(l) => listeners.push(l),
                     Err(e) => tracing::warn!(
                         service = %health.service, %addr, error = %e,
@@ -355,5 +391,60 @@ mod tests {
         assert!(r.contains(r#""serviceProxyHealthy":true"#));
         servers.sync(HashMap::new()).await;
         assert!(servers.ports().is_empty());
+    }
+
+    #[test]
+    fn health_check_addresses_follow_nodeport_addresses() {
+        use crate::types::{NodeConfig, NodePortAddresses};
+        let mut node = NodeConfig {
+            node_ips: vec!["192.168.0.10".parse().unwrap()],
+            local_addresses: vec![
+                "127.0.0.1".parse().unwrap(),
+                "10.0.0.5".parse().unwrap(),
+                "fd00::5".parse().unwrap(),
+            ],
+            ..Default::default()
+        };
+        node.nodeport_addresses = NodePortAddresses::All;
+        assert!(health_check_addresses(&node).is_empty(), "all addresses");
+        node.nodeport_addresses = NodePortAddresses::Cidrs(vec![
+            "192.168.0.0/24".parse().unwrap(),
+            "fd00::/64".parse().unwrap(),
+            "127.0.0.0/8".parse().unwrap(),
+        ]);
+        let want: Vec<IpAddr> = vec!["192.168.0.10".parse().unwrap(), "fd00::5".parse().unwrap()];
+        assert_eq!(health_check_addresses(&node), want);
+    }
+
+    /// With no address restriction the server answers over IPv4 and IPv6 (upstream listens on all).
+    #[tokio::test]
+    async fn unrestricted_health_server_answers_on_both_families() {
+        let proxy = Arc::new(ProxyHealth::new(Duration::from_secs(60)));
+        let mut servers = ServiceHealthServers::new(vec![], proxy);
+        let port = std::net::TcpListener::bind("[::]:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let health = ServiceHealth {
+            service: ServiceKey::new("ns", "web"),
+            local_endpoints: 1,
+        };
+        servers.sync([(port, health)].into()).await;
+        for host in ["127.0.0.1", "::1"] {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect((host, port)).await.unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            assert!(out.starts_with("HTTP/1.1 200"), "{host}: {out}");
+        }
+        servers.set_bind(vec!["127.0.0.1".parse().unwrap()]);
+        assert!(
+            servers.ports().is_empty(),
+            "re-binding stops the old servers"
+        );
     }
 }
