@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common_dataplane::{answered, builder, names, sa, service, slice, Cluster, Ep};
 use e2e::apiserver::{kubeconfig_yaml, ApiServer, ServerConfig};
-use e2e::netns::{bins, plan, EchoPorts, HttpOutcome, Outcome, Process, Proto, RefuseReason};
+use e2e::netns::{EchoPorts, HttpOutcome, Outcome, Process, Proto, RefuseReason};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, PostParams};
@@ -33,36 +33,7 @@ fn start_proxies(c: &Cluster, kubeconfig: &std::path::Path) -> Vec<Process> {
 
 /// Starts `svcnet-proxy run` in `node` and waits for its first sync.
 fn start_proxy(c: &Cluster, node: &e2e::netns::Node, kubeconfig: &std::path::Path) -> Process {
-    let proxy = bins::locate("svcnet-proxy").unwrap();
-    let cluster_cidr = format!("{},{}", plan::CLUSTER_CIDR_V4, plan::CLUSTER_CIDR_V6);
-    let service_cidr = format!("{},{}", plan::SERVICE_CIDR_V4, plan::SERVICE_CIDR_V6);
-    let mut p = c
-        .topo
-        .spawn(
-            node,
-            &proxy,
-            [
-                "run",
-                "--kubeconfig",
-                &kubeconfig.display().to_string(),
-                "--node-name",
-                node.name(),
-                "--cluster-cidr",
-                &cluster_cidr,
-                "--service-cluster-ip-range",
-                &service_cidr,
-                "--healthz-bind-address",
-                "127.0.0.1:10256",
-                "--metrics-bind-address",
-                "127.0.0.1:10249",
-                "--min-sync-period",
-                "100ms",
-            ],
-        )
-        .unwrap();
-    p.wait_for_output("synced", Duration::from_secs(15))
-        .unwrap_or_else(|e| panic!("{}: {e}\n{}", node.name(), p.stderr()));
-    p
+    common_dataplane::start_proxy_run(c, node, kubeconfig, &[])
 }
 
 /// Polls `probe` every 100 ms for up to 10 s; returns the last value.
