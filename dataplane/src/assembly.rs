@@ -22,6 +22,8 @@ struct FamilyAssembly {
     skeleton: crate::model::Table,
     /// Contributed values per element; the first one is in effect.
     elements: FastMap<ElemKey, Vec<Option<String>>>,
+    /// Number of distinct elements per set (for declared-size checks).
+    per_set: HashMap<&'static str, usize>,
     /// Chain definition and reference count.
     chains: HashMap<String, (Chain, usize)>,
     /// Dynamic set declaration and reference count.
@@ -52,6 +54,9 @@ impl FamilyAssembly {
                 }
                 if vals.is_empty() {
                     self.elements.remove(&k);
+                    if let Some(n) = self.per_set.get_mut(set) {
+                        *n = n.saturating_sub(1);
+                    }
                 }
             }
         }
@@ -82,7 +87,11 @@ impl FamilyAssembly {
             let k = (*set, key.clone());
             let before = self.effective(&k);
             p.elements.entry(k.clone()).or_insert(before);
-            self.elements.entry(k).or_default().push(value.clone());
+            let vals = self.elements.entry(k).or_default();
+            if vals.is_empty() {
+                *self.per_set.entry(set).or_default() += 1;
+            }
+            vals.push(value.clone());
         }
         for (name, chain) in &f.chains {
             let before = self.chains.get(name).map(|(c, _)| c.clone());
@@ -109,10 +118,11 @@ impl FamilyAssembly {
     /// Adds a fragment without change tracking (full builds).
     fn add_untracked(&mut self, f: &Fragment) {
         for (set, key, value) in &f.elements {
-            self.elements
-                .entry((*set, key.clone()))
-                .or_default()
-                .push(value.clone());
+            let vals = self.elements.entry((*set, key.clone())).or_default();
+            if vals.is_empty() {
+                *self.per_set.entry(set).or_default() += 1;
+            }
+            vals.push(value.clone());
         }
         for (name, chain) in &f.chains {
             let entry = self
@@ -264,6 +274,8 @@ pub struct Assembly {
     node: NodeConfig,
     families: BTreeMap<Family, FamilyAssembly>,
     fragments: HashMap<(Family, ServiceKey), Fragment>,
+    /// Sets declared with a size by the last full sync (see [`crate::sizing`]).
+    capacity: BTreeMap<(Family, String), u32>,
 }
 
 impl Assembly {
@@ -276,6 +288,7 @@ impl Assembly {
                 let fa = FamilyAssembly {
                     skeleton: skeleton(*f, node),
                     elements: FastMap::default(),
+                    per_set: HashMap::new(),
                     chains: HashMap::new(),
                     sets: HashMap::new(),
                 };
@@ -286,6 +299,7 @@ impl Assembly {
             node: node.clone(),
             families,
             fragments: HashMap::new(),
+            capacity: BTreeMap::new(),
         }
     }
 
@@ -303,7 +317,17 @@ impl Assembly {
         existing: &crate::diff::Existing,
         sink: &mut dyn crate::model::OpSink,
     ) -> FullBuild {
-        let a = Assembly::new(node);
+        let mut a = Assembly::new(node);
+        let sizing = crate::sizing::Sizing::estimate(state, node);
+        let mut capacity = BTreeMap::new();
+        let mut sized = |fam: Family, name: &str, spec: &SetSpec| -> SetSpec {
+            let mut spec = spec.clone();
+            if let Some(n) = sizing.size_for(fam, name) {
+                spec.size = Some(n);
+                capacity.insert((fam, name.to_string()), n);
+            }
+            spec
+        };
         // Tables of families no longer configured: empty them.
         for (fam, ex) in existing {
             if a.families.contains_key(fam) {
@@ -360,7 +384,7 @@ impl Assembly {
                 sink.push_op(Op::AddSet {
                     family: fam,
                     name: name.clone(),
-                    spec: set.spec.clone(),
+                    spec: sized(fam, name, &set.spec),
                 });
             }
             for (name, c) in &fa.skeleton.chains {
@@ -407,7 +431,7 @@ impl Assembly {
                         sink.push_op(Op::AddSet {
                             family: fam,
                             name: name.clone(),
-                            spec: spec.clone(),
+                            spec: sized(fam, name, spec),
                         });
                     }
                 }
@@ -466,6 +490,7 @@ impl Assembly {
                 });
             }
         }
+        a.capacity = capacity;
         FullBuild {
             assembly: a,
             fragments,
@@ -569,6 +594,20 @@ impl Assembly {
             }
         }
         tx
+    }
+
+    /// A set declared with a size (by the last full sync) that now holds more elements than that
+    /// size allows: the kernel would refuse the transaction, a full sync re-declares it bigger.
+    pub fn over_capacity(&self) -> Option<(Family, String, usize, u32)> {
+        self.capacity.iter().find_map(|((fam, name), &cap)| {
+            let n = self
+                .families
+                .get(fam)
+                .and_then(|fa| fa.per_set.get(name.as_str()))
+                .copied()
+                .unwrap_or(0);
+            (n > cap as usize).then(|| (*fam, name.clone(), n, cap))
+        })
     }
 
     /// Whether the assembled state has this dynamic set.

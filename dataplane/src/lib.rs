@@ -12,6 +12,7 @@ pub mod model;
 pub mod names;
 pub mod nft;
 pub mod render;
+pub mod sizing;
 pub mod types;
 
 pub use error::{Error, Result};

@@ -82,6 +82,8 @@ pub struct SetSpec {
     pub flags: Vec<&'static str>,
     /// Default timeout in seconds (dynamic sets).
     pub timeout: Option<u32>,
+    /// Declared size (also the kernel's cap on the element count); see [`crate::sizing`].
+    pub size: Option<u32>,
 }
 
 impl SetSpec {
@@ -93,6 +95,7 @@ impl SetSpec {
             value: None,
             flags: vec![],
             timeout: None,
+            size: None,
         }
     }
 
@@ -104,6 +107,7 @@ impl SetSpec {
             value: Some(value.into()),
             flags: vec![],
             timeout: None,
+            size: None,
         }
     }
 
@@ -134,6 +138,9 @@ impl SetSpec {
         }
         if let Some(t) = self.timeout {
             let _ = write!(s, " timeout {t}s ;");
+        }
+        if let Some(n) = self.size {
+            let _ = write!(s, " size {n} ;");
         }
         s
     }

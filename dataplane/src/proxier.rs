@@ -109,18 +109,24 @@ impl<N: Nft> Proxier<N> {
                     .collect(),
             };
             let tx = assembly.update(state, keys);
-            let ops = tx.op_count();
-            if let Err(e) = self.nft.run(&tx) {
-                self.applied = None;
-                return Err(e);
+            if let Some((fam, set, n, cap)) = assembly.over_capacity() {
+                // The kernel would refuse the transaction (ENFILE); a full sync re-declares the set
+                // with room for the new count.
+                tracing::info!(family = ?fam, set, elements = n, size = cap, "set outgrew its declared size; full sync");
+            } else {
+                let ops = tx.op_count();
+                if let Err(e) = self.nft.run(&tx) {
+                    self.applied = None;
+                    return Err(e);
+                }
+                let counts = assembly.counts();
+                return Ok(SyncOutcome {
+                    full: false,
+                    ops,
+                    counts,
+                    duration: start.elapsed(),
+                });
             }
-            let counts = assembly.counts();
-            return Ok(SyncOutcome {
-                full: false,
-                ops,
-                counts,
-                duration: start.elapsed(),
-            });
         }
         self.applied = None;
         let existing = self.nft.existing()?;

@@ -827,3 +827,33 @@ fn hostile_names_never_reach_the_script() {
         dnat(&["10.244.1.1:80"], false)
     );
 }
+
+#[test]
+fn outgrowing_a_declared_size_falls_back_to_a_full_sync() {
+    let fake = FakeNft::new();
+    let mut p = Proxier::new(fake.clone(), node());
+    // 20,000 backends: the map is declared with room for 65,536.
+    assert!(p.sync(&big_state(2000, 10), None, false).unwrap().full);
+    let decl = |fake: &FakeNft| {
+        fake.last_transaction()
+            .unwrap()
+            .render()
+            .lines()
+            .find(|l| l.starts_with("add map ip svcnet backends-tcp "))
+            .map(str::to_string)
+    };
+    assert!(
+        decl(&fake).is_some_and(|l| l.ends_with("size 65536 ; }")),
+        "{:?}",
+        decl(&fake)
+    );
+    // Growth within the size stays partial.
+    assert!(!p.sync(&big_state(2000, 12), None, false).unwrap().full);
+    // Growth beyond it (80,000 backends) is a full sync that declares a bigger map.
+    assert!(p.sync(&big_state(2000, 40), None, false).unwrap().full);
+    assert!(
+        decl(&fake).is_some_and(|l| l.ends_with("size 262144 ; }")),
+        "{:?}",
+        decl(&fake)
+    );
+}
