@@ -268,6 +268,12 @@ async fn explain_duplicate(
         Dup::Port(p) => (NodePortClaim::name_for(*p as u16), p.to_string()),
     };
     let _ = writeln!(out, "== {text} used by {users:?}");
+    let _ = writeln!(
+        out,
+        "  (embedded server: resourceVersions are one global write counter, so they order the \
+         writes below; the audit names no object on a create, so a claim's creation shows as its \
+         resourceVersion unless it was modified since)"
+    );
     let by_uid: BTreeMap<String, &Service> = items
         .iter()
         .map(|s| (s.metadata.uid.clone().unwrap_or_default(), s))
