@@ -36,13 +36,12 @@ impl Sizing {
                     continue;
                 }
                 *estimates.entry((fam, CLUSTER_IPS)).or_default() += 1;
-                let vips = 1
-                    + svc
-                        .external_ips
-                        .iter()
-                        .chain(svc.load_balancer_ips.iter())
-                        .filter(|ip| Family::of(ip) == fam)
-                        .count();
+                let vips = 1 + svc
+                    .external_ips
+                    .iter()
+                    .chain(svc.load_balancer_ips.iter())
+                    .filter(|ip| Family::of(ip) == fam)
+                    .count();
                 let (mut all, mut local) = (0usize, 0usize);
                 for slice in state.slices_for(&svc.key).filter(|s| s.family == fam) {
                     all += slice.endpoints.len();
@@ -59,8 +58,9 @@ impl Sizing {
                         .entry((fam, BackendList::Cluster.map(p)))
                         .or_default() += all * vips;
                     if svc.external_policy_local || svc.internal_policy_local {
-                        *estimates.entry((fam, BackendList::Local.map(p))).or_default() +=
-                            local * vips;
+                        *estimates
+                            .entry((fam, BackendList::Local.map(p)))
+                            .or_default() += local * vips;
                     }
                     if port.node_port.is_some() {
                         *estimates
@@ -106,7 +106,9 @@ mod tests {
             let name = format!("s{i}");
             st.upsert_service(ServiceInfo {
                 key: ServiceKey::new("ns", &name),
-                cluster_ips: vec![format!("10.96.{}.{}", i / 250, i % 250 + 1).parse().unwrap()],
+                cluster_ips: vec![format!("10.96.{}.{}", i / 250, i % 250 + 1)
+                    .parse()
+                    .unwrap()],
                 ports: vec![ServicePort {
                     name: "p".into(),
                     protocol: Protocol::Tcp,
