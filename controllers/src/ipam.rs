@@ -24,9 +24,11 @@
 //! win a value. Allocations survive restarts because they *are* API objects: on start the
 //! controller lists the claims before it reconciles any Service. A claim is written **before** the
 //! Service that uses it; if the Service write then fails (conflict, crash), the Service's next
-//! reconcile reuses its unreferenced claim, and the repair loop ([`repair`]) deletes any claim no
-//! live Service references after 3 consecutive detections and a 60 s grace period (upstream's
-//! numbers; both configurable). Shared LoadBalancer IPs keep several `parentRefs`, updated with
+//! reconcile reuses its unreferenced claim or releases it after confirming the Service against the
+//! API; the repair loop ([`repair`]) deletes claims none of whose holders exists any more, after 3
+//! consecutive detections and a 60 s grace period (upstream's numbers; both configurable). A live
+//! Service's claim is never repair's to delete: its claim-then-write may still be in flight (deleting
+//! it there once let a second Service take the same ClusterIP). Shared LoadBalancer IPs keep several `parentRefs`, updated with
 //! compare-and-swap on `resourceVersion`; the last holder's release deletes the claim.
 //!
 //! Watch caches lag behind the API, so the two destructive steps never trust them alone: a
