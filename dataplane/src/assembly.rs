@@ -241,9 +241,59 @@ struct OpBuckets {
 /// What a full sync has already written, per family (for de-duplication while streaming).
 #[derive(Default)]
 struct Seen {
-    elements: FastSet<ElemKey>,
+    elements: ElementIndex,
     chains: HashSet<String>,
     sets: HashSet<String>,
+}
+
+/// Fragments streamed so far by a full sync: (family, Service, fragment).
+type Streamed = Vec<(Family, ServiceKey, Fragment)>;
+
+/// De-duplicates the elements of a full sync without copying them: the first occurrence of each
+/// (set, key) hash is remembered by its position in the streamed fragments, and a later hash match
+/// is confirmed by comparing the strings there. (Copying 10⁵ keys into a set was most of the time a
+/// full sync spent before nft could start evaluating.)
+#[derive(Default)]
+struct ElementIndex {
+    /// Hash of (set, key) → (fragment index, element index) of its first occurrence.
+    first: FastMap<u64, (u32, u32)>,
+    /// Distinct keys whose hash collided with an earlier, different key.
+    collisions: FastSet<ElemKey>,
+    hasher: foldhash::fast::FixedState,
+}
+
+impl ElementIndex {
+    /// Whether element `j` of `current` (about to become fragment `fi`) is the first of its
+    /// (set, key) in this family.
+    fn first_time(&mut self, done: &Streamed, fi: usize, current: &Fragment, j: usize) -> bool {
+        use std::hash::BuildHasher as _;
+        let Some((set, key, _)) = current.elements.get(j) else {
+            return false;
+        };
+        let h = self.hasher.hash_one((*set, key.as_str()));
+        let (Ok(fi32), Ok(j32)) = (u32::try_from(fi), u32::try_from(j)) else {
+            return self.collisions.insert((*set, key.clone()));
+        };
+        match self.first.entry(h) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert((fi32, j32));
+                true
+            }
+            std::collections::hash_map::Entry::Occupied(o) => {
+                let (pf, pj) = *o.get();
+                let earlier = if pf as usize == fi {
+                    current.elements.get(pj as usize)
+                } else {
+                    done.get(pf as usize)
+                        .and_then(|(_, _, f)| f.elements.get(pj as usize))
+                };
+                match earlier {
+                    Some((s, k, _)) if s == set && k == key => false,
+                    _ => self.collisions.insert((*set, key.clone())),
+                }
+            }
+        }
+    }
 }
 
 /// A full sync whose operations are written; [`FullBuild::finish`] builds the [`Assembly`] that
@@ -417,9 +467,11 @@ impl Assembly {
                     });
                 }
             }
-            seen.insert(fam, Seen::default());
+            let mut fresh = Seen::default();
+            fresh.elements.first.reserve(sizing.total(fam));
+            seen.insert(fam, fresh);
         }
-        let mut fragments = Vec::with_capacity(state.services.len() * fams.len());
+        let mut fragments: Streamed = Vec::with_capacity(state.services.len() * fams.len());
         for svc in state.services.values() {
             for &fam in &fams {
                 let Some(f) = service_fragment(fam, node, state, svc) else {
@@ -427,7 +479,8 @@ impl Assembly {
                 };
                 let seen = seen.entry(fam).or_default();
                 for (name, spec) in &f.sets {
-                    if seen.sets.insert(name.clone()) {
+                    if !seen.sets.contains(name) {
+                        seen.sets.insert(name.clone());
                         sink.push_op(Op::AddSet {
                             family: fam,
                             name: name.clone(),
@@ -438,7 +491,8 @@ impl Assembly {
                 // Declare every new chain before any rule, since rules jump between them.
                 let mut new_chains = vec![];
                 for (name, chain) in &f.chains {
-                    if seen.chains.insert(name.clone()) {
+                    if !seen.chains.contains(name) {
+                        seen.chains.insert(name.clone());
                         sink.push_op(Op::AddChain {
                             family: fam,
                             name: name.clone(),
@@ -457,8 +511,9 @@ impl Assembly {
                     }
                 }
                 // The first contribution of an element is the one in effect (as in `effective`).
-                for (set, key, value) in &f.elements {
-                    if seen.elements.insert((*set, key.clone())) {
+                let fi = fragments.len();
+                for (j, (set, key, value)) in f.elements.iter().enumerate() {
+                    if seen.elements.first_time(&fragments, fi, &f, j) {
                         sink.add_element(fam, set, key, value.as_deref());
                     }
                 }

@@ -141,6 +141,26 @@ impl<W: std::io::Write> OpSink for StreamSink<W> {
     }
 }
 
+/// Writes the script of the operations `produce` pushes to `out`, exactly as a full sync streams it
+/// to `nft -f -` (benchmarks time the production side with this).
+pub fn stream_script(
+    out: impl std::io::Write,
+    produce: &mut dyn FnMut(&mut dyn OpSink) -> Result<()>,
+) -> Result<()> {
+    let mut sink = StreamSink {
+        out,
+        buf: String::new(),
+        open: None,
+        err: None,
+    };
+    produce(&mut sink)?;
+    sink.finish();
+    match sink.err.take() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 /// The real implementation. Every transaction is atomic (one nft batch). Full syncs stream into one
 /// `nft -f -` process, like knftables; other transactions go through a long-lived in-process
 /// libnftables context when the library is available ([`crate::libnft`] explains the ~10 ms that

@@ -78,6 +78,15 @@ impl Sizing {
         Sizing { estimates }
     }
 
+    /// Sum of the estimates of a family (a capacity hint for de-duplication tables).
+    pub fn total(&self, fam: Family) -> usize {
+        self.estimates
+            .iter()
+            .filter(|((f, _), _)| *f == fam)
+            .map(|(_, n)| *n)
+            .sum()
+    }
+
     /// The size to declare for `set` in `fam`, if any.
     pub fn size_for(&self, fam: Family, set: &str) -> Option<u32> {
         let estimate = *self.estimates.get(&(fam, set))?;

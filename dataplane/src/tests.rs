@@ -857,3 +857,38 @@ fn outgrowing_a_declared_size_falls_back_to_a_full_sync() {
         decl(&fake)
     );
 }
+
+#[test]
+fn full_sync_writes_each_shared_element_once_first_contribution_wins() {
+    // Two Services claim the same external IP and port (bad input): one `service-ips` element, one
+    // set of backends (the first Service's, in key order), and the model equals the rendered one.
+    let st = state(
+        vec![
+            svc("ns", "a", "10.96.0.1")
+                .tcp(80)
+                .external_ip("203.0.113.9"),
+            svc("ns", "b", "10.96.0.2")
+                .tcp(80)
+                .external_ip("203.0.113.9"),
+        ],
+        vec![
+            slice("ns", "a", "a-1").tcp(80).ep("10.244.1.1", "node-b"),
+            slice("ns", "b", "b-1").tcp(80).ep("10.244.1.2", "node-b"),
+        ],
+    );
+    let fake = FakeNft::new();
+    let mut p = Proxier::new(fake.clone(), node());
+    assert!(p.sync(&st, None, true).unwrap().full);
+    let text = fake.last_transaction().unwrap().render();
+    assert_eq!(
+        text.matches("203.0.113.9 . tcp . 80 :").count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(text.matches("203.0.113.9 . 80 . 0 :").count(), 1, "{text}");
+    assert!(
+        text.contains("203.0.113.9 . 80 . 0 : 10.244.1.1 . 80"),
+        "{text}"
+    );
+    assert_eq!(fake.model(), render(&st, &node()));
+}

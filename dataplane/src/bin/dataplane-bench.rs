@@ -192,6 +192,31 @@ fn inner_breakdown(o: &Opts) -> anyhow::Result<Value> {
         &mut streamed,
     );
     let stream_s = ts.elapsed().as_secs_f64();
+    // The same through the streaming writer a full sync uses, into a null sink: how fast we can feed
+    // nft (the full sync's stream phase is the slower of this and nft's parser).
+    let tw = Instant::now();
+    dataplane::nft::stream_script(std::io::sink(), &mut |sink| {
+        drop(dataplane::assembly::Assembly::stream_full(
+            &node(),
+            &st,
+            &Default::default(),
+            sink,
+        ));
+        Ok(())
+    })?;
+    let stream_to_null_s = tw.elapsed().as_secs_f64();
+    struct Discard;
+    impl dataplane::model::OpSink for Discard {
+        fn push_op(&mut self, _: dataplane::model::Op) {}
+        fn add_element(&mut self, _: Family, _: &str, _: &str, _: Option<&str>) {}
+    }
+    let tn = Instant::now();
+    let b =
+        dataplane::assembly::Assembly::stream_full(&node(), &st, &Default::default(), &mut Discard);
+    let stream_discard_s = tn.elapsed().as_secs_f64();
+    let td = Instant::now();
+    drop(b);
+    let drop_s = td.elapsed().as_secs_f64();
     let tf = Instant::now();
     drop(build.finish());
     let finish_s = tf.elapsed().as_secs_f64();
@@ -228,7 +253,7 @@ fn inner_breakdown(o: &Opts) -> anyhow::Result<Value> {
     }
     let d = |a: Instant, b: Instant| (b - a).as_secs_f64();
     Ok(json!({
-        "fragments_only_s": render_only, "fragment_elements": n, "stream_ops_s": stream_s, "bookkeeping_s": finish_s, "assemble_s": d(t0, t1), "tx_s": d(t2, t3), "render_text_s": d(t3, t4),
+        "fragments_only_s": render_only, "fragment_elements": n, "stream_ops_s": stream_s, "stream_text_to_null_s": stream_to_null_s, "stream_discard_s": stream_discard_s, "drop_fragments_s": drop_s, "bookkeeping_s": finish_s, "assemble_s": d(t0, t1), "tx_s": d(t2, t3), "render_text_s": d(t3, t4),
         "nft_s": d(t4, t5), "script_bytes": text.len(), "nft_two_element_delta_ms": d(t6, t7) * 1e3,
         "libnftables_two_element_delta_median_ms": median(&mut in_process),
     }))
