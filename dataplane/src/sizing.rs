@@ -17,7 +17,7 @@ use crate::names::{BackendList, CLUSTER_IPS, SERVICE_IPS};
 use crate::types::{Family, NodeConfig, ProxyState};
 
 /// Maps expected to stay below this many elements keep the kernel's growable default.
-pub const SIZE_THRESHOLD: usize = 16_384;
+pub const SIZE_THRESHOLD: usize = 8_192;
 
 /// Element estimates per (family, set name).
 #[derive(Clone, Debug, Default)]
@@ -174,7 +174,7 @@ mod tests {
         assert_eq!(big.size_for(Family::Ipv4, CLUSTER_IPS), None, "2,000 IPs");
         assert_eq!(big.size_for(Family::Ipv4, "backends-udp"), None);
         assert_eq!(big.size_for(Family::Ipv6, "backends-tcp"), None);
-        assert_eq!(declared_size(SIZE_THRESHOLD), Some(32_768));
+        assert_eq!(declared_size(SIZE_THRESHOLD), Some(16_384));
         assert_eq!(declared_size(usize::MAX), None);
     }
 }
