@@ -271,16 +271,26 @@ fn inner_full(o: &Opts) -> anyhow::Result<Value> {
     }))
 }
 
-fn connect_latency(target: SocketAddr, n: usize) -> anyhow::Result<Value> {
+/// `n` connect times in µs.
+fn connect_samples(target: SocketAddr, n: usize) -> anyhow::Result<Vec<f64>> {
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
         let start = Instant::now();
-        let s = TcpStream::connect_timeout(&target, Duration::from_secs(2))
+        let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(2))
             .context("connect to service")?;
         v.push(start.elapsed().as_secs_f64() * 1e6);
+        // Let the server close first (it closes right after accept): TIME_WAIT then sits on the
+        // server side, and ~10⁴ client-side TIME_WAITs cannot slow the client's port selection.
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let _ = std::io::Read::read(&mut s, &mut [0u8; 1]);
         drop(s);
     }
-    Ok(json!({ "p50_us": median(&mut v), "p90_us": percentile(&mut v, 0.9), "samples": n }))
+    Ok(v)
+}
+
+fn latency_summary(mut v: Vec<f64>) -> Value {
+    let n = v.len();
+    json!({ "p50_us": median(&mut v), "p90_us": percentile(&mut v, 0.9), "samples": n })
 }
 
 fn inner_scale(o: &Opts) -> anyhow::Result<Value> {
@@ -324,8 +334,8 @@ fn inner_scale(o: &Opts) -> anyhow::Result<Value> {
     let in_process = nft.is_in_process();
     let mut p = Proxier::new(nft, node());
     p.sync(&st, None, true)?;
-    let _ = connect_latency(target, 200)?; // warm-up
-    let lat_big = connect_latency(target, samples)?;
+    let _ = connect_samples(target, 200)?; // warm-up
+    let mut lat_big = connect_samples(target, samples)?;
 
     // Single endpoint changes on random-ish Services.
     let mut times = vec![];
@@ -354,13 +364,29 @@ fn inner_scale(o: &Opts) -> anyhow::Result<Value> {
     }
     let max = times.iter().cloned().fold(0.0, f64::max);
 
-    // Shrink to 100 Services (partial sync) and measure latency again.
+    // Shrink to 100 Services (partial sync) and measure again; then alternate big and small a few
+    // times (partial syncs both ways) so that this VM's drift hits both states alike.
     let small = state(100.min(o.services), o.endpoints);
     let start = Instant::now();
     p.sync(&small, None, false)?;
     let shrink = start.elapsed().as_secs_f64();
-    let _ = connect_latency(target, 200)?;
-    let lat_small = connect_latency(target, samples)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = connect_samples(target, 200)?;
+    let mut lat_small = connect_samples(target, samples)?;
+    // After a sync that deleted ~10⁵ elements the kernel frees them from a worker for a while;
+    // let that finish before timing connects.
+    let settle = || std::thread::sleep(Duration::from_secs(2));
+    for _ in 0..3 {
+        p.sync(&st, None, false)?;
+        settle();
+        let _ = connect_samples(target, 100)?;
+        lat_big.extend(connect_samples(target, samples)?);
+        p.sync(&small, None, false)?;
+        settle();
+        let _ = connect_samples(target, 100)?;
+        lat_small.extend(connect_samples(target, samples)?);
+    }
+    let (lat_big, lat_small) = (latency_summary(lat_big), latency_summary(lat_small));
     let ratio = lat_big["p50_us"].as_f64().unwrap_or(f64::NAN)
         / lat_small["p50_us"].as_f64().unwrap_or(f64::NAN);
     Ok(json!({
