@@ -892,3 +892,39 @@ fn full_sync_writes_each_shared_element_once_first_contribution_wins() {
     );
     assert_eq!(fake.model(), render(&st, &node()));
 }
+
+#[test]
+fn large_full_sync_equals_the_model_and_streams_in_key_order() {
+    // 3,000 Services: the streamed full sync builds the same model as the incremental renderer, and
+    // lists Services in key order.
+    let st = big_state(3000, 2);
+    let fake = FakeNft::new();
+    let mut p = Proxier::new(fake.clone(), node());
+    assert!(p.sync(&st, None, true).unwrap().full);
+    assert_eq!(fake.model(), render(&st, &node()));
+    let text = fake.last_transaction().unwrap().render();
+    let order: Vec<usize> = text
+        .lines()
+        .filter(|l| l.starts_with("add element ip svcnet cluster-ips"))
+        .flat_map(|l| {
+            l.split(['{', ',', '}'])
+                .skip(1)
+                .map(str::trim)
+                .collect::<Vec<_>>()
+        })
+        .filter(|s| !s.is_empty())
+        .map(|ip| {
+            let o: Vec<usize> = ip.split('.').map(|x| x.parse().unwrap()).collect();
+            o[2] * 256 + o[3]
+        })
+        .collect();
+    assert_eq!(order.len(), 3000);
+    let names: Vec<String> = (0..3000).map(|i| format!("s{i}")).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    let expected: Vec<usize> = sorted
+        .iter()
+        .map(|n| n[1..].parse::<usize>().unwrap())
+        .collect();
+    assert_eq!(order, expected, "streamed in Service key order");
+}
