@@ -13,6 +13,10 @@
 //! remain; with `--conntrack-cleanup false` (the control) it still reaches `web-a` through the
 //! stale entry, which shows the tests can tell the two outcomes apart.
 //!
+//! The same runs over IPv6 (`conntrack -f ipv6`): a dual-stack Service where only the IPv6
+//! EndpointSlice changes (and the IPv4 flow's entry toward A must survive, the cleanup being per
+//! family), and an IPv6-only Service reached on node1's IPv6 address and NodePort.
+//!
 //! **Every test here needs root** (network namespaces, nftables, conntrack); CI runs as root.
 //! The embedded API server listens on the host's loopback and is relayed into the node namespaces.
 //! Only node1 runs svcnet-proxy: the client's traffic is NATed there (the other node only routes
@@ -51,6 +55,40 @@ enum Via {
     NodePort,
 }
 
+/// The address family of the flow under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn of(ip: IpAddr) -> Self {
+        if ip.is_ipv6() {
+            Family::V6
+        } else {
+            Family::V4
+        }
+    }
+
+    /// A pod's address in this family.
+    fn pod_ip(self, c: &Cluster, pod: &str) -> IpAddr {
+        let p = c.topo.pod(pod).unwrap();
+        match self {
+            Family::V4 => p.ipv4().into(),
+            Family::V6 => p.ipv6().into(),
+        }
+    }
+
+    /// The EndpointSlice of this family (one per family, as the EndpointSlice controller makes).
+    fn slice_name(self) -> &'static str {
+        match self {
+            Family::V4 => "dns-v4",
+            Family::V6 => "dns-v6",
+        }
+    }
+}
+
 /// What the scenario saw, for the tests' assertions.
 struct Seen {
     /// The fixed-port flow's answer after the rules moved to `web-b` (and cleanup had its chance).
@@ -61,13 +99,20 @@ struct Seen {
     deleted: Option<f64>,
     /// All entries for the target (for failure messages).
     table: Vec<String>,
+    /// Dual-stack only: entries toward A (in the other family) of a fixed-port flow to the other
+    /// family's ClusterIP, sent before the change, read at the end; that family's slice never
+    /// changed, so the cleanup must leave them.
+    other_family_toward_a: Option<Vec<String>>,
 }
 
-/// Runs the scenario described in the module docs; `extra` are svcnet-proxy flags; after the rules
-/// have moved to web-b, the old flow is re-sent until web-b answers or `old_flow_wait` has passed.
+/// Runs the scenario described in the module docs over `family`; the Service's `clusterIPs` are
+/// `cluster_ips` (two = dual-stack, each family with its own EndpointSlice, and only `family`'s
+/// slice changes); `extra` are svcnet-proxy flags; after the rules have moved to web-b, the old
+/// flow is re-sent until web-b answers or `old_flow_wait` has passed.
 async fn scenario(
     via: Via,
-    svc_ip: [u8; 4],
+    family: Family,
+    cluster_ips: &[IpAddr],
     node_port: u16,
     extra: &[&str],
     old_flow_wait: Duration,
@@ -83,19 +128,40 @@ async fn scenario(
                 .pod("web-b", 1),
         )
     });
-    let a: IpAddr = c.topo.pod("web-a").unwrap().ipv4().into();
-    let b: IpAddr = c.topo.pod("web-b").unwrap().ipv4().into();
+    let a = family.pod_ip(&c, "web-a");
+    let b = family.pod_ip(&c, "web-b");
     let pp = PostParams::default();
     let nodes: Api<Node> = Api::all(client.clone());
     for n in c.topo.k8s_nodes().unwrap() {
         nodes.create(&pp, &n).await.unwrap();
     }
-    let ip = IpAddr::from(svc_ip);
+    let ip = *cluster_ips
+        .iter()
+        .find(|ip| Family::of(**ip) == family)
+        .expect("a cluster IP of the family under test");
+    let families: Vec<Family> = cluster_ips.iter().map(|ip| Family::of(*ip)).collect();
     let svc: Service = typed(&service(
         "dns",
         &format!(
-            "{{type: NodePort, clusterIP: {ip}, clusterIPs: [{ip}], ports: \
-             [{{name: dns, port: 53, protocol: UDP, targetPort: 8080, nodePort: {node_port}}}]}}"
+            "{{type: NodePort, ipFamilyPolicy: {}, ipFamilies: [{}], clusterIP: \"{}\", \
+             clusterIPs: [{}], ports: \
+             [{{name: dns, port: 53, protocol: UDP, targetPort: 8080, nodePort: {node_port}}}]}}",
+            if cluster_ips.len() > 1 {
+                "RequireDualStack"
+            } else {
+                "SingleStack"
+            },
+            families
+                .iter()
+                .map(|f| if *f == Family::V6 { "IPv6" } else { "IPv4" })
+                .collect::<Vec<_>>()
+                .join(", "),
+            cluster_ips[0],
+            cluster_ips
+                .iter()
+                .map(|ip| format!("\"{ip}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
         ),
     ));
     Api::<Service>::namespaced(client.clone(), "default")
@@ -103,13 +169,18 @@ async fn scenario(
         .await
         .unwrap();
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
-    slices
-        .create(
-            &pp,
-            &typed(&slice("dns-1", "dns", UDP, &[Ep::ready(a, "node2")])),
-        )
-        .await
-        .unwrap();
+    for f in &families {
+        let ep = Ep::ready(f.pod_ip(&c, "web-a"), "node2");
+        slices
+            .create(&pp, &typed(&slice(f.slice_name(), "dns", UDP, &[ep])))
+            .await
+            .unwrap();
+    }
+    // Dual-stack: the other family's ClusterIP and web-a's address in it.
+    let other = cluster_ips
+        .iter()
+        .find(|ip| Family::of(**ip) != family)
+        .map(|ip| (sa(*ip, 53), Family::of(*ip).pod_ip(&c, "web-a")));
 
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("proxy.kubeconfig");
@@ -121,9 +192,13 @@ async fn scenario(
         start_proxy_run(&c, node1, &kubeconfig, extra)
     });
 
+    let node1_ip: IpAddr = match family {
+        Family::V4 => node1.ipv4().into(),
+        Family::V6 => node1.ipv6().into(),
+    };
     let target: SocketAddr = match via {
         Via::ClusterIp => sa(ip, 53),
-        Via::NodePort => sa(node1.ipv4(), node_port),
+        Via::NodePort => sa(node1_ip, node_port),
     };
     let from: &dyn Fn(&ClientOpts) -> Outcome = &|opts| match via {
         Via::ClusterIp => send(&c, c.topo.pod("cli").unwrap(), target, opts),
@@ -153,13 +228,27 @@ async fn scenario(
             toward_a[0].contains(&format!("sport={SOURCE_PORT}")),
             "{toward_a:?}"
         );
+        if let Some((other_target, other_a)) = other {
+            // The same source port toward the other family's ClusterIP: a flow pinned to web-a
+            // whose slice does not change.
+            let o = send(
+                &c,
+                c.topo.pod("cli").unwrap(),
+                other_target,
+                &ClientOpts::count(1).source_port(SOURCE_PORT),
+            );
+            assert_eq!(o.pod(), Some("web-a"), "{other_target}: {o:?}");
+            let toward_a = udp_conntrack(&c, 1, other_target, Some(other_a));
+            assert_eq!(toward_a.len(), 1, "{other_target}: {toward_a:?}");
+        }
         udp_conntrack(&c, 1, target, None)
     });
 
-    let mut moved = slices.get("dns-1").await.unwrap();
+    let name = family.slice_name();
+    let mut moved = slices.get(name).await.unwrap();
     moved.endpoints =
-        typed::<EndpointSlice>(&slice("dns-1", "dns", UDP, &[Ep::ready(b, "node1")])).endpoints;
-    slices.replace("dns-1", &pp, &moved).await.unwrap();
+        typed::<EndpointSlice>(&slice(name, "dns", UDP, &[Ep::ready(b, "node1")])).endpoints;
+    slices.replace(name, &pp, &moved).await.unwrap();
 
     let seen = tokio::task::block_in_place(|| {
         // The rules now send new flows to B (the sync that programs them is the one that
@@ -177,6 +266,7 @@ async fn scenario(
             toward_a_after: udp_conntrack(&c, 1, target, Some(a)),
             table: udp_conntrack(&c, 1, target, None),
             deleted: proxy_metric(&c, 1, DELETED),
+            other_family_toward_a: other.map(|(t, other_a)| udp_conntrack(&c, 1, t, Some(other_a))),
             same_flow_after,
         }
     });
@@ -184,6 +274,14 @@ async fn scenario(
     drop(c);
     server.shutdown().await;
     seen
+}
+
+fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+    IpAddr::from([a, b, c, d])
+}
+
+fn v6(s: &str) -> IpAddr {
+    s.parse().unwrap()
 }
 
 /// One client attempt from `at` (a fresh client process each time).
@@ -221,7 +319,15 @@ fn assert_cleaned(seen: &Seen, what: &str) {
 /// once web-a leaves the EndpointSlice, and node1's conntrack table keeps no entry toward web-a.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_clusterip_stale_flow_removed_when_endpoint_goes_away() {
-    let seen = scenario(Via::ClusterIp, [10, 96, 11, 10], 30161, &[], CONVERGE).await;
+    let seen = scenario(
+        Via::ClusterIp,
+        Family::V4,
+        &[v4(10, 96, 11, 10)],
+        30161,
+        &[],
+        CONVERGE,
+    )
+    .await;
     assert_cleaned(&seen, "ClusterIP");
 }
 
@@ -230,7 +336,15 @@ async fn udp_clusterip_stale_flow_removed_when_endpoint_goes_away() {
 /// conntrack table keeps no entry toward web-a for the NodePort.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_nodeport_stale_flow_removed_when_endpoint_goes_away() {
-    let seen = scenario(Via::NodePort, [10, 96, 11, 11], 30162, &[], CONVERGE).await;
+    let seen = scenario(
+        Via::NodePort,
+        Family::V4,
+        &[v4(10, 96, 11, 11)],
+        30162,
+        &[],
+        CONVERGE,
+    )
+    .await;
     assert_cleaned(&seen, "NodePort");
 }
 
@@ -242,7 +356,8 @@ async fn udp_nodeport_stale_flow_removed_when_endpoint_goes_away() {
 async fn without_cleanup_stale_udp_flow_keeps_reaching_removed_endpoint() {
     let seen = scenario(
         Via::ClusterIp,
-        [10, 96, 11, 12],
+        Family::V4,
+        &[v4(10, 96, 11, 12)],
         30163,
         &["--conntrack-cleanup", "false"],
         // The sync that programmed web-b would have cleaned up right after; give it ample time.
@@ -265,4 +380,45 @@ async fn without_cleanup_stale_udp_flow_keeps_reaching_removed_endpoint() {
         seen.table
     );
     assert_eq!(seen.deleted, Some(0.0), "{DELETED}");
+}
+
+/// Root only: on a dual-stack UDP Service, a pod's IPv6 flow (fixed source port) to the IPv6
+/// ClusterIP pinned to web-a moves to web-b once web-a leaves the IPv6 EndpointSlice, and node1's
+/// IPv6 conntrack table keeps no entry toward web-a's IPv6 address; the same pod's IPv4 flow to
+/// the IPv4 ClusterIP (whose slice did not change) keeps its entry toward web-a.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_ipv6_clusterip_stale_flow_removed_when_endpoint_goes_away() {
+    let seen = scenario(
+        Via::ClusterIp,
+        Family::V6,
+        &[v4(10, 96, 11, 13), v6("fd00:96::1113")],
+        30164,
+        &[],
+        CONVERGE,
+    )
+    .await;
+    assert_cleaned(&seen, "IPv6 ClusterIP");
+    let kept = seen.other_family_toward_a.expect("dual-stack");
+    assert_eq!(
+        kept.len(),
+        1,
+        "the IPv4 flow toward web-a (its slice unchanged) must keep its entry: {kept:#?}"
+    );
+}
+
+/// Root only: the outside client's IPv6 UDP flow (fixed source port) to node1's IPv6 address on
+/// the NodePort, pinned to web-a (on node2, masqueraded), moves to web-b once web-a leaves the
+/// IPv6 EndpointSlice of an IPv6-only Service, and no IPv6 entry toward web-a remains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_ipv6_nodeport_stale_flow_removed_when_endpoint_goes_away() {
+    let seen = scenario(
+        Via::NodePort,
+        Family::V6,
+        &[v6("fd00:96::1114")],
+        30165,
+        &[],
+        CONVERGE,
+    )
+    .await;
+    assert_cleaned(&seen, "IPv6 NodePort");
 }
