@@ -320,10 +320,42 @@ pub async fn run(mut args: RunArgs) -> Result<()> {
         shared.clone(),
     ));
     tracing::info!(node = %args.node.node_name, "svcnet-proxy started");
-    sync_loop(args, shared).await
+    let recorder = kube::runtime::events::Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "svcnet-proxy".into(),
+            instance: Some(args.node.node_name.clone()),
+        },
+    );
+    sync_loop(args, shared, recorder).await
 }
 
-async fn sync_loop(args: RunArgs, shared: Arc<Shared>) -> Result<()> {
+/// Records the Events of health-check servers that could not listen (failures to record are logged:
+/// an Event is a diagnostic, never a reason to stop syncing).
+async fn report_listen_failures(
+    recorder: &kube::runtime::events::Recorder,
+    node_name: &str,
+    failures: Vec<crate::health::ListenFailure>,
+) {
+    for f in failures {
+        let reference = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Service".into()),
+            namespace: Some(f.service.namespace.clone()),
+            name: Some(f.service.name.clone()),
+            ..Default::default()
+        };
+        if let Err(e) = recorder.publish(&f.event(node_name), &reference).await {
+            tracing::warn!(service = %f.service, error = %e, "cannot record health-check Event");
+        }
+    }
+}
+
+async fn sync_loop(
+    args: RunArgs,
+    shared: Arc<Shared>,
+    recorder: kube::runtime::events::Recorder,
+) -> Result<()> {
     let initial = args.node.resolve(None, vec![])?;
     let mut proxier = Proxier::new(ExecNft::new(), initial);
     let mut health_servers = ServiceHealthServers::new(
@@ -429,7 +461,8 @@ async fn sync_loop(args: RunArgs, shared: Arc<Shared>) -> Result<()> {
                 let wanted = wanted_health_servers(&t.state, &args.node.node_name);
                 let udp_now = conntrack::udp_endpoints(&t.state, proxier.node());
                 drop(t);
-                health_servers.sync(wanted).await;
+                let failures = health_servers.sync(wanted).await;
+                report_listen_failures(&recorder, &args.node.node_name, failures).await;
                 let stale = match &udp_prev {
                     Some(prev) => conntrack::stale(prev, &udp_now),
                     None => vec![],

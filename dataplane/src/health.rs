@@ -222,8 +222,11 @@ impl ServiceHealthServers {
         p
     }
 
-    /// Starts, updates and stops servers to match `wanted` (port → health).
-    pub async fn sync(&mut self, wanted: HashMap<u16, ServiceHealth>) {
+    /// Starts, updates and stops servers to match `wanted` (port → health). Returns the addresses a
+    /// new server could not listen on (a port is not retried until its Service stops needing it,
+    /// as upstream); the daemon reports them as `FailedToStartServiceHealthcheck` Events.
+    pub async fn sync(&mut self, wanted: HashMap<u16, ServiceHealth>) -> Vec<ListenFailure> {
+        let mut failures = vec![];
         self.servers.retain(|port, (_, task)| {
             let keep = wanted.contains_key(port);
             if !keep {
@@ -266,10 +269,18 @@ impl ServiceHealthServers {
                 };
                 match bound {
                     Ok(l) => listeners.push(l),
-                    Err(e) => tracing::warn!(
-                        service = %health.service, %addr, error = %e,
-                        "FailedToStartServiceHealthcheck: cannot listen on healthCheckNodePort"
-                    ),
+                    Err(e) => {
+                        tracing::warn!(
+                            service = %health.service, %addr, error = %e,
+                            "FailedToStartServiceHealthcheck: cannot listen on healthCheckNodePort"
+                        );
+                        failures.push(ListenFailure {
+                            service: health.service.clone(),
+                            port,
+                            addr,
+                            error: e.to_string(),
+                        });
+                    }
                 }
             }
             let task = tokio::spawn(async move {
@@ -295,6 +306,36 @@ impl ServiceHealthServers {
                 drop(guard);
             });
             self.servers.insert(port, (shared, task));
+        }
+        failures
+    }
+}
+
+/// A health-check server that could not listen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenFailure {
+    /// The Service whose healthCheckNodePort it is.
+    pub service: ServiceKey,
+    /// The port.
+    pub port: u16,
+    /// The address that could not be bound.
+    pub addr: SocketAddr,
+    /// The error.
+    pub error: String,
+}
+
+impl ListenFailure {
+    /// The Event upstream kube-proxy records on the Service for this failure.
+    pub fn event(&self, node_name: &str) -> kube::runtime::events::Event {
+        kube::runtime::events::Event {
+            type_: kube::runtime::events::EventType::Warning,
+            reason: "FailedToStartServiceHealthcheck".into(),
+            note: Some(format!(
+                "node {node_name} failed to start healthcheck \"{}/{}\" on port {}: {}",
+                self.service.namespace, self.service.name, self.port, self.error
+            )),
+            action: "Listen".into(),
+            secondary: None,
         }
     }
 }
@@ -446,5 +487,36 @@ mod tests {
             servers.ports().is_empty(),
             "re-binding stops the old servers"
         );
+    }
+
+    /// A port that is already taken is reported (for the daemon's Event) with upstream's reason,
+    /// action and message.
+    #[tokio::test]
+    async fn a_port_that_cannot_be_bound_is_reported() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let proxy = Arc::new(ProxyHealth::new(Duration::from_secs(60)));
+        let mut servers = ServiceHealthServers::new(vec!["127.0.0.1".parse().unwrap()], proxy);
+        let health = ServiceHealth {
+            service: ServiceKey::new("ns", "web"),
+            local_endpoints: 1,
+        };
+        let failures = servers.sync([(port, health.clone())].into()).await;
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert_eq!(failures[0].port, port);
+        assert_eq!(failures[0].service, health.service);
+        let ev = failures[0].event("node-a");
+        assert_eq!(ev.reason, "FailedToStartServiceHealthcheck");
+        assert_eq!(ev.action, "Listen");
+        let note = ev.note.unwrap();
+        assert!(
+            note.starts_with(&format!(
+                "node node-a failed to start healthcheck \"ns/web\" on port {port}: "
+            )),
+            "{note}"
+        );
+        // Not retried on every sync (upstream keeps the entry until the Service changes).
+        assert!(servers.sync([(port, health)].into()).await.is_empty());
+        drop(taken);
     }
 }

@@ -408,3 +408,102 @@ async fn run_follows_endpoint_removal_and_service_deletion() {
     drop(c);
     server.shutdown().await;
 }
+
+/// Root only: when a healthCheckNodePort is already taken on a node, svcnet-proxy records upstream's
+/// `FailedToStartServiceHealthcheck` Event (events.k8s.io/v1) on the Service, naming the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_check_port_in_use_is_reported_as_an_event() {
+    let server = ApiServer::start(ServerConfig::default()).await.unwrap();
+    let client = server.client().unwrap();
+    let c = tokio::task::block_in_place(|| {
+        Cluster::new(
+            builder()
+                .echo_ports(EchoPorts::new(&[8080], &[]))
+                .pod("web-0", 1),
+        )
+    });
+    let w0 = c.topo.pod("web-0").unwrap().ipv4();
+    // Something else already listens on the port in node1 (both families).
+    let node1 = c.topo.node(1).unwrap();
+    let mut squatter = c
+        .topo
+        .spawn(
+            node1,
+            "python3",
+            [
+                "-c",
+                "import socket,time\n\
+                 s=socket.socket(socket.AF_INET6)\n\
+                 s.bind(('::',32031))\n\
+                 s.listen()\n\
+                 print('listening',flush=True)\n\
+                 time.sleep(120)",
+            ],
+        )
+        .unwrap();
+    tokio::task::block_in_place(|| {
+        squatter
+            .wait_for_output("listening", Duration::from_secs(10))
+            .unwrap()
+    });
+    let pp = PostParams::default();
+    let nodes: Api<Node> = Api::all(client.clone());
+    for n in c.topo.k8s_nodes().unwrap() {
+        nodes.create(&pp, &n).await.unwrap();
+    }
+    let svc: Service = serde_yaml::from_str(
+        service(
+            "busy",
+            "{type: LoadBalancer, externalTrafficPolicy: Local, healthCheckNodePort: 32031, \
+             clusterIP: 10.96.9.31, clusterIPs: [10.96.9.31], \
+             ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30131}]}",
+        )
+        .trim_end_matches("---\n"),
+    )
+    .unwrap();
+    Api::<Service>::namespaced(client.clone(), "default")
+        .create(&pp, &svc)
+        .await
+        .unwrap();
+    let one: EndpointSlice = serde_yaml::from_str(
+        slice("busy-1", "busy", TCP, &[Ep::ready(w0, "node1")]).trim_end_matches("---\n"),
+    )
+    .unwrap();
+    Api::<EndpointSlice>::namespaced(client.clone(), "default")
+        .create(&pp, &one)
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("proxy.kubeconfig");
+    let api_addr = server.addr();
+    let _proxy = tokio::task::block_in_place(|| {
+        let addr = c.topo.forward_from_host_to_nodes(6443, api_addr).unwrap();
+        std::fs::write(&kubeconfig, kubeconfig_yaml(&format!("http://{addr}"))).unwrap();
+        start_proxy(&c, node1, &kubeconfig)
+    });
+
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), "default");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let found = loop {
+        let list = events.list(&Default::default()).await.unwrap();
+        let hit = list.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some("FailedToStartServiceHealthcheck")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("busy")
+        });
+        if hit.is_some() || Instant::now() > deadline {
+            break hit;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let ev = found.expect("a FailedToStartServiceHealthcheck Event on Service busy");
+    assert_eq!(ev.type_.as_deref(), Some("Warning"));
+    assert_eq!(ev.action.as_deref(), Some("Listen"));
+    let note = ev.note.unwrap_or_default();
+    assert!(
+        note.starts_with("node node1 failed to start healthcheck \"default/busy\" on port 32031"),
+        "{note}"
+    );
+    drop(squatter);
+}

@@ -68,6 +68,21 @@ const JUSTIFIED_UNUSED: &[(&str, &str, &str, &str, &str)] = &[
         "kube-runtime's Recorder patches an Event when the same (object, reason, action) \
          repeats within its series window; the workload's diagnostics fire once",
     ),
+    (
+        "ClusterRole/svcnet-proxy",
+        "events.k8s.io",
+        "events",
+        "create",
+        "svcnet-proxy records FailedToStartServiceHealthcheck only when a healthCheckNodePort \
+         cannot be bound (dataplane/src/health.rs tests it); a healthy run records nothing",
+    ),
+    (
+        "ClusterRole/svcnet-proxy",
+        "events.k8s.io",
+        "events",
+        "patch",
+        "kube-runtime's Recorder patches a repeated FailedToStartServiceHealthcheck Event",
+    ),
 ];
 
 // ---------------------------------------------------------------------------------------------
