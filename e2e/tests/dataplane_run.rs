@@ -48,6 +48,59 @@ fn eventually<T: std::fmt::Debug>(mut probe: impl FnMut() -> T, ok: impl Fn(&T) 
     }
 }
 
+/// Creates the cluster's Nodes, an externalTrafficPolicy Local LoadBalancer Service `name` (one TCP
+/// port 80 → 8080 on `node_port`, health check on `hc_port`, ClusterIP `cip`) and its EndpointSlice
+/// `<name>-1` with `eps`, through the API.
+async fn create_local_lb(
+    c: &Cluster,
+    client: &kube::Client,
+    name: &str,
+    cip: &str,
+    hc_port: u16,
+    node_port: u16,
+    eps: &[Ep],
+) {
+    let pp = PostParams::default();
+    let nodes: Api<Node> = Api::all(client.clone());
+    for n in c.topo.k8s_nodes().unwrap() {
+        nodes.create(&pp, &n).await.unwrap();
+    }
+    let svc: Service = serde_yaml::from_str(
+        service(
+            name,
+            &format!(
+                "{{type: LoadBalancer, externalTrafficPolicy: Local, healthCheckNodePort: {hc_port}, \
+                 clusterIP: {cip}, clusterIPs: [{cip}], \
+                 ports: [{{name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: {node_port}}}]}}"
+            ),
+        )
+        .trim_end_matches("---\n"),
+    )
+    .unwrap();
+    Api::<Service>::namespaced(client.clone(), "default")
+        .create(&pp, &svc)
+        .await
+        .unwrap();
+    let slice: EndpointSlice =
+        serde_yaml::from_str(slice(&format!("{name}-1"), name, TCP, eps).trim_end_matches("---\n"))
+            .unwrap();
+    Api::<EndpointSlice>::namespaced(client.clone(), "default")
+        .create(&pp, &slice)
+        .await
+        .unwrap();
+}
+
+/// Forwards the nodes' port 6443 to `server` and writes a kubeconfig for it into `dir`.
+fn node_kubeconfig(c: &Cluster, server: &ApiServer, dir: &std::path::Path) -> std::path::PathBuf {
+    let kubeconfig = dir.join("proxy.kubeconfig");
+    let addr = c
+        .topo
+        .forward_from_host_to_nodes(6443, server.addr())
+        .unwrap();
+    std::fs::write(&kubeconfig, kubeconfig_yaml(&format!("http://{addr}"))).unwrap();
+    kubeconfig
+}
+
 /// Root only: health-check node port of an externalTrafficPolicy Local Service served by `run`:
 /// node1 (one local ready endpoint) answers 200 with `localEndpoints: 1`, node2 (none) answers
 /// 503 with `localEndpoints: 0`; after an endpoint on node2 is added to the EndpointSlice, node2
@@ -68,38 +121,22 @@ async fn run_serves_health_check_node_port_and_follows_endpoint_updates() {
         c.topo.pod("web-0").unwrap().ipv4(),
         c.topo.pod("web-1").unwrap().ipv4(),
     );
+    create_local_lb(
+        &c,
+        &client,
+        "local",
+        "10.96.9.10",
+        32020,
+        30120,
+        &[Ep::ready(w0, "node1")],
+    )
+    .await;
     let pp = PostParams::default();
-    let nodes: Api<Node> = Api::all(client.clone());
-    for n in c.topo.k8s_nodes().unwrap() {
-        nodes.create(&pp, &n).await.unwrap();
-    }
-    let svc: Service = serde_yaml::from_str(
-        service(
-            "local",
-            "{type: LoadBalancer, externalTrafficPolicy: Local, healthCheckNodePort: 32020, \
-             clusterIP: 10.96.9.10, clusterIPs: [10.96.9.10], \
-             ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30120}]}",
-        )
-        .trim_end_matches("---\n"),
-    )
-    .unwrap();
-    Api::<Service>::namespaced(client.clone(), "default")
-        .create(&pp, &svc)
-        .await
-        .unwrap();
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
-    let one: EndpointSlice = serde_yaml::from_str(
-        slice("local-1", "local", TCP, &[Ep::ready(w0, "node1")]).trim_end_matches("---\n"),
-    )
-    .unwrap();
-    slices.create(&pp, &one).await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("proxy.kubeconfig");
-    let api_addr = server.addr();
     let _proxies = tokio::task::block_in_place(|| {
-        let addr = c.topo.forward_from_host_to_nodes(6443, api_addr).unwrap();
-        std::fs::write(&kubeconfig, kubeconfig_yaml(&format!("http://{addr}"))).unwrap();
+        let kubeconfig = node_kubeconfig(&c, &server, dir.path());
         start_proxies(&c, &kubeconfig)
     });
 
@@ -144,7 +181,7 @@ async fn run_serves_health_check_node_port_and_follows_endpoint_updates() {
         assert_eq!(r2.json().expect("JSON body")["localEndpoints"], 0);
     });
 
-    let mut two = one.clone();
+    let mut two = slices.get("local-1").await.unwrap();
     two.endpoints = serde_yaml::from_str::<EndpointSlice>(
         slice(
             "local-1",
@@ -446,40 +483,19 @@ async fn health_check_port_in_use_is_reported_as_an_event() {
             .wait_for_output("listening", Duration::from_secs(10))
             .unwrap()
     });
-    let pp = PostParams::default();
-    let nodes: Api<Node> = Api::all(client.clone());
-    for n in c.topo.k8s_nodes().unwrap() {
-        nodes.create(&pp, &n).await.unwrap();
-    }
-    let svc: Service = serde_yaml::from_str(
-        service(
-            "busy",
-            "{type: LoadBalancer, externalTrafficPolicy: Local, healthCheckNodePort: 32031, \
-             clusterIP: 10.96.9.31, clusterIPs: [10.96.9.31], \
-             ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30131}]}",
-        )
-        .trim_end_matches("---\n"),
+    create_local_lb(
+        &c,
+        &client,
+        "busy",
+        "10.96.9.31",
+        32031,
+        30131,
+        &[Ep::ready(w0, "node1")],
     )
-    .unwrap();
-    Api::<Service>::namespaced(client.clone(), "default")
-        .create(&pp, &svc)
-        .await
-        .unwrap();
-    let one: EndpointSlice = serde_yaml::from_str(
-        slice("busy-1", "busy", TCP, &[Ep::ready(w0, "node1")]).trim_end_matches("---\n"),
-    )
-    .unwrap();
-    Api::<EndpointSlice>::namespaced(client.clone(), "default")
-        .create(&pp, &one)
-        .await
-        .unwrap();
-
+    .await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("proxy.kubeconfig");
-    let api_addr = server.addr();
     let _proxy = tokio::task::block_in_place(|| {
-        let addr = c.topo.forward_from_host_to_nodes(6443, api_addr).unwrap();
-        std::fs::write(&kubeconfig, kubeconfig_yaml(&format!("http://{addr}"))).unwrap();
+        let kubeconfig = node_kubeconfig(&c, &server, dir.path());
         start_proxy(&c, node1, &kubeconfig)
     });
 
