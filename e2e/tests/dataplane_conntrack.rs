@@ -30,12 +30,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use common_dataplane::{
-    builder, poll_until, proxy_metric, sa, service, slice, start_proxy_run, typed, udp_conntrack,
-    Cluster, Ep,
+    builder, create_nodes, node_kubeconfig, poll_until, proxy_metric, sa, service, slice,
+    start_proxy_run, typed, udp_conntrack, Cluster, Ep,
 };
-use e2e::apiserver::{kubeconfig_yaml, ApiServer, ServerConfig};
+use e2e::apiserver::{ApiServer, ServerConfig};
 use e2e::netns::{ClientOpts, EchoPorts, Outcome, Place, Proto};
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, PostParams};
 
@@ -131,10 +131,7 @@ async fn scenario(
     let a = family.pod_ip(&c, "web-a");
     let b = family.pod_ip(&c, "web-b");
     let pp = PostParams::default();
-    let nodes: Api<Node> = Api::all(client.clone());
-    for n in c.topo.k8s_nodes().unwrap() {
-        nodes.create(&pp, &n).await.unwrap();
-    }
+    create_nodes(&c, &client).await;
     let ip = *cluster_ips
         .iter()
         .find(|ip| Family::of(**ip) == family)
@@ -183,12 +180,9 @@ async fn scenario(
         .map(|ip| (sa(*ip, 53), Family::of(*ip).pod_ip(&c, "web-a")));
 
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("proxy.kubeconfig");
-    let api_addr = server.addr();
     let node1 = c.topo.node(1).unwrap();
     let proxy = tokio::task::block_in_place(|| {
-        let addr = c.topo.forward_from_host_to_nodes(6443, api_addr).unwrap();
-        std::fs::write(&kubeconfig, kubeconfig_yaml(&format!("http://{addr}"))).unwrap();
+        let kubeconfig = node_kubeconfig(&c, &server, dir.path());
         start_proxy_run(&c, node1, &kubeconfig, extra)
     });
 

@@ -14,10 +14,12 @@ mod common_dataplane;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common_dataplane::{answered, builder, names, sa, service, slice, Cluster, Ep};
-use e2e::apiserver::{kubeconfig_yaml, ApiServer, ServerConfig};
+use common_dataplane::{
+    answered, builder, create_nodes, names, node_kubeconfig, sa, service, slice, typed, Cluster, Ep,
+};
+use e2e::apiserver::{ApiServer, ServerConfig};
 use e2e::netns::{EchoPorts, HttpOutcome, Outcome, Process, Proto, RefuseReason};
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, PostParams};
 
@@ -61,44 +63,24 @@ async fn create_local_lb(
     eps: &[Ep],
 ) {
     let pp = PostParams::default();
-    let nodes: Api<Node> = Api::all(client.clone());
-    for n in c.topo.k8s_nodes().unwrap() {
-        nodes.create(&pp, &n).await.unwrap();
-    }
-    let svc: Service = serde_yaml::from_str(
-        service(
+    create_nodes(c, client).await;
+    let svc: Service = typed(&service(
             name,
             &format!(
                 "{{type: LoadBalancer, externalTrafficPolicy: Local, healthCheckNodePort: {hc_port}, \
                  clusterIP: {cip}, clusterIPs: [{cip}], \
                  ports: [{{name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: {node_port}}}]}}"
             ),
-        )
-        .trim_end_matches("---\n"),
-    )
-    .unwrap();
+        ));
     Api::<Service>::namespaced(client.clone(), "default")
         .create(&pp, &svc)
         .await
         .unwrap();
-    let slice: EndpointSlice =
-        serde_yaml::from_str(slice(&format!("{name}-1"), name, TCP, eps).trim_end_matches("---\n"))
-            .unwrap();
+    let slice: EndpointSlice = typed(&slice(&format!("{name}-1"), name, TCP, eps));
     Api::<EndpointSlice>::namespaced(client.clone(), "default")
         .create(&pp, &slice)
         .await
         .unwrap();
-}
-
-/// Forwards the nodes' port 6443 to `server` and writes a kubeconfig for it into `dir`.
-fn node_kubeconfig(c: &Cluster, server: &ApiServer, dir: &std::path::Path) -> std::path::PathBuf {
-    let kubeconfig = dir.join("proxy.kubeconfig");
-    let addr = c
-        .topo
-        .forward_from_host_to_nodes(6443, server.addr())
-        .unwrap();
-    std::fs::write(&kubeconfig, kubeconfig_yaml(&format!("http://{addr}"))).unwrap();
-    kubeconfig
 }
 
 /// Root only: health-check node port of an externalTrafficPolicy Local Service served by `run`:
@@ -182,16 +164,12 @@ async fn run_serves_health_check_node_port_and_follows_endpoint_updates() {
     });
 
     let mut two = slices.get("local-1").await.unwrap();
-    two.endpoints = serde_yaml::from_str::<EndpointSlice>(
-        slice(
-            "local-1",
-            "local",
-            TCP,
-            &[Ep::ready(w0, "node1"), Ep::ready(w1, "node2")],
-        )
-        .trim_end_matches("---\n"),
-    )
-    .unwrap()
+    two.endpoints = typed::<EndpointSlice>(&slice(
+        "local-1",
+        "local",
+        TCP,
+        &[Ep::ready(w0, "node1"), Ep::ready(w1, "node2")],
+    ))
     .endpoints;
     two.metadata.resource_version = None;
     slices.replace("local-1", &pp, &two).await.unwrap();
@@ -228,19 +206,12 @@ async fn restarting_run_keeps_established_connections() {
         )
     });
     let pp = PostParams::default();
-    let nodes: Api<Node> = Api::all(client.clone());
-    for n in c.topo.k8s_nodes().unwrap() {
-        nodes.create(&pp, &n).await.unwrap();
-    }
-    let svc: Service = serde_yaml::from_str(
-        service(
-            "web",
-            "{clusterIP: 10.96.9.20, clusterIPs: [10.96.9.20], \
+    create_nodes(&c, &client).await;
+    let svc: Service = typed(&service(
+        "web",
+        "{clusterIP: 10.96.9.20, clusterIPs: [10.96.9.20], \
              ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]}",
-        )
-        .trim_end_matches("---\n"),
-    )
-    .unwrap();
+    ));
     Api::<Service>::namespaced(client.clone(), "default")
         .create(&pp, &svc)
         .await
@@ -249,18 +220,14 @@ async fn restarting_run_keeps_established_connections() {
         Ep::ready(c.topo.pod("web-0").unwrap().ipv4(), "node1"),
         Ep::ready(c.topo.pod("web-1").unwrap().ipv4(), "node2"),
     ];
-    let s: EndpointSlice =
-        serde_yaml::from_str(slice("web-1", "web", TCP, &eps).trim_end_matches("---\n")).unwrap();
+    let s: EndpointSlice = typed(&slice("web-1", "web", TCP, &eps));
     Api::<EndpointSlice>::namespaced(client.clone(), "default")
         .create(&pp, &s)
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("proxy.kubeconfig");
-    let api_addr = server.addr();
     tokio::task::block_in_place(|| {
-        let addr = c.topo.forward_from_host_to_nodes(6443, api_addr).unwrap();
-        std::fs::write(&kubeconfig, kubeconfig_yaml(&format!("http://{addr}"))).unwrap();
+        let kubeconfig = node_kubeconfig(&c, &server, dir.path());
         let mut proxies = start_proxies(&c, &kubeconfig);
         let cli = c.topo.pod("cli").unwrap();
         let vip = sa([10, 96, 9, 20], 80);
@@ -305,45 +272,31 @@ async fn health_check_counts_ready_endpoints_only() {
         )
     });
     let pp = PostParams::default();
-    let nodes: Api<Node> = Api::all(client.clone());
-    for n in c.topo.k8s_nodes().unwrap() {
-        nodes.create(&pp, &n).await.unwrap();
-    }
-    let svc: Service = serde_yaml::from_str(
-        service(
-            "term",
-            "{type: LoadBalancer, externalTrafficPolicy: Local, healthCheckNodePort: 32021, \
+    create_nodes(&c, &client).await;
+    let svc: Service = typed(&service(
+        "term",
+        "{type: LoadBalancer, externalTrafficPolicy: Local, healthCheckNodePort: 32021, \
              clusterIP: 10.96.9.30, clusterIPs: [10.96.9.30], \
              ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30121}]}",
-        )
-        .trim_end_matches("---\n"),
-    )
-    .unwrap();
+    ));
     Api::<Service>::namespaced(client.clone(), "default")
         .create(&pp, &svc)
         .await
         .unwrap();
     let w0 = c.topo.pod("web-0").unwrap().ipv4();
-    let s: EndpointSlice = serde_yaml::from_str(
-        slice(
-            "term-1",
-            "term",
-            TCP,
-            &[Ep::serving_terminating(w0, "node1")],
-        )
-        .trim_end_matches("---\n"),
-    )
-    .unwrap();
+    let s: EndpointSlice = typed(&slice(
+        "term-1",
+        "term",
+        TCP,
+        &[Ep::serving_terminating(w0, "node1")],
+    ));
     Api::<EndpointSlice>::namespaced(client.clone(), "default")
         .create(&pp, &s)
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("proxy.kubeconfig");
-    let api_addr = server.addr();
     tokio::task::block_in_place(|| {
-        let addr = c.topo.forward_from_host_to_nodes(6443, api_addr).unwrap();
-        std::fs::write(&kubeconfig, kubeconfig_yaml(&format!("http://{addr}"))).unwrap();
+        let kubeconfig = node_kubeconfig(&c, &server, dir.path());
         let _proxies = start_proxies(&c, &kubeconfig);
         let out = c.topo.outside().unwrap();
         let node1 = c.topo.node(1).unwrap().ipv4();
@@ -379,34 +332,21 @@ async fn run_follows_endpoint_removal_and_service_deletion() {
         )
     });
     let pp = PostParams::default();
-    let nodes: Api<Node> = Api::all(client.clone());
-    for n in c.topo.k8s_nodes().unwrap() {
-        nodes.create(&pp, &n).await.unwrap();
-    }
-    let svc: Service = serde_yaml::from_str(
-        service(
-            "web",
-            "{clusterIP: 10.96.9.40, clusterIPs: [10.96.9.40], \
+    create_nodes(&c, &client).await;
+    let svc: Service = typed(&service(
+        "web",
+        "{clusterIP: 10.96.9.40, clusterIPs: [10.96.9.40], \
              ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]}",
-        )
-        .trim_end_matches("---\n"),
-    )
-    .unwrap();
+    ));
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     services.create(&pp, &svc).await.unwrap();
     let w0 = c.topo.pod("web-0").unwrap().ipv4();
-    let full: EndpointSlice = serde_yaml::from_str(
-        slice("web-1", "web", TCP, &[Ep::ready(w0, "node1")]).trim_end_matches("---\n"),
-    )
-    .unwrap();
+    let full: EndpointSlice = typed(&slice("web-1", "web", TCP, &[Ep::ready(w0, "node1")]));
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
     slices.create(&pp, &full).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("proxy.kubeconfig");
-    let api_addr = server.addr();
     let proxies = tokio::task::block_in_place(|| {
-        let addr = c.topo.forward_from_host_to_nodes(6443, api_addr).unwrap();
-        std::fs::write(&kubeconfig, kubeconfig_yaml(&format!("http://{addr}"))).unwrap();
+        let kubeconfig = node_kubeconfig(&c, &server, dir.path());
         start_proxies(&c, &kubeconfig)
     });
     let cli = c.topo.pod("cli").unwrap();

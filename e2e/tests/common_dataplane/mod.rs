@@ -303,6 +303,34 @@ pub fn conntrack_entries(c: &Cluster, index: u8, dst: IpAddr) -> usize {
         .count()
 }
 
+/// Creates the cluster's Node objects through the API (`svcnet-proxy run` reads its own Node).
+pub async fn create_nodes(c: &Cluster, client: &kube::Client) {
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    for n in c.topo.k8s_nodes().unwrap() {
+        nodes.create(&Default::default(), &n).await.unwrap();
+    }
+}
+
+/// Relays port 6443 inside every node to `server` and writes a kubeconfig for that address into
+/// `dir`; returns its path.
+pub fn node_kubeconfig(
+    c: &Cluster,
+    server: &e2e::apiserver::ApiServer,
+    dir: &std::path::Path,
+) -> PathBuf {
+    let kubeconfig = dir.join("proxy.kubeconfig");
+    let addr = c
+        .topo
+        .forward_from_host_to_nodes(6443, server.addr())
+        .unwrap();
+    std::fs::write(
+        &kubeconfig,
+        e2e::apiserver::kubeconfig_yaml(&format!("http://{addr}")),
+    )
+    .unwrap();
+    kubeconfig
+}
+
 /// Starts `svcnet-proxy run` in `node` against the API server of `kubeconfig` (with extra flags
 /// `extra`, e.g. `["--conntrack-cleanup", "false"]`) and waits for its first sync. Its `/metrics`
 /// listens on 127.0.0.1:10249 and `/healthz` on 127.0.0.1:10256 inside the node's namespace. The
