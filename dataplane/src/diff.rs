@@ -1,5 +1,6 @@
-//! Minimal transactions between two models, and the full-sync transaction that converges any kernel
-//! state (described by [`Existing`]) to a model without deleting the table.
+//! Minimal transactions between two models, and the names of what exists in the kernel
+//! ([`Existing`], which a full sync converges without deleting the table: see
+//! [`crate::assembly::Assembly::stream_full`]).
 
 use crate::model::{Model, Op, Transaction};
 use crate::types::Family;
@@ -168,98 +169,3 @@ pub struct ExistingTable {
 
 /// What exists in the kernel, per family (`None` entry = table absent).
 pub type Existing = std::collections::BTreeMap<Family, ExistingTable>;
-
-/// A transaction that makes the kernel equal `new` whatever it holds now, without deleting the table
-/// (so established connections and affinity state survive):
-/// flush every existing chain; delete every existing non-dynamic set (so declarations are repaired) and
-/// every stale dynamic set; delete stale chains; declare everything; add all rules and elements. Tables
-/// that exist in the kernel for a family no longer configured are deleted.
-pub fn full_sync(existing: &Existing, new: &Model) -> Transaction {
-    full_sync_with(
-        existing,
-        new.tables.keys().copied().collect(),
-        |fam, name| {
-            new.tables
-                .get(&fam)
-                .and_then(|t| t.sets.get(name))
-                .is_some_and(|s| s.spec.is_dynamic())
-        },
-        |fam, name| {
-            new.tables
-                .get(&fam)
-                .is_some_and(|t| t.chains.contains_key(name))
-        },
-        new.create_transaction(),
-    )
-}
-
-/// [`full_sync`] with the desired state described by callbacks and its creation transaction.
-pub fn full_sync_with(
-    existing: &Existing,
-    families: Vec<Family>,
-    keep_dynamic_set: impl Fn(Family, &str) -> bool,
-    chain_wanted: impl Fn(Family, &str) -> bool,
-    create: Transaction,
-) -> Transaction {
-    let mut tx = Transaction::new();
-    for (fam, ex) in existing {
-        if !families.contains(fam) {
-            for c in &ex.chains {
-                tx.push(Op::FlushChain {
-                    family: *fam,
-                    name: c.clone(),
-                });
-            }
-            for c in &ex.chains {
-                tx.push(Op::DeleteChain {
-                    family: *fam,
-                    name: c.clone(),
-                });
-            }
-            for (s, map) in &ex.sets {
-                tx.push(Op::DeleteSet {
-                    family: *fam,
-                    name: s.clone(),
-                    map: *map,
-                });
-            }
-        }
-    }
-    for fam in &families {
-        let fam = *fam;
-        tx.push(Op::AddTable { family: fam });
-        let Some(ex) = existing.get(&fam) else {
-            continue;
-        };
-        for c in &ex.chains {
-            tx.push(Op::FlushChain {
-                family: fam,
-                name: c.clone(),
-            });
-        }
-        for (s, map) in &ex.sets {
-            if !keep_dynamic_set(fam, s) {
-                tx.push(Op::DeleteSet {
-                    family: fam,
-                    name: s.clone(),
-                    map: *map,
-                });
-            }
-        }
-        for c in ex.chains.iter().filter(|c| !chain_wanted(fam, c)) {
-            tx.push(Op::DeleteChain {
-                family: fam,
-                name: c.clone(),
-            });
-        }
-    }
-    // The create transaction starts with AddTable ops, which are already present.
-    let mut rest = Transaction::new();
-    for op in create.into_ops() {
-        if !matches!(op, Op::AddTable { .. }) {
-            rest.push(op);
-        }
-    }
-    tx.extend(rest);
-    tx
-}

@@ -1,8 +1,10 @@
 //! svcnet-proxy: an nftables kube-proxy replacement.
 //!
 //! Data flow: watch Services + EndpointSlices + own Node ([`convert`] turns objects into [`types`]) →
-//! [`render::render`] (pure) → [`model::Model`] → [`diff::diff`] against the last applied model →
-//! one atomic transaction through [`nft::Nft`]. See [`render`] for the ruleset layout and why it scales.
+//! per-Service fragments from [`render::service_fragment`] (pure) → [`assembly::Assembly`], which keeps
+//! them reference-counted and turns a change into the minimal transaction (a full sync streams
+//! everything) → one atomic transaction through [`nft::Nft`] ([`proxier`] drives it). See [`render`]
+//! for the ruleset layout and why it scales.
 
 pub mod diff;
 pub mod endpoints;

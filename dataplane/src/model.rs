@@ -374,11 +374,6 @@ impl Transaction {
         &self.ops
     }
 
-    /// Consumes the transaction, returning its operations.
-    pub fn into_ops(self) -> Vec<Op> {
-        self.ops
-    }
-
     /// Whether nothing is to be done.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
@@ -409,14 +404,6 @@ impl Transaction {
             }
         }
         self.ops.push(op);
-    }
-
-    /// Appends all operations of another transaction.
-    pub fn extend(&mut self, other: Transaction) {
-        if self.err.is_none() {
-            self.err = other.err;
-        }
-        self.ops.extend(other.ops);
     }
 
     /// Returns an error if any pushed operation was invalid.
