@@ -42,10 +42,19 @@ struct Api {
     run_cmd_from_buffer: RunCmd,
 }
 
-fn sym(handle: *mut c_void, name: &CStr) -> Option<*mut c_void> {
-    // SAFETY: `handle` is a live handle returned by `dlopen`; `name` is NUL-terminated.
+/// The function `name` of the library `handle`, as the function-pointer type `F`.
+///
+/// # Safety
+/// `handle` must be a live `dlopen` handle and `F` the exact C signature of `name`.
+unsafe fn func<F: Copy>(handle: *mut c_void, name: &CStr) -> Option<F> {
+    // SAFETY: the caller guarantees `handle` is live; `name` is NUL-terminated.
     let p = unsafe { libc::dlsym(handle, name.as_ptr()) };
-    (!p.is_null()).then_some(p)
+    if p.is_null() || std::mem::size_of::<F>() != std::mem::size_of::<*mut c_void>() {
+        return None;
+    }
+    // SAFETY: `F` is a function-pointer type of the same size as `p`, with the symbol's signature
+    // (the caller's guarantee).
+    Some(unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
 }
 
 impl Api {
@@ -56,31 +65,16 @@ impl Api {
         if handle.is_null() {
             return None;
         }
-        // SAFETY (all transmutes): each symbol is a C function of libnftables with exactly the
-        // signature declared by the matching type alias above (libnftables.h, stable since 0.9).
+        // SAFETY: `handle` is live, and each type below is the symbol's C signature in
+        // libnftables.h (stable since 0.9).
         unsafe {
             Some(Api {
-                ctx_new: std::mem::transmute::<*mut c_void, CtxNew>(sym(handle, c"nft_ctx_new")?),
-                ctx_free: std::mem::transmute::<*mut c_void, CtxFree>(sym(
-                    handle,
-                    c"nft_ctx_free",
-                )?),
-                buffer_output: std::mem::transmute::<*mut c_void, CtxBuffer>(sym(
-                    handle,
-                    c"nft_ctx_buffer_output",
-                )?),
-                buffer_error: std::mem::transmute::<*mut c_void, CtxBuffer>(sym(
-                    handle,
-                    c"nft_ctx_buffer_error",
-                )?),
-                get_error_buffer: std::mem::transmute::<*mut c_void, CtxGetBuffer>(sym(
-                    handle,
-                    c"nft_ctx_get_error_buffer",
-                )?),
-                run_cmd_from_buffer: std::mem::transmute::<*mut c_void, RunCmd>(sym(
-                    handle,
-                    c"nft_run_cmd_from_buffer",
-                )?),
+                ctx_new: func::<CtxNew>(handle, c"nft_ctx_new")?,
+                ctx_free: func::<CtxFree>(handle, c"nft_ctx_free")?,
+                buffer_output: func::<CtxBuffer>(handle, c"nft_ctx_buffer_output")?,
+                buffer_error: func::<CtxBuffer>(handle, c"nft_ctx_buffer_error")?,
+                get_error_buffer: func::<CtxGetBuffer>(handle, c"nft_ctx_get_error_buffer")?,
+                run_cmd_from_buffer: func::<RunCmd>(handle, c"nft_run_cmd_from_buffer")?,
             })
         }
     }

@@ -178,6 +178,18 @@ pub fn stream_script(
     }
 }
 
+/// Ok for a successful nft run, else nft's exit status and stderr.
+fn nft_outcome(out: &std::process::Output) -> Result<()> {
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Nft {
+            status: out.status.code().unwrap_or(-1),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+}
+
 /// The real implementation. Every transaction is atomic (one nft batch). Full syncs stream into one
 /// `nft -f -` process, like knftables; other transactions go through a long-lived in-process
 /// libnftables context when the library is available ([`crate::libnft`] explains the ~10 ms that
@@ -243,36 +255,50 @@ impl ExecNft {
         cmd
     }
 
-    fn exec(&self, args: &[&str], stdin: Option<&str>) -> Result<std::process::Output> {
-        let program = self.program.display().to_string();
+    fn exec_error(&self, source: std::io::Error) -> Error {
+        Error::Exec {
+            program: self.program.display().to_string(),
+            source,
+        }
+    }
+
+    /// Starts nft with a piped stdin (returned) and stderr.
+    fn spawn_piped(
+        &self,
+        args: &[&str],
+        stdout: Stdio,
+    ) -> Result<(std::process::Child, std::process::ChildStdin)> {
         let mut child = self
             .command(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
+            .stdin(Stdio::piped())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| Error::Exec {
-                program: program.clone(),
-                source,
-            })?;
-        if let Some(input) = stdin {
-            let mut pipe = child.stdin.take().ok_or_else(|| Error::Exec {
-                program: program.clone(),
-                source: std::io::Error::other("stdin not captured"),
-            })?;
-            pipe.write_all(input.as_bytes())
-                .map_err(|source| Error::Exec {
-                    program: program.clone(),
-                    source,
-                })?;
-        }
-        child
-            .wait_with_output()
-            .map_err(|source| Error::Exec { program, source })
+            .map_err(|e| self.exec_error(e))?;
+        let stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| self.exec_error(std::io::Error::other("stdin not captured")))?;
+        Ok((child, stdin))
+    }
+
+    fn exec(&self, args: &[&str], stdin: Option<&str>) -> Result<std::process::Output> {
+        let child = match stdin {
+            Some(input) => {
+                let (child, mut pipe) = self.spawn_piped(args, Stdio::piped())?;
+                pipe.write_all(input.as_bytes())
+                    .map_err(|e| self.exec_error(e))?;
+                child // `pipe` is dropped here: nft sees the end of its input.
+            }
+            None => self
+                .command(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| self.exec_error(e))?,
+        };
+        child.wait_with_output().map_err(|e| self.exec_error(e))
     }
 
     /// Checks a transaction with `nft -c -f -` without applying it.
@@ -288,15 +314,7 @@ impl ExecNft {
         } else {
             &["-f", "-"]
         };
-        let out = self.exec(args, Some(script))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(Error::Nft {
-                status: out.status.code().unwrap_or(-1),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            })
-        }
+        nft_outcome(&self.exec(args, Some(script))?)
     }
 
     /// Deletes our tables (cleanup mode); missing tables are not an error.
@@ -324,21 +342,7 @@ impl Nft for ExecNft {
         produce: &mut dyn FnMut(&mut dyn OpSink) -> Result<()>,
         meanwhile: &mut dyn FnMut(),
     ) -> Result<()> {
-        let program = self.program.display().to_string();
-        let mut child = self
-            .command(&["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| Error::Exec {
-                program: program.clone(),
-                source,
-            })?;
-        let stdin = child.stdin.take().ok_or_else(|| Error::Exec {
-            program: program.clone(),
-            source: std::io::Error::other("stdin not captured"),
-        })?;
+        let (mut child, stdin) = self.spawn_piped(&["-f", "-"], Stdio::null())?;
         let mut sink = StreamSink::new(stdin);
         let produced = produce(&mut sink);
         sink.finish();
@@ -352,17 +356,7 @@ impl Nft for ExecNft {
         // Closing stdin lets nft evaluate and commit; our bookkeeping runs meanwhile.
         drop(sink);
         meanwhile();
-        let out = child
-            .wait_with_output()
-            .map_err(|source| Error::Exec { program, source })?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(Error::Nft {
-                status: out.status.code().unwrap_or(-1),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            })
-        }
+        nft_outcome(&child.wait_with_output().map_err(|e| self.exec_error(e))?)
     }
 
     fn run(&self, tx: &Transaction) -> Result<()> {
