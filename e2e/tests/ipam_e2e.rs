@@ -844,13 +844,7 @@ async fn controller_killed_mid_burst_leaves_no_duplicates_and_no_leaks() {
     }
     // A claim leaked by an earlier crash: its Service never existed.
     let claims: Api<ServiceIPClaim> = Api::all(client.clone());
-    let leaked: ServiceIPClaim = serde_json::from_value(json!({
-        "apiVersion": "svcnet.io/v1alpha1", "kind": "ServiceIPClaim",
-        "metadata": {"name": "10.96.250.250", "labels": {"svcnet.io/managed-by": "svcnet-ipam-controller"}},
-        "spec": {"ip": "10.96.250.250", "purpose": "ClusterIP",
-                 "parentRefs": [{"namespace": "gone", "name": "gone", "uid": "no-such-uid"}]}
-    }))
-    .unwrap();
+    let leaked = ip_claim("10.96.250.250", ("gone", "gone", "no-such-uid"));
     claims
         .create(&PostParams::default(), &leaked)
         .await
