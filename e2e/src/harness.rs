@@ -2,8 +2,11 @@
 //!
 //! [`TestEnv::start`] picks the backend from the environment:
 //! 1. `E2E_KUBECONFIG=/path` — an existing cluster;
-//! 2. `KUBEBUILDER_ASSETS=/dir` (holding `etcd` and `kube-apiserver`) — a real control plane on
-//!    loopback, like controller-runtime's envtest;
+//! 2. `KUBEBUILDER_ASSETS=/dir` (holding `etcd`, `kube-apiserver` and optionally
+//!    `kube-controller-manager`) — a real control plane on loopback, like controller-runtime's
+//!    envtest. One control plane is started per test process and shared by every [`TestEnv`] in
+//!    it (a kube-apiserver takes 10–15 s to start); tests stay apart by namespace. Run such a
+//!    suite with one process per test binary (`cargo test`), not one per test;
 //! 3. otherwise — the embedded [`crate::apiserver::ApiServer`] (the default, used in CI).
 //!
 //! Tests must not depend on which one they got. Where behaviour legitimately differs (who
@@ -42,8 +45,10 @@
 //!   when the grace period ends (standing in for the kubelet); on a real cluster without kubelets
 //!   for those nodes it stays until deleted with grace 0.
 //! * Namespace deletion (the guard's drop) is asynchronous; it waits for those grace periods too.
-//! * Garbage collection and namespace finalization do not run on a bare `KUBEBUILDER_ASSETS`
-//!   control plane ([`TestEnv::has_controllers`] is false there).
+//! * Garbage collection and namespace finalization run on every backend unless the
+//!   `KUBEBUILDER_ASSETS` directory lacks `kube-controller-manager` ([`TestEnv::has_controllers`]).
+//! * [`TestEnv::server_version`] tells which Kubernetes minor version answers, for the few tests
+//!   that gate on it (each says why).
 //! * The embedded server never allocates ClusterIPs/NodePorts; svcnet's IPAM controller does.
 //! * Set `E2E_KEEP_NAMESPACES=1` to keep test namespaces for inspection.
 
@@ -94,7 +99,8 @@ enum Backend {
         _dir: tempfile::TempDir,
     },
     ControlPlane {
-        _plane: Box<controlplane::ControlPlane>,
+        _plane: std::sync::Arc<controlplane::ControlPlane>,
+        controllers: bool,
     },
     External,
 }
@@ -105,6 +111,14 @@ pub struct TestEnv {
     client: Client,
     kubeconfig: PathBuf,
 }
+
+/// The control plane shared by every [`TestEnv::start`] of this process (`KUBEBUILDER_ASSETS`).
+/// A failed start is remembered, so that the other tests fail at once with the same message.
+static SHARED_PLANE: tokio::sync::OnceCell<
+    Result<std::sync::Arc<controlplane::ControlPlane>, String>,
+> = tokio::sync::OnceCell::const_new();
+
+pub use controlplane::{NODE_PORT_RANGE, SERVICE_CIDRS};
 
 pub(crate) async fn client_from_kubeconfig(path: &Path) -> Result<Client, Error> {
     let err = |m: String| Error::Kubeconfig {
@@ -125,7 +139,18 @@ impl TestEnv {
             return Self::external(Path::new(&path)).await;
         }
         if let Some(assets) = std::env::var_os("KUBEBUILDER_ASSETS").filter(|p| !p.is_empty()) {
-            return Self::control_plane(Path::new(&assets)).await;
+            let assets = PathBuf::from(assets);
+            let plane = SHARED_PLANE
+                .get_or_init(|| async {
+                    controlplane::ControlPlane::start(&assets)
+                        .await
+                        .map(std::sync::Arc::new)
+                        .map_err(|e| e.to_string())
+                })
+                .await
+                .clone()
+                .map_err(Error::ControlPlane)?;
+            return Self::with_plane(plane, &assets).await;
         }
         Self::embedded(ServerConfig::default()).await
     }
@@ -154,18 +179,50 @@ impl TestEnv {
         })
     }
 
-    /// Start etcd + kube-apiserver from a `KUBEBUILDER_ASSETS` directory.
+    /// Start a control plane of this test's own from a `KUBEBUILDER_ASSETS` directory (stopped
+    /// when the last `TestEnv` using it is dropped). [`TestEnv::start`] shares one instead.
     pub async fn control_plane(assets: &Path) -> Result<Self, Error> {
         let plane = controlplane::ControlPlane::start(assets).await?;
+        Self::with_plane(std::sync::Arc::new(plane), assets).await
+    }
+
+    async fn with_plane(
+        plane: std::sync::Arc<controlplane::ControlPlane>,
+        assets: &Path,
+    ) -> Result<Self, Error> {
+        // A client of this test's own: a kube Client's connections live on the runtime that
+        // made them, and every #[tokio::test] has its own runtime.
         let client = client_from_kubeconfig(&plane.kubeconfig).await?;
         let kubeconfig = plane.kubeconfig.clone();
         Ok(Self {
             backend: Backend::ControlPlane {
-                _plane: Box::new(plane),
+                _plane: plane,
+                controllers: assets.join("kube-controller-manager").exists(),
             },
             client,
             kubeconfig,
         })
+    }
+
+    /// The answering server's Kubernetes version as (major, minor), from `/version`; the
+    /// embedded server reports the API level it implements.
+    pub async fn server_version(&self) -> Result<(u32, u32), Error> {
+        let info = self.client.apiserver_version().await?;
+        let num = |s: &str| {
+            s.trim_end_matches('+')
+                .parse::<u32>()
+                .map_err(|_| Error::ControlPlane(format!("unparsable server version {s:?}")))
+        };
+        Ok((num(&info.major)?, num(&info.minor)?))
+    }
+
+    /// Whether the answering server is at least Kubernetes 1.`minor`.
+    pub async fn server_at_least(&self, minor: u32) -> bool {
+        match self.server_version().await {
+            Ok((1, m)) => m >= minor,
+            Ok((major, _)) => major > 1,
+            Err(_) => false,
+        }
     }
 
     /// A client for this endpoint.
@@ -184,10 +241,14 @@ impl TestEnv {
     }
 
     /// Whether garbage collection and namespace finalization happen. They do on the embedded
-    /// server (it runs both) and on a real cluster (kube-controller-manager), but not on a bare
-    /// etcd + kube-apiserver control plane from `KUBEBUILDER_ASSETS`.
+    /// server (it runs both), on a real cluster and on a `KUBEBUILDER_ASSETS` control plane
+    /// (kube-controller-manager with those two controllers), unless that directory has no
+    /// `kube-controller-manager`.
     pub fn has_controllers(&self) -> bool {
-        !matches!(self.backend, Backend::ControlPlane { .. })
+        match self.backend {
+            Backend::ControlPlane { controllers, .. } => controllers,
+            _ => true,
+        }
     }
 
     /// The embedded server (for its test hooks), if that is the backend.

@@ -1,13 +1,24 @@
-//! Backend (b): a real etcd + kube-apiserver started from `KUBEBUILDER_ASSETS`, the way
-//! controller-runtime's envtest does it (`pkg/internal/testing/controlplane`):
-//! etcd on loopback with a temp data dir; kube-apiserver on a free loopback secure port with a
-//! fresh CA and serving certificate (SANs `localhost`, `127.0.0.1`), a client-certificate CA
-//! (`--client-ca-file`) and an admin user `envtest-admin` in group `system:masters`, a
-//! service-account signing key pair, `--service-cluster-ip-range=10.0.0.0/24`,
-//! `--authorization-mode=RBAC`, `--disable-admission-plugins=ServiceAccount`,
-//! `--allow-privileged=true`. Certificates are made with the `openssl` command-line tool.
+//! Backend (b): a real etcd + kube-apiserver (+ kube-controller-manager) started from
+//! `KUBEBUILDER_ASSETS`, the way controller-runtime's envtest does it
+//! (`pkg/internal/testing/controlplane`), with the defaults the embedded server has:
 //!
-//! This path cannot run in CI (no kube-apiserver binary is available there).
+//! * etcd on loopback with a temp data dir;
+//! * kube-apiserver on a free loopback secure port with a fresh CA and serving certificate (SANs
+//!   `localhost`, `127.0.0.1`), a client-certificate CA and an admin user `envtest-admin` in group
+//!   `system:masters`, a service-account signing key pair, RBAC authorization, no ServiceAccount
+//!   admission, `--endpoint-reconciler-type=none` (no kubelet registers itself);
+//! * the ranges the suites assume and svcnet's own defaults: Service CIDRs
+//!   [`SERVICE_CIDRS`] (IPv4 primary, IPv6 secondary) and NodePorts [`NODE_PORT_RANGE`];
+//! * kube-controller-manager running only the `namespace` and `garbagecollector` controllers,
+//!   so that namespace deletion and ownerReference cascades complete as they do on the embedded
+//!   server (which runs both itself) and on every real cluster. Nothing else of upstream runs:
+//!   no endpoint controllers, no kube-proxy.
+//!
+//! The three processes run under one `sh` supervisor whose standard input is a pipe held by
+//! this process. When that pipe closes — the [`ControlPlane`] is dropped, or the test process
+//! exits or dies, which is what happens to a process-wide plane shared by a test binary — the
+//! supervisor stops all three and removes the data directory. No control plane outlives its
+//! test binary. Certificates are made with the `openssl` command-line tool.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -15,16 +26,49 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use base64::Engine;
-use tokio::process::{Child, Command};
+use std::process::{Child, Command};
 
 use super::Error;
 
-/// A running etcd + kube-apiserver pair; both are killed on drop.
+/// A running etcd + kube-apiserver + kube-controller-manager, stopped when this is dropped
+/// (or when the process that started it exits).
 pub(crate) struct ControlPlane {
-    _etcd: Child,
-    _apiserver: Child,
+    /// The supervisor; closing its stdin stops everything (see the module docs).
+    supervisor: Child,
     pub kubeconfig: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+/// Service CIDRs given to kube-apiserver: svcnet's default IPv4 range first (what the embedded
+/// server's clients and the IPAM suites assume), and an IPv6 range for dual-stack Services.
+pub const SERVICE_CIDRS: &str = "10.96.0.0/12,fd00:10:96::/112";
+/// The NodePort range given to kube-apiserver (upstream's and svcnet's default).
+pub const NODE_PORT_RANGE: &str = "30000-32767";
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        // Closing the pipe tells the supervisor to stop the processes; wait for it so that a
+        // dedicated plane is gone before the next one starts.
+        drop(self.supervisor.stdin.take());
+        let _ = self.supervisor.wait();
+    }
+}
+
+/// Quote one word for `sh`.
+fn sh_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', "'\\''"))
+}
+
+fn sh_command(bin: &Path, args: &[String], log: &Path) -> String {
+    let mut line = sh_quote(&bin.display().to_string());
+    for a in args {
+        line.push(' ');
+        line.push_str(&sh_quote(a));
+    }
+    format!(
+        "{line} </dev/null >{} 2>&1 &",
+        sh_quote(&log.display().to_string())
+    )
 }
 
 fn free_port() -> Result<u16, Error> {
@@ -160,13 +204,15 @@ fn b64_file(path: &Path) -> Result<String, Error> {
 }
 
 impl ControlPlane {
-    /// Start etcd and kube-apiserver from the binaries in `assets` and wait until ready.
+    /// Start etcd, kube-apiserver and kube-controller-manager from the binaries in `assets`
+    /// and wait until the API server is ready and has created the default namespace.
     pub(crate) async fn start(assets: &Path) -> Result<Self, Error> {
         let dir = tempfile::Builder::new()
             .prefix("svcnet-envtest-")
             .tempdir()
-            .map_err(|e| Error::ControlPlane(format!("temp dir: {e}")))?;
-        let d = dir.path();
+            .map_err(|e| Error::ControlPlane(format!("temp dir: {e}")))?
+            .keep();
+        let d = dir.as_path();
         make_certs(d)?;
         let etcd_port = free_port()?;
         let peer_port = free_port()?;
@@ -180,60 +226,42 @@ impl ControlPlane {
                     || String::from_utf8_lossy(&o.stderr).contains("unsafe-no-fsync")
             })
             .unwrap_or(false);
-        let mut etcd_cmd = Command::new(&etcd_bin);
-        etcd_cmd
-            .arg(format!("--data-dir={}", d.join("etcd").display()))
-            .arg(format!("--listen-client-urls={etcd_url}"))
-            .arg(format!("--advertise-client-urls={etcd_url}"))
-            .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
+        let p = |name: &str| d.join(name).display().to_string();
+        let mut etcd_args = vec![
+            format!("--data-dir={}", p("etcd")),
+            format!("--listen-client-urls={etcd_url}"),
+            format!("--advertise-client-urls={etcd_url}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+        ];
         if no_fsync {
-            etcd_cmd.arg("--unsafe-no-fsync=true");
+            etcd_args.push("--unsafe-no-fsync=true".into());
         }
-        let etcd = etcd_cmd
-            .spawn()
-            .map_err(|e| Error::ControlPlane(format!("starting {}: {e}", etcd_bin.display())))?;
-        let api_bin = assets.join("kube-apiserver");
-        let log = std::fs::File::create(d.join("kube-apiserver.log"))
-            .map_err(|e| Error::ControlPlane(e.to_string()))?;
-        let apiserver = Command::new(&api_bin)
-            .arg(format!("--etcd-servers={etcd_url}"))
-            .arg(format!("--cert-dir={}", d.display()))
-            .arg(format!(
-                "--tls-cert-file={}",
-                d.join("apiserver.crt").display()
-            ))
-            .arg(format!(
-                "--tls-private-key-file={}",
-                d.join("apiserver.key").display()
-            ))
-            .arg(format!("--client-ca-file={}", d.join("ca.crt").display()))
-            .arg(format!("--secure-port={api_port}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg("--advertise-address=127.0.0.1")
-            .arg("--service-cluster-ip-range=10.0.0.0/24")
-            .arg("--allow-privileged=true")
-            .arg("--disable-admission-plugins=ServiceAccount")
-            .arg("--authorization-mode=RBAC")
-            .arg(format!(
-                "--service-account-issuer=https://127.0.0.1:{api_port}/"
-            ))
-            .arg(format!(
-                "--service-account-key-file={}",
-                d.join("sa-signer.pub").display()
-            ))
-            .arg(format!(
-                "--service-account-signing-key-file={}",
-                d.join("sa-signer.key").display()
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| Error::ControlPlane(format!("starting {}: {e}", api_bin.display())))?;
+        let api_args = vec![
+            format!("--etcd-servers={etcd_url}"),
+            format!("--cert-dir={}", d.display()),
+            format!("--tls-cert-file={}", p("apiserver.crt")),
+            format!("--tls-private-key-file={}", p("apiserver.key")),
+            format!("--client-ca-file={}", p("ca.crt")),
+            format!("--secure-port={api_port}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--service-cluster-ip-range={SERVICE_CIDRS}"),
+            format!("--service-node-port-range={NODE_PORT_RANGE}"),
+            "--endpoint-reconciler-type=none".into(),
+            "--allow-privileged=true".into(),
+            "--disable-admission-plugins=ServiceAccount".into(),
+            "--authorization-mode=RBAC".into(),
+            format!("--service-account-issuer=https://127.0.0.1:{api_port}/"),
+            format!("--service-account-key-file={}", p("sa-signer.pub")),
+            format!("--service-account-signing-key-file={}", p("sa-signer.key")),
+        ];
         let kubeconfig = d.join("kubeconfig");
+        let kcm_args = vec![
+            format!("--kubeconfig={}", kubeconfig.display()),
+            "--controllers=namespace,garbagecollector".into(),
+            "--leader-elect=false".into(),
+            "--secure-port=0".into(),
+        ];
         let yaml = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: envtest\n  cluster:\n    server: https://127.0.0.1:{api_port}\n    certificate-authority-data: {}\nusers:\n- name: envtest-admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: envtest\n  context:\n    cluster: envtest\n    user: envtest-admin\n    namespace: default\ncurrent-context: envtest\n",
             b64_file(&d.join("ca.crt"))?,
@@ -241,14 +269,43 @@ impl ControlPlane {
             b64_file(&d.join("admin.key"))?,
         );
         std::fs::write(&kubeconfig, yaml).map_err(|e| Error::ControlPlane(e.to_string()))?;
+        let mut kcm = String::new();
+        let kcm_bin = assets.join("kube-controller-manager");
+        if kcm_bin.exists() {
+            kcm = sh_command(&kcm_bin, &kcm_args, &d.join("kube-controller-manager.log"));
+        }
+        // One supervisor for the three processes: it waits for its stdin to close, then stops
+        // them and removes the data directory.
+        let script = format!(
+            "{etcd}\ne=$!\n{api}\na=$!\n{kcm}\nread -r _ || true\nkill $! $a $e 2>/dev/null\nwait\nrm -rf {dir}\n",
+            etcd = sh_command(&etcd_bin, &etcd_args, &d.join("etcd.log")),
+            api = sh_command(
+                &assets.join("kube-apiserver"),
+                &api_args,
+                &d.join("kube-apiserver.log")
+            ),
+            dir = sh_quote(&d.display().to_string()),
+        );
+        let supervisor = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| Error::ControlPlane(format!("starting the control plane: {e}")))?;
         let plane = Self {
-            _etcd: etcd,
-            _apiserver: apiserver,
+            supervisor,
             kubeconfig,
-            _dir: dir,
+            dir,
         };
-        let client = super::client_from_kubeconfig(&plane.kubeconfig).await?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        plane.wait_ready().await?;
+        Ok(plane)
+    }
+
+    async fn wait_ready(&self) -> Result<(), Error> {
+        let client = super::client_from_kubeconfig(&self.kubeconfig).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
         loop {
             let ready = client
                 .request_text(
@@ -262,11 +319,11 @@ impl ControlPlane {
                 let ns: kube::Api<k8s_openapi::api::core::v1::Namespace> =
                     kube::Api::all(client.clone());
                 if ns.get_opt("default").await.ok().flatten().is_some() {
-                    return Ok(plane);
+                    return Ok(());
                 }
             }
             if tokio::time::Instant::now() > deadline {
-                let log = std::fs::read_to_string(plane._dir.path().join("kube-apiserver.log"))
+                let log = std::fs::read_to_string(self.dir.join("kube-apiserver.log"))
                     .unwrap_or_default();
                 let tail: String = log
                     .lines()
@@ -278,7 +335,7 @@ impl ControlPlane {
                     .collect::<Vec<_>>()
                     .join("\n");
                 return Err(Error::ControlPlane(format!(
-                    "kube-apiserver not ready within 60s; log tail:\n{tail}"
+                    "kube-apiserver not ready within 90s; log tail:\n{tail}"
                 )));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
