@@ -46,7 +46,7 @@ cargo nextest run --workspace --locked --no-fail-fast --profile ci
 
 # The API-level suites: they talk to the Kubernetes API only through e2e::harness::TestEnv, so
 # they run unchanged on the embedded server (above) and on a real etcd + kube-apiserver (below).
-api_suites=(apiserver_conformance apiserver_apply endpointslice_e2e endpoints_differential ipam_e2e kubectl reflector_sync dataplane_run)
+api_suites=(apiserver_conformance endpointslice_e2e ipam_e2e kubectl reflector_sync dataplane_run)
 filter=""
 for s in "${api_suites[@]}"; do filter+="${filter:+ | }binary(=$s)"; done
 embedded_count=$(cargo nextest list --workspace --locked -E "$filter" --message-format oneline 2>/dev/null | grep -c . || true)
@@ -66,7 +66,7 @@ if [ -n "$assets" ] && [ -x "$assets/kube-apiserver" ] && [ -x "$assets/etcd" ];
   start=$(date +%s)
   log=$(mktemp)
   set +e
-  KUBEBUILDER_ASSETS="$assets" cargo test -p svcnet-e2e --locked "${args[@]}" -- --test-threads=1 2>&1 | tee "$log"
+  KUBEBUILDER_ASSETS="$assets" cargo test -p svcnet-e2e --locked --no-fail-fast "${args[@]}" -- --test-threads=1 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   set -e
   passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')

@@ -124,7 +124,8 @@ pub struct ServerConfig {
     pub watch_history: usize,
     /// Capacity of each watcher's queue. A watcher that falls this far behind is closed.
     pub watch_queue: usize,
-    /// How often an idle watch with `allowWatchBookmarks` gets a BOOKMARK.
+    /// How often a watch with `allowWatchBookmarks` gets a BOOKMARK (kube-apiserver: about a
+    /// minute); one more comes 2 s before the watch times out.
     pub bookmark_interval: Duration,
     /// Watch duration when the client sets no `timeoutSeconds`.
     pub default_watch_timeout: Duration,
@@ -138,7 +139,7 @@ impl Default for ServerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             watch_history: 100_000,
             watch_queue: 4096,
-            bookmark_interval: Duration::from_secs(5),
+            bookmark_interval: Duration::from_secs(60),
             default_watch_timeout: Duration::from_secs(1800),
             create_default_namespaces: true,
         }

@@ -99,7 +99,7 @@ enum Backend {
         _dir: tempfile::TempDir,
     },
     ControlPlane {
-        _plane: std::sync::Arc<controlplane::ControlPlane>,
+        plane: std::sync::Arc<controlplane::ControlPlane>,
         controllers: bool,
     },
     External,
@@ -196,7 +196,7 @@ impl TestEnv {
         let kubeconfig = plane.kubeconfig.clone();
         Ok(Self {
             backend: Backend::ControlPlane {
-                _plane: plane,
+                plane,
                 controllers: assets.join("kube-controller-manager").exists(),
             },
             client,
@@ -252,6 +252,25 @@ impl TestEnv {
     }
 
     /// The embedded server (for its test hooks), if that is the backend.
+    /// Drop the backend's history of past revisions, so that older resourceVersions answer
+    /// 410 Expired: the embedded server forgets its event history; a `KUBEBUILDER_ASSETS` control
+    /// plane compacts etcd (continue tokens of every kind, watches of Leases, which the harness
+    /// serves without a watch cache). `Ok(false)` on an external cluster, which is not ours to
+    /// compact.
+    pub async fn compact_history(&self) -> Result<bool, Error> {
+        match &self.backend {
+            Backend::Embedded { server, .. } => {
+                server.compact_history();
+                Ok(true)
+            }
+            Backend::ControlPlane { plane, .. } => {
+                plane.compact_history().await?;
+                Ok(true)
+            }
+            Backend::External => Ok(false),
+        }
+    }
+
     pub fn server(&self) -> Option<&ApiServer> {
         match &self.backend {
             Backend::Embedded { server, .. } => Some(server),

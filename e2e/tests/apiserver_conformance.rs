@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use e2e::harness::{self, TestEnv};
 use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
@@ -83,7 +85,8 @@ async fn create_get_and_metadata() {
         .as_deref()
         .is_some_and(|u| u.len() == 36));
     assert!(created.metadata.creation_timestamp.is_some());
-    assert_eq!(created.metadata.generation, Some(1));
+    // Services carry no metadata.generation: their registry strategy never sets one.
+    assert_eq!(created.metadata.generation, None);
     let rv: u64 = created
         .metadata
         .resource_version
@@ -149,7 +152,7 @@ async fn update_conflicts_generation_and_noop() {
         .await
         .unwrap();
 
-    // Label change: new resourceVersion, same generation.
+    // Label change: new resourceVersion, still no generation.
     let mut s = created.clone();
     s.metadata.labels = Some([("a".to_string(), "b".to_string())].into());
     let s2 = svcs
@@ -160,7 +163,7 @@ async fn update_conflicts_generation_and_noop() {
         s2.metadata.resource_version,
         created.metadata.resource_version
     );
-    assert_eq!(s2.metadata.generation, Some(1));
+    assert_eq!(s2.metadata.generation, None);
 
     // Stale resourceVersion → 409 Conflict.
     let e = api_err(
@@ -182,7 +185,14 @@ async fn update_conflicts_generation_and_noop() {
         .replace("web", &PostParams::default(), &s3)
         .await
         .unwrap();
-    assert_eq!(s3.metadata.generation, Some(2));
+    assert_eq!(
+        s3.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port,
+        81
+    );
+    assert_eq!(
+        s3.metadata.generation, None,
+        "a Service spec change sets none either"
+    );
 
     // A no-op update keeps the resourceVersion.
     let s4 = svcs
@@ -229,6 +239,72 @@ async fn update_conflicts_generation_and_noop() {
     assert_eq!(e.code, 404);
 }
 
+/// `metadata.generation` per kind: EndpointSlices count changes to anything but metadata, and
+/// label changes too (a slice relabelled to another Service is a new generation for consumers);
+/// Pods count spec changes.
+#[tokio::test]
+async fn generation_rules_per_kind() {
+    let env = TestEnv::start().await.unwrap();
+    let ns = env.namespace("conf-generation").await.unwrap();
+    let slices: Api<EndpointSlice> = Api::namespaced(env.client(), ns.name());
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": "s", "labels": {"kubernetes.io/service-name": "a"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.1.0.1"]}],
+        "ports": [{"port": 80, "protocol": "TCP"}],
+    }))
+    .unwrap();
+    let s = slices.create(&PostParams::default(), &slice).await.unwrap();
+    assert_eq!(s.metadata.generation, Some(1));
+    let gen_after = |patch: serde_json::Value| {
+        let slices = slices.clone();
+        async move {
+            slices
+                .patch("s", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap()
+                .metadata
+                .generation
+        }
+    };
+    assert_eq!(
+        gen_after(json!({"metadata": {"annotations": {"x": "y"}}})).await,
+        Some(1),
+        "an annotation is metadata only"
+    );
+    assert_eq!(
+        gen_after(json!({"endpoints": [{"addresses": ["10.1.0.2"]}]})).await,
+        Some(2)
+    );
+    assert_eq!(
+        gen_after(json!({"metadata": {"labels": {"kubernetes.io/service-name": "b"}}})).await,
+        Some(3)
+    );
+
+    // Pods have carried a generation (1 on create, bumped by spec changes) since Kubernetes
+    // 1.33; older servers leave it unset.
+    if env.server_at_least(33).await {
+        let pods: Api<Pod> = Api::namespaced(env.client(), ns.name());
+        let p = pods
+            .create(&PostParams::default(), &harness::pod("p", "node-a", &[]))
+            .await
+            .unwrap();
+        assert_eq!(p.metadata.generation, Some(1));
+        let label = json!({"metadata": {"labels": {"x": "y"}}});
+        let p = pods
+            .patch("p", &PatchParams::default(), &Patch::Merge(&label))
+            .await
+            .unwrap();
+        assert_eq!(p.metadata.generation, Some(1));
+        let image = json!({"spec": {"containers": [{"name": "app", "image": "registry.invalid/svcnet/test:2"}]}});
+        let p = pods
+            .patch("p", &PatchParams::default(), &Patch::Strategic(&image))
+            .await
+            .unwrap();
+        assert_eq!(p.metadata.generation, Some(2));
+    }
+}
+
 #[tokio::test]
 async fn status_subresource_isolation() {
     let env = TestEnv::start().await.unwrap();
@@ -241,14 +317,36 @@ async fn status_subresource_isolation() {
     .await
     .unwrap();
 
-    // Status write: status changes, labels/spec do not.
-    let patch = json!({"metadata": {"labels": {"app": "changed"}}, "status": {"phase": "Running", "podIP": "10.1.0.1"}});
+    // A Pod status write changes status and metadata such as labels, never spec or owners
+    // (kube-apiserver's Pod status strategy resets only those).
+    let cms: Api<ConfigMap> = Api::namespaced(env.client(), ns.name());
+    let owner = cms
+        .create(&PostParams::default(), &cm("owner", &[]))
+        .await
+        .unwrap();
+    let patch = json!({
+        "metadata": {
+            "labels": {"app": "changed"},
+            "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid}],
+        },
+        "spec": {"nodeName": "node-b"},
+        "status": {"phase": "Running", "podIP": "10.1.0.1"},
+    });
     let p = pods
         .patch_status("p", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
     assert_eq!(p.status.as_ref().unwrap().phase.as_deref(), Some("Running"));
-    assert_eq!(p.metadata.labels.as_ref().unwrap()["app"], "x");
+    assert_eq!(p.metadata.labels.as_ref().unwrap()["app"], "changed");
+    assert_eq!(
+        p.metadata.owner_references, None,
+        "owners are kept as stored"
+    );
+    assert_eq!(
+        p.spec.as_ref().unwrap().node_name.as_deref(),
+        Some("node-a"),
+        "spec is kept as stored"
+    );
 
     // Main-resource write: status is ignored.
     let patch = json!({"metadata": {"labels": {"app": "y"}}, "status": {"phase": "Failed"}});
@@ -280,10 +378,16 @@ async fn status_subresource_isolation() {
             .unwrap(),
     );
     s.spec.as_mut().unwrap().session_affinity = Some("ClientIP".into());
+    s.metadata.labels = Some([("via".to_string(), "status".to_string())].into());
     let s = svcs
         .replace_status("lb", &PostParams::default(), &s)
         .await
         .unwrap();
+    assert_eq!(
+        s.metadata.labels.as_ref().unwrap()["via"],
+        "status",
+        "the Service status strategy resets spec only"
+    );
     assert_eq!(
         s.spec.as_ref().unwrap().session_affinity.as_deref(),
         Some("None"),
@@ -304,30 +408,34 @@ async fn patch_types() {
     let svcs: Api<Service> = Api::namespaced(env.client(), ns.name());
     svcs.create(
         &PostParams::default(),
-        &svc("dns", json!([{"name": "tcp", "port": 53, "protocol": "TCP"}, {"name": "udp", "port": 53, "protocol": "UDP"}])),
+        &svc("dns", json!([{"name": "tcp", "port": 53, "protocol": "TCP"}, {"name": "udp", "port": 53, "protocol": "UDP"}, {"name": "metrics", "port": 9153}])),
     )
     .await
     .unwrap();
 
-    // Strategic merge: the UDP port is merged by its key, the TCP one left alone.
-    let smp = json!({"spec": {"ports": [{"port": 53, "protocol": "UDP", "targetPort": 5353}]}});
+    // Strategic merge: ports merge by their patchMergeKey (`port`): the 9153 port is patched,
+    // the others are left alone.
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let smp = json!({"spec": {"ports": [{"port": 9153, "targetPort": 9154}]}});
     let s = svcs
         .patch("dns", &PatchParams::default(), &Patch::Strategic(&smp))
         .await
         .unwrap();
     let ports = s.spec.unwrap().ports.unwrap();
-    assert_eq!(ports.len(), 2);
-    let udp = ports
-        .iter()
-        .find(|p| p.protocol.as_deref() == Some("UDP"))
-        .unwrap();
-    let tcp = ports
-        .iter()
-        .find(|p| p.protocol.as_deref() == Some("TCP"))
-        .unwrap();
-    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-    assert_eq!(udp.target_port, Some(IntOrString::Int(5353)));
-    assert_eq!(tcp.target_port, Some(IntOrString::Int(53)));
+    assert_eq!(ports.len(), 3);
+    assert_eq!(ports[2].target_port, Some(IntOrString::Int(9154)));
+    assert_eq!(ports[0].target_port, Some(IntOrString::Int(53)));
+    assert_eq!(ports[1].target_port, Some(IntOrString::Int(53)));
+    // `port` alone is the key, so a patch naming UDP/53 merges into the first port 53 (TCP),
+    // which turns it into a second UDP/53: 422 Duplicate value.
+    let smp = json!({"spec": {"ports": [{"port": 53, "protocol": "UDP", "targetPort": 5353}]}});
+    let e = api_err(
+        svcs.patch("dns", &PatchParams::default(), &Patch::Strategic(&smp))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"), "{e:?}");
+    assert!(e.message.contains("Duplicate value"), "{}", e.message);
 
     // Merge patch replaces lists and deletes keys with null.
     let mp = json!({"metadata": {"labels": {"a": "1", "b": "2"}}});
@@ -621,13 +729,12 @@ async fn pagination_is_consistent() {
         "cm-5 still exists and cm-9 does not at that revision"
     );
 
-    // An expired continue token → 410 Expired (forced on the embedded server).
-    if let Some(server) = env.server() {
-        let first = cms.list(&ListParams::default().limit(2)).await.unwrap();
-        cms.create(&PostParams::default(), &cm("cm-10", &[]))
-            .await
-            .unwrap();
-        server.compact_history();
+    // An expired continue token → 410 Expired once the history behind it is compacted.
+    let first = cms.list(&ListParams::default().limit(2)).await.unwrap();
+    cms.create(&PostParams::default(), &cm("cm-10", &[]))
+        .await
+        .unwrap();
+    if env.compact_history().await.unwrap() {
         let e = api_err(
             cms.list(
                 &ListParams::default()
@@ -721,46 +828,92 @@ async fn watch_semantics() {
     // Leaving the selector is a DELETED for a filtered watch.
     assert_eq!(kinds(selected, 3).await, ["ADDED", "MODIFIED", "DELETED"]);
 
-    // Bookmarks: at least one arrives on a short watch that asked for them.
-    let rv_now = cms
-        .list(&ListParams::default())
+    // Bookmarks: a watch that asks for them gets one 2 s before it times out, carrying a
+    // resourceVersion at least as new as the last event it was sent. One that does not ask
+    // gets none.
+    for bookmarks in [true, false] {
+        let rv_now = cms
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .metadata
+            .resource_version
+            .unwrap();
+        let params = WatchParams::default().timeout(5);
+        let params = if bookmarks {
+            params
+        } else {
+            params.disable_bookmarks()
+        };
+        let mut s = cms.watch(&params, &rv_now).await.unwrap().boxed();
+        let name = format!("zz-bookmark-{bookmarks}");
+        let added: u64 = cms
+            .create(&PostParams::default(), &cm(&name, &[]))
+            .await
+            .unwrap()
+            .metadata
+            .resource_version
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut seen = Vec::new();
+        while let Ok(Some(ev)) = tokio::time::timeout(T, s.next()).await {
+            match ev.unwrap() {
+                WatchEvent::Added(o) => seen.push(format!("ADDED {}", o.metadata.name.unwrap())),
+                WatchEvent::Bookmark(b) => {
+                    let rv: u64 = b.metadata.resource_version.parse().unwrap();
+                    assert!(
+                        rv >= added,
+                        "bookmark {rv} is older than the event at {added}"
+                    );
+                    seen.push("BOOKMARK".into());
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // kube-apiserver may repeat the pre-timeout bookmark; what counts is that one came.
+        seen.dedup();
+        let mut want = vec![format!("ADDED {name}")];
+        if bookmarks {
+            want.push("BOOKMARK".into());
+        }
+        assert_eq!(seen, want, "allowWatchBookmarks={bookmarks}");
+    }
+
+    // A resourceVersion older than the retained history → ERROR event with 410 Expired. Leases
+    // are watched here: the harness's control plane serves them without a watch cache, so the
+    // compaction reaches their watches there as on the embedded server.
+    let leases: Api<Lease> = Api::namespaced(env.client(), ns.name());
+    let lease = |name: &str| -> Lease {
+        serde_json::from_value(
+            json!({"metadata": {"name": name}, "spec": {"holderIdentity": "conformance"}}),
+        )
+        .unwrap()
+    };
+    let old = leases
+        .create(&PostParams::default(), &lease("l0"))
         .await
         .unwrap()
         .metadata
         .resource_version
         .unwrap();
-    let mut s = cms
-        .watch(&WatchParams::default().timeout(3), &rv_now)
+    leases
+        .create(&PostParams::default(), &lease("l1"))
         .await
-        .unwrap()
-        .boxed();
-    let mut bookmark = None;
-    while let Ok(Some(ev)) = tokio::time::timeout(T, s.next()).await {
-        if let WatchEvent::Bookmark(b) = ev.unwrap() {
-            bookmark = Some(b.metadata.resource_version);
-            break;
+        .unwrap();
+    if env.compact_history().await.unwrap() {
+        let mut s = leases
+            .watch(&WatchParams::default().timeout(10), &old)
+            .await
+            .unwrap()
+            .boxed();
+        match tokio::time::timeout(T, s.next()).await.unwrap() {
+            Some(Ok(WatchEvent::Error(e))) => {
+                assert_eq!((e.code, e.reason.as_str()), (410, "Expired"))
+            }
+            Some(Err(kube::Error::Api(e))) => assert_eq!(e.code, 410),
+            other => panic!("expected 410, got {other:?}"),
         }
-    }
-    let bookmark: u64 = bookmark.expect("a BOOKMARK").parse().unwrap();
-    assert!(bookmark >= rv_now.parse::<u64>().unwrap());
-
-    // A resourceVersion older than the retained history → ERROR event with 410 Expired.
-    let old = match env.server() {
-        Some(server) => {
-            server.compact_history();
-            start.clone()
-        }
-        None => "1".to_string(),
-    };
-    let mut s = cms
-        .watch(&WatchParams::default().timeout(10), &old)
-        .await
-        .unwrap()
-        .boxed();
-    match tokio::time::timeout(T, s.next()).await.unwrap() {
-        Some(Ok(WatchEvent::Error(e))) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
-        Some(Err(kube::Error::Api(e))) => assert_eq!(e.code, 410),
-        other => panic!("expected 410, got {other:?}"),
     }
 
     // Watching from "0" starts with the current state as ADDED events.
@@ -769,10 +922,17 @@ async fn watch_semantics() {
         .await
         .unwrap()
         .boxed();
-    match tokio::time::timeout(T, s.next()).await.unwrap() {
-        Some(Ok(WatchEvent::Added(o))) => assert_eq!(o.metadata.name.as_deref(), Some("w0")),
-        other => panic!("expected ADDED w0, got {other:?}"),
+    // The order of those initial events is unspecified (kube-apiserver's watch cache is a map).
+    let mut names = Vec::new();
+    while names.len() < 3 {
+        match tokio::time::timeout(T, s.next()).await.unwrap() {
+            Some(Ok(WatchEvent::Added(o))) => names.push(o.metadata.name.unwrap()),
+            Some(Ok(WatchEvent::Bookmark(_))) => {}
+            other => panic!("expected ADDED events for the current state, got {other:?}"),
+        }
     }
+    names.sort();
+    assert_eq!(names, ["w0", "zz-bookmark-false", "zz-bookmark-true"]);
 }
 
 #[tokio::test]
@@ -1312,16 +1472,19 @@ async fn watcher_list_strategies() {
             .await
             .unwrap();
     }
-    for (what, config) in [
-        (
-            "paginated list+watch",
-            watcher::Config::default().page_size(2),
-        ),
-        (
+    let mut strategies = vec![(
+        "paginated list+watch",
+        watcher::Config::default().page_size(2),
+    )];
+    // Streaming lists (a watch with sendInitialEvents=true) are served by default since
+    // Kubernetes 1.34 (the WatchList feature); older servers reject or ignore the parameters.
+    if env.server_at_least(34).await {
+        strategies.push((
             "streaming list",
             watcher::Config::default().streaming_lists(),
-        ),
-    ] {
+        ));
+    }
+    for (what, config) in strategies {
         let mut s = watcher(cms.clone(), config).boxed();
         let mut seen = Vec::new();
         loop {
@@ -1362,4 +1525,92 @@ async fn watcher_list_strategies() {
             .await
             .unwrap();
     }
+}
+
+/// Extreme list and delete parameters: `limit=0` and negative limits mean "no limit", a limit
+/// larger than the collection returns everything without a continue token, an unparsable limit
+/// is a 400, and a grace period too large for the server's clock arithmetic is answered with an
+/// HTTP status (a 4xx, or a graceful deletion) instead of a dropped connection.
+#[tokio::test]
+async fn extreme_limits_and_grace_periods() {
+    let env = TestEnv::start().await.unwrap();
+    let ns = env.namespace("conf-extremes").await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(env.client(), ns.name());
+    for i in 0..3 {
+        cms.create(&PostParams::default(), &cm(&format!("c{i}"), &[]))
+            .await
+            .unwrap();
+    }
+    let list = |limit: &str| {
+        let client = env.client();
+        let uri = format!("/api/v1/namespaces/{}/configmaps?limit={limit}", ns.name());
+        async move {
+            let req = http::Request::get(uri).body(Vec::new()).unwrap();
+            raw(&client, req).await
+        }
+    };
+    for limit in ["0", "-1", "3", "9223372036854775807"] {
+        let (code, body) = list(limit).await;
+        assert_eq!(code, 200, "limit={limit}: {body}");
+        assert_eq!(
+            body["items"].as_array().map(Vec::len),
+            Some(3),
+            "limit={limit}"
+        );
+        assert!(
+            body["metadata"]["continue"]
+                .as_str()
+                .is_none_or(str::is_empty),
+            "limit={limit}: nothing is left to continue: {body}"
+        );
+    }
+    let (code, body) = list("2").await;
+    assert_eq!(
+        (code, body["items"].as_array().map(Vec::len)),
+        (200, Some(2))
+    );
+    assert!(body["metadata"]["continue"]
+        .as_str()
+        .is_some_and(|c| !c.is_empty()));
+    for bad in ["x", "99999999999999999999999"] {
+        let (code, body) = list(bad).await;
+        assert_eq!(code, 400, "limit={bad}: {body}");
+        assert_eq!(body["kind"], "Status");
+    }
+
+    // A grace period whose deadline cannot be represented.
+    let pods: Api<Pod> = Api::namespaced(env.client(), ns.name());
+    pods.create(&PostParams::default(), &harness::pod("g", "node-a", &[]))
+        .await
+        .unwrap();
+    let req = http::Request::delete(format!(
+        "/api/v1/namespaces/{}/pods/g?gracePeriodSeconds=9223372036854775807",
+        ns.name()
+    ))
+    .body(Vec::new())
+    .unwrap();
+    let (code, body) = raw(&env.client(), req).await;
+    match code {
+        200 | 202 => {
+            // Accepted as a graceful deletion: the Pod is terminating, not gone.
+            let p = pods.get("g").await.unwrap();
+            assert!(p.metadata.deletion_timestamp.is_some(), "{body}");
+        }
+        400..=499 => {
+            assert_eq!(body["kind"], "Status", "{body}");
+            assert!(pods
+                .get("g")
+                .await
+                .unwrap()
+                .metadata
+                .deletion_timestamp
+                .is_none());
+        }
+        other => panic!("gracePeriodSeconds=i64::MAX: HTTP {other}: {body}"),
+    }
+    // The server still answers.
+    assert_eq!(
+        cms.list(&ListParams::default()).await.unwrap().items.len(),
+        3
+    );
 }

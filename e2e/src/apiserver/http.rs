@@ -513,20 +513,23 @@ fn list(
     as_table: bool,
 ) -> ApiResult<Response> {
     let sel = selectors(info, query)?;
+    // `limit` is an int64 as upstream: zero or negative means "no limit"; anything that is not
+    // an int64 is a 400.
     let limit = match query.get("limit").map(String::as_str) {
         None | Some("") => None,
         Some(l) => Some(
-            l.parse::<usize>()
+            l.parse::<i64>()
                 .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
         ),
     }
+    .and_then(|l| usize::try_from(l).ok())
     .filter(|l| *l > 0);
     let cont = query.get("continue").filter(|c| !c.is_empty());
     let exact = query.get("resourceVersionMatch").map(String::as_str) == Some("Exact");
     let rv_param = query.get("resourceVersion").filter(|v| !v.is_empty());
     // Without selectors only limit+1 objects are needed to know whether there is more.
     let max = if sel.is_empty() {
-        limit.map(|l| l + 1)
+        limit.map(|l| l.saturating_add(1))
     } else {
         None
     };

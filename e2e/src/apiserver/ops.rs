@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::defaults::{self, Sub};
 use super::patch::{self, PatchType};
-use super::resources::{crd_conflict, crd_resources, ResourceInfo};
+use super::resources::{crd_conflict, crd_resources, Generation, ResourceInfo, StatusWrite};
 use super::status::{ApiError, ApiResult, FieldError};
 use super::store::{object_key, Inner};
 
@@ -226,7 +226,7 @@ pub(crate) fn create(
     ] {
         m.remove(drop);
     }
-    if info.generation {
+    if info.generation != Generation::None {
         m.insert("generation".into(), json!(1));
     } else {
         m.remove("generation");
@@ -355,47 +355,12 @@ pub(crate) fn update(
         ));
     }
     let mut new = match sub {
-        Sub::Status => {
-            let mut n = old.clone();
-            match obj.get("status") {
-                Some(s) if !s.is_null() => n["status"] = s.clone(),
-                _ => {
-                    if let Some(m) = n.as_object_mut() {
-                        m.remove("status");
-                    }
-                }
-            }
-            n
-        }
+        Sub::Status => status_write(info, &old, obj),
         Sub::Main => {
             let mut n = obj;
-            let old_meta = meta(&old).cloned().unwrap_or_default();
-            let m = defaults::ensure_object(&mut n, "metadata");
-            for keep in [
-                "name",
-                "namespace",
-                "uid",
-                "creationTimestamp",
-                "deletionTimestamp",
-                "deletionGracePeriodSeconds",
-                "generation",
-            ] {
-                match old_meta.get(keep) {
-                    Some(v) => m.insert(keep.into(), v.clone()),
-                    None => m.remove(keep),
-                };
-            }
-            m.remove("managedFields");
-            m.remove("selfLink");
+            keep_system_metadata(&old, &mut n);
             if info.status {
-                match old.get("status") {
-                    Some(s) => n["status"] = s.clone(),
-                    None => {
-                        if let Some(o) = n.as_object_mut() {
-                            o.remove("status");
-                        }
-                    }
-                }
+                copy_field(&old, &mut n, "status");
             }
             n
         }
@@ -415,7 +380,9 @@ pub(crate) fn update(
     if !errs.is_empty() {
         return Err(invalid(info, name, &errs));
     }
-    if info.generation && sub == Sub::Main {
+    if info.generation != Generation::None && sub == Sub::Main {
+        let labels_changed = info.generation == Generation::SpecAndLabels
+            && old.pointer("/metadata/labels") != new.pointer("/metadata/labels");
         let strip = |v: &Value| {
             let mut v = v.clone();
             if let Some(m) = v.as_object_mut() {
@@ -426,7 +393,7 @@ pub(crate) fn update(
             }
             v
         };
-        if strip(&old) != strip(&new) {
+        if labels_changed || strip(&old) != strip(&new) {
             let g = old
                 .pointer("/metadata/generation")
                 .and_then(Value::as_i64)
@@ -461,6 +428,67 @@ pub(crate) fn update(
     }
     let object = inner.put(&info.key, &key, &mut new);
     Ok(Written { object, code: 200 })
+}
+
+/// Metadata the server owns: an update keeps the stored values whatever the request sent.
+fn keep_system_metadata(old: &Value, new: &mut Value) {
+    let old_meta = meta(old).cloned().unwrap_or_default();
+    let m = defaults::ensure_object(new, "metadata");
+    for keep in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
+        match old_meta.get(keep) {
+            Some(v) => m.insert(keep.into(), v.clone()),
+            None => m.remove(keep),
+        };
+    }
+    m.remove("managedFields");
+    m.remove("selfLink");
+}
+
+/// Set `to.<field>` to `from.<field>`, removing it when `from` has none.
+fn copy_field(from: &Value, to: &mut Value, field: &str) {
+    match from.get(field) {
+        Some(v) if !v.is_null() => to[field] = v.clone(),
+        _ => {
+            if let Some(o) = to.as_object_mut() {
+                o.remove(field);
+            }
+        }
+    }
+}
+
+/// The object a write to `/status` stores: what the request sent, with the fields the kind's
+/// status strategy protects reset to their stored values.
+fn status_write(info: &ResourceInfo, old: &Value, sent: Value) -> Value {
+    if info.status_write == StatusWrite::StatusOnly {
+        let mut n = old.clone();
+        copy_field(&sent, &mut n, "status");
+        return n;
+    }
+    let mut n = sent;
+    keep_system_metadata(old, &mut n);
+    copy_field(old, &mut n, "spec");
+    let protected: &[&str] = match info.status_write {
+        StatusWrite::KeepsMetadataButOwners => &["ownerReferences"],
+        StatusWrite::SpecAndObjectMeta => &["labels", "annotations", "ownerReferences"],
+        StatusWrite::KeepsMetadata | StatusWrite::StatusOnly => &[],
+    };
+    if let (Some(old_meta), Some(new_meta)) = (
+        old.get("metadata"),
+        n.get_mut("metadata").filter(|m| m.is_object()),
+    ) {
+        for field in protected {
+            copy_field(old_meta, new_meta, field);
+        }
+    }
+    n
 }
 
 /// PATCH (main resource or `/status`).
@@ -508,17 +536,37 @@ pub(crate) fn patch(
     update(inner, info, ns, name, doc, sub, dry_run)
 }
 
-/// `now + grace` as an RFC 3339 timestamp, rounded up to the second (metav1.Time has second
-/// precision; rounding up keeps the object for at least the full grace period).
-fn deletion_timestamp(grace: i64) -> String {
-    use chrono::Timelike;
-    let when = Utc::now() + chrono::Duration::seconds(grace);
+/// When a deletion with `grace` seconds falls due: `now + grace` as an RFC 3339 timestamp,
+/// rounded up to the second (metav1.Time has second precision; rounding up keeps the object for
+/// at least the full grace period), and the monotonic instant for the server's timer. A grace
+/// period beyond what either clock can represent is refused instead of overflowing.
+fn deletion_deadline(grace: i64) -> ApiResult<(String, Instant)> {
+    use chrono::{Datelike, Timelike};
+    let too_large = || {
+        ApiError::bad_request(format!(
+            "gracePeriodSeconds {grace} is too large: the deletion deadline is out of range"
+        ))
+    };
+    let secs = u64::try_from(grace.max(0)).map_err(|_| too_large())?;
+    let timer = Instant::now()
+        .checked_add(Duration::from_secs(secs))
+        .ok_or_else(too_large)?;
+    let when = chrono::Duration::try_seconds(grace)
+        .and_then(|d| Utc::now().checked_add_signed(d))
+        .ok_or_else(too_large)?;
     let when = if when.nanosecond() > 0 {
-        when + chrono::Duration::nanoseconds(1_000_000_000 - i64::from(when.nanosecond()))
+        when.checked_add_signed(chrono::Duration::nanoseconds(
+            1_000_000_000 - i64::from(when.nanosecond()),
+        ))
+        .ok_or_else(too_large)?
     } else {
         when
     };
-    when.to_rfc3339_opts(SecondsFormat::Secs, true)
+    if when.year_ce().1 > 9999 {
+        // RFC 3339 (and metav1.Time) has four-digit years.
+        return Err(too_large());
+    }
+    Ok((when.to_rfc3339_opts(SecondsFormat::Secs, true), timer))
 }
 
 fn grace_elapsed(obj: &Value) -> bool {
@@ -651,19 +699,16 @@ pub(crate) fn delete(
             .and_then(Value::as_i64)
             .unwrap_or(0);
         if is_pod && grace < current && !dry_run {
+            let (stamp, due) = deletion_deadline(grace)?;
             let m = defaults::ensure_object(&mut obj, "metadata");
-            m.insert("deletionTimestamp".into(), json!(deletion_timestamp(grace)));
+            m.insert("deletionTimestamp".into(), json!(stamp));
             m.insert("deletionGracePeriodSeconds".into(), json!(grace));
             if grace == 0 && finalizers(&obj).is_empty() {
                 let object = remove_object(inner, info, &key).unwrap_or(cur);
                 return Ok(Written { object, code: 200 });
             }
             let object = inner.put(&info.key, &key, &mut obj);
-            inner.timers.push((
-                Instant::now() + Duration::from_secs(grace as u64),
-                info.key.clone(),
-                key,
-            ));
+            inner.timers.push((due, info.key.clone(), key));
             return Ok(Written { object, code: 200 });
         }
         return Ok(Written {
@@ -694,8 +739,9 @@ pub(crate) fn delete(
         return Ok(Written { object, code: 200 });
     }
     set_finalizers(&mut obj, &fins);
+    let (stamp, due) = deletion_deadline(grace)?;
     let m = defaults::ensure_object(&mut obj, "metadata");
-    m.insert("deletionTimestamp".into(), json!(deletion_timestamp(grace)));
+    m.insert("deletionTimestamp".into(), json!(stamp));
     m.insert("deletionGracePeriodSeconds".into(), json!(grace));
     if is_namespace {
         defaults::ensure_object(&mut obj, "status").insert("phase".into(), json!("Terminating"));
@@ -708,11 +754,7 @@ pub(crate) fn delete(
     }
     let object = inner.put(&info.key, &key, &mut obj);
     if grace > 0 {
-        inner.timers.push((
-            Instant::now() + Duration::from_secs(grace as u64),
-            info.key.clone(),
-            key,
-        ));
+        inner.timers.push((due, info.key.clone(), key));
     }
     // Upstream answers 202 only when the caller explicitly asked for cascading via orphanDependents=false.
     let code = if opts.orphan_dependents == Some(false) {

@@ -10,6 +10,34 @@ use super::status::{ApiError, FieldError};
 /// resource share one table.
 pub(crate) type ResKey = Arc<str>;
 
+/// How a resource maintains `metadata.generation` (each kind's registry strategy upstream).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Generation {
+    /// Never set (Services, Namespaces, Nodes, Endpoints, ConfigMaps, Leases, Events, ...).
+    None,
+    /// 1 on create, bumped when anything outside metadata and status changes (Pods, CRDs and
+    /// custom resources).
+    Spec,
+    /// As `Spec`, and label changes bump it too (EndpointSlices: consumers watch the
+    /// generation to notice a slice moving between Services).
+    SpecAndLabels,
+}
+
+/// What a write to the `/status` subresource may change (each kind's status strategy upstream).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StatusWrite {
+    /// Only `.spec` is reset to the stored value: labels and annotations sent to `/status` are
+    /// kept (Services, Namespaces, Nodes).
+    KeepsMetadata,
+    /// As `KeepsMetadata`, and `ownerReferences` are reset too (Pods: old kubelets corrupted them
+    /// through `/status`, which broke garbage collection).
+    KeepsMetadataButOwners,
+    /// `.spec`, labels, annotations and ownerReferences are reset (CustomResourceDefinitions).
+    SpecAndObjectMeta,
+    /// Everything but `.status` comes from the stored object (custom resources).
+    StatusOnly,
+}
+
 /// Everything the server knows about one served group/version/resource.
 #[derive(Clone, Debug)]
 pub(crate) struct ResourceInfo {
@@ -21,8 +49,10 @@ pub(crate) struct ResourceInfo {
     pub namespaced: bool,
     /// Serves a `/status` subresource; main-resource writes never change `.status`.
     pub status: bool,
-    /// Maintains `metadata.generation` (bumped when anything but metadata/status changes).
-    pub generation: bool,
+    /// How `metadata.generation` is maintained.
+    pub generation: Generation,
+    /// What a write to `/status` may change besides `.status`.
+    pub status_write: StatusWrite,
     /// A PUT to a missing object creates it (upstream `AllowCreateOnUpdate`).
     pub create_on_update: bool,
     /// Strategic merge patch is accepted (built-in types only, as upstream).
@@ -42,7 +72,7 @@ impl ResourceInfo {
         plural: &str,
         namespaced: bool,
         status: bool,
-        generation: bool,
+        generation: Generation,
         create_on_update: bool,
         short_names: &[&'static str],
     ) -> Self {
@@ -55,6 +85,11 @@ impl ResourceInfo {
             namespaced,
             status,
             generation,
+            status_write: match kind {
+                "Pod" => StatusWrite::KeepsMetadataButOwners,
+                "CustomResourceDefinition" => StatusWrite::SpecAndObjectMeta,
+                _ => StatusWrite::KeepsMetadata,
+            },
             create_on_update,
             strategic: true,
             short_names: short_names.to_vec(),
@@ -96,7 +131,7 @@ impl Registry {
                 "namespaces",
                 false,
                 true,
-                false,
+                Generation::None,
                 false,
                 &["ns"],
             ),
@@ -107,11 +142,21 @@ impl Registry {
                 "nodes",
                 false,
                 true,
-                false,
+                Generation::None,
                 false,
                 &["no"],
             ),
-            b("", "v1", "Pod", "pods", true, true, true, false, &["po"]),
+            b(
+                "",
+                "v1",
+                "Pod",
+                "pods",
+                true,
+                true,
+                Generation::Spec,
+                false,
+                &["po"],
+            ),
             b(
                 "",
                 "v1",
@@ -119,7 +164,7 @@ impl Registry {
                 "services",
                 true,
                 true,
-                true,
+                Generation::None,
                 true,
                 &["svc"],
             ),
@@ -130,7 +175,7 @@ impl Registry {
                 "endpoints",
                 true,
                 false,
-                false,
+                Generation::None,
                 true,
                 &["ep"],
             ),
@@ -141,7 +186,7 @@ impl Registry {
                 "events",
                 true,
                 false,
-                false,
+                Generation::None,
                 true,
                 &["ev"],
             ),
@@ -152,7 +197,7 @@ impl Registry {
                 "configmaps",
                 true,
                 false,
-                false,
+                Generation::None,
                 false,
                 &["cm"],
             ),
@@ -163,7 +208,7 @@ impl Registry {
                 "serviceaccounts",
                 true,
                 false,
-                false,
+                Generation::None,
                 false,
                 &["sa"],
             ),
@@ -174,7 +219,7 @@ impl Registry {
                 "endpointslices",
                 true,
                 false,
-                true,
+                Generation::SpecAndLabels,
                 true,
                 &[],
             ),
@@ -185,7 +230,7 @@ impl Registry {
                 "leases",
                 true,
                 false,
-                false,
+                Generation::None,
                 true,
                 &[],
             ),
@@ -196,7 +241,7 @@ impl Registry {
                 "events",
                 true,
                 false,
-                false,
+                Generation::None,
                 true,
                 &["ev"],
             ),
@@ -207,7 +252,7 @@ impl Registry {
                 "customresourcedefinitions",
                 false,
                 true,
-                true,
+                Generation::Spec,
                 false,
                 &["crd", "crds"],
             ),
@@ -375,7 +420,8 @@ pub(crate) fn crd_resources(crd: &Value) -> Result<Vec<ResourceInfo>, Vec<FieldE
             singular: singular.clone(),
             namespaced: scope == "Namespaced",
             status,
-            generation: true,
+            generation: Generation::Spec,
+            status_write: StatusWrite::StatusOnly,
             create_on_update: false,
             strategic: false,
             short_names: Vec::new(),

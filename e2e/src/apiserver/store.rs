@@ -518,7 +518,12 @@ impl Inner {
                 .or_insert_with(|| e.prev.clone());
         }
         // Overrides can only remove as many entries as they hold, so this many current ones suffice.
-        let current = self.range(res, namespace, start, max.map(|m| m + overrides.len()));
+        let current = self.range(
+            res,
+            namespace,
+            start,
+            max.map(|m| m.saturating_add(overrides.len())),
+        );
         let mut merged: BTreeMap<Arc<str>, Bytes> = current.into_iter().collect();
         for (k, v) in overrides {
             match v {

@@ -16,6 +16,14 @@ use super::selector::Selectors;
 use super::status::ApiError;
 use super::store::{Event, EventType, Store};
 
+/// The revision a bookmark may carry: the current one, if watcher `id` has been handed every
+/// event up to it. Every send happens under the store lock, so an empty queue seen under the lock
+/// means exactly that.
+fn caught_up_rv(store: &Store, id: u64, rx: &mpsc::Receiver<Arc<Event>>) -> Option<u64> {
+    let inner = store.lock();
+    (rx.is_empty() && inner.has_watcher(id)).then(|| inner.rv())
+}
+
 /// Parameters of one watch request.
 pub(crate) struct WatchParams {
     /// `None` / `Some(0)`: start with synthetic ADDED events for the current state.
@@ -157,9 +165,16 @@ pub(crate) fn start(
                 alive = send(event_line(ty, &present(&info, ev.object.clone()))).await;
             }
         }
+        // Bookmarks follow kube-apiserver's watch cache: roughly every `bookmark_interval`, and
+        // once 2 s before the watch times out, so that a client re-watching from the last
+        // bookmark resumes as close to now as possible. Each carries the current revision, and
+        // only once this watcher has been sent every event up to it.
         let mut ticker = tokio::time::interval(params.bookmark_interval);
         ticker.tick().await;
-        let mut timed_out = false;
+        let pre_timeout = deadline.checked_sub(Duration::from_secs(2));
+        let mut pre_timeout_due =
+            params.bookmarks && pre_timeout.is_some_and(|t| t > tokio::time::Instant::now());
+        let pre_timeout = pre_timeout.unwrap_or(deadline);
         while alive {
             tokio::select! {
                 ev = rx.recv() => match ev {
@@ -171,34 +186,18 @@ pub(crate) fn start(
                     None => break,
                 },
                 _ = ticker.tick(), if params.bookmarks => {
-                    // Every send happens under the store lock, so an empty channel seen under the
-                    // lock means this watcher has seen everything up to the current revision.
-                    let rv = {
-                        let inner = store.lock();
-                        if rx.is_empty() && inner.has_watcher(id) { Some(inner.rv()) } else { None }
-                    };
-                    if let Some(rv) = rv {
+                    if let Some(rv) = caught_up_rv(&store, id, &rx) {
                         alive = send(bookmark(&info, rv, false)).await;
                     }
                 }
-                _ = tokio::time::sleep_until(deadline) => {
-                    timed_out = true;
-                    break;
+                _ = tokio::time::sleep_until(pre_timeout), if pre_timeout_due => {
+                    pre_timeout_due = false;
+                    if let Some(rv) = caught_up_rv(&store, id, &rx) {
+                        alive = send(bookmark(&info, rv, false)).await;
+                    }
                 }
+                _ = tokio::time::sleep_until(deadline) => break,
                 _ = out_tx.closed() => break,
-            }
-        }
-        if timed_out && params.bookmarks {
-            let rv = {
-                let inner = store.lock();
-                if rx.is_empty() && inner.has_watcher(id) {
-                    Some(inner.rv())
-                } else {
-                    None
-                }
-            };
-            if let Some(rv) = rv {
-                let _ = send(bookmark(&info, rv, false)).await;
             }
         }
         store.lock().drop_watcher(id);

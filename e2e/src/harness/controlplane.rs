@@ -20,7 +20,7 @@
 //! supervisor stops all three and removes the data directory. No control plane outlives its
 //! test binary. Certificates are made with the `openssl` command-line tool.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -37,6 +37,8 @@ pub(crate) struct ControlPlane {
     supervisor: Child,
     pub kubeconfig: PathBuf,
     dir: PathBuf,
+    /// etcd's client address (plain HTTP on loopback), for compaction.
+    etcd: SocketAddr,
 }
 
 /// Service CIDRs given to kube-apiserver: svcnet's default IPv4 range first (what the embedded
@@ -248,6 +250,10 @@ impl ControlPlane {
             format!("--service-cluster-ip-range={SERVICE_CIDRS}"),
             format!("--service-node-port-range={NODE_PORT_RANGE}"),
             "--endpoint-reconciler-type=none".into(),
+            // Leases are served straight from etcd (no watch cache), so a compaction of etcd's
+            // history expires old Lease resourceVersions for watches too, as it does for
+            // paginated lists of every kind.
+            "--watch-cache-sizes=leases.coordination.k8s.io#0".into(),
             "--allow-privileged=true".into(),
             "--disable-admission-plugins=ServiceAccount".into(),
             "--authorization-mode=RBAC".into(),
@@ -298,9 +304,77 @@ impl ControlPlane {
             supervisor,
             kubeconfig,
             dir,
+            etcd: SocketAddr::from(([127, 0, 0, 1], etcd_port)),
         };
         plane.wait_ready().await?;
         Ok(plane)
+    }
+
+    /// Compact etcd's history (physically) so that every resourceVersion from before this call
+    /// is gone for continue tokens and uncached watches (410 Expired). etcd keeps the revision a
+    /// compaction names, so a marker key outside the API server's prefix is written first and the
+    /// compaction names the marker's revision.
+    pub(crate) async fn compact_history(&self) -> Result<(), Error> {
+        let put = self
+            .etcd_post(
+                "/v3/kv/put",
+                r#"{"key":"c3ZjbmV0LWhhcm5lc3MtY29tcGFjdGlvbg==","value":""}"#,
+            )
+            .await?;
+        let revision = put
+            .pointer("/header/revision")
+            .and_then(|r| {
+                r.as_str()
+                    .map(str::to_string)
+                    .or_else(|| r.as_i64().map(|n| n.to_string()))
+            })
+            .ok_or_else(|| {
+                Error::ControlPlane(format!("etcd put answer without a revision: {put}"))
+            })?;
+        self.etcd_post(
+            "/v3/kv/compaction",
+            &format!(r#"{{"revision":"{revision}","physical":true}}"#),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// One request to etcd's JSON gateway over HTTP/1.1 (the connection closes after it).
+    async fn etcd_post(&self, path: &str, body: &str) -> Result<serde_json::Value, Error> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            Error::ControlPlane(format!("etcd {path}: {what}: {e}"))
+        };
+        let mut conn = tokio::net::TcpStream::connect(self.etcd)
+            .await
+            .map_err(|e| fail("connect", &e))?;
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.etcd,
+            body.len()
+        );
+        conn.write_all(req.as_bytes())
+            .await
+            .map_err(|e| fail("write", &e))?;
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), conn.read_to_end(&mut answer))
+            .await
+            .map_err(|e| fail("read", &e))?
+            .map_err(|e| fail("read", &e))?;
+        let text = String::from_utf8_lossy(&answer);
+        let (head, payload) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| fail("answer", &"no HTTP header"))?;
+        if !head.starts_with("HTTP/1.1 200") {
+            return Err(fail("answer", &head.lines().next().unwrap_or_default()));
+        }
+        // etcd's gateway answers small bodies in one piece, or chunked: take the JSON object.
+        let json = payload
+            .find('{')
+            .zip(payload.rfind('}'))
+            .map(|(a, b)| &payload[a..=b])
+            .ok_or_else(|| fail("answer", &payload))?;
+        serde_json::from_str(json).map_err(|e| fail("JSON", &e))
     }
 
     async fn wait_ready(&self) -> Result<(), Error> {
