@@ -30,7 +30,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use common_dataplane::{
-    builder, create_nodes, node_kubeconfig, poll_until, proxy_metric, sa, service, slice,
+    builder, create_nodes, node_kubeconfig_embedded, poll_until, proxy_metric, sa, service, slice,
     start_proxy_run, typed, udp_conntrack, Cluster, Ep,
 };
 use e2e::apiserver::{ApiServer, ServerConfig};
@@ -182,7 +182,7 @@ async fn scenario(
     let dir = tempfile::tempdir().unwrap();
     let node1 = c.topo.node(1).unwrap();
     let proxy = tokio::task::block_in_place(|| {
-        let kubeconfig = node_kubeconfig(&c, &server, dir.path());
+        let kubeconfig = node_kubeconfig_embedded(&c, &server, dir.path());
         start_proxy_run(&c, node1, &kubeconfig, extra)
     });
 

@@ -1,4 +1,5 @@
-//! `svcnet-proxy run` against the embedded API server, with real packets: the
+//! `svcnet-proxy run` against the test's Kubernetes API (the embedded server, or the real
+//! control plane of `KUBEBUILDER_ASSETS`), with real packets: the
 //! externalTrafficPolicy Local health-check server on healthCheckNodePort answers by local
 //! endpoint count (200 / 503, JSON body) and follows EndpointSlice updates, and NodePort traffic
 //! follows the same updates; restarting svcnet-proxy keeps established connections.
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 use common_dataplane::{
     answered, builder, create_nodes, names, node_kubeconfig, sa, service, slice, typed, Cluster, Ep,
 };
-use e2e::apiserver::{ApiServer, ServerConfig};
+use e2e::harness::TestEnv;
 use e2e::netns::{EchoPorts, HttpOutcome, Outcome, Process, Proto, RefuseReason};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -38,6 +39,13 @@ fn start_proxy(c: &Cluster, node: &e2e::netns::Node, kubeconfig: &std::path::Pat
     common_dataplane::start_proxy_run(c, node, kubeconfig, &[])
 }
 
+/// A manifest as an API object for the test's namespace (the one the request names).
+fn api_object<K: serde::de::DeserializeOwned + kube::Resource>(manifest: &str) -> K {
+    let mut o: K = typed(manifest);
+    o.meta_mut().namespace = None;
+    o
+}
+
 /// Polls `probe` every 100 ms for up to 10 s; returns the last value.
 fn eventually<T: std::fmt::Debug>(mut probe: impl FnMut() -> T, ok: impl Fn(&T) -> bool) -> T {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -53,9 +61,11 @@ fn eventually<T: std::fmt::Debug>(mut probe: impl FnMut() -> T, ok: impl Fn(&T) 
 /// Creates the cluster's Nodes, an externalTrafficPolicy Local LoadBalancer Service `name` (one TCP
 /// port 80 → 8080 on `node_port`, health check on `hc_port`, ClusterIP `cip`) and its EndpointSlice
 /// `<name>-1` with `eps`, through the API.
+#[allow(clippy::too_many_arguments)]
 async fn create_local_lb(
     c: &Cluster,
     client: &kube::Client,
+    ns: &str,
     name: &str,
     cip: &str,
     hc_port: u16,
@@ -64,7 +74,7 @@ async fn create_local_lb(
 ) {
     let pp = PostParams::default();
     create_nodes(c, client).await;
-    let svc: Service = typed(&service(
+    let svc: Service = api_object(&service(
             name,
             &format!(
                 "{{type: LoadBalancer, externalTrafficPolicy: Local, healthCheckNodePort: {hc_port}, \
@@ -72,12 +82,12 @@ async fn create_local_lb(
                  ports: [{{name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: {node_port}}}]}}"
             ),
         ));
-    Api::<Service>::namespaced(client.clone(), "default")
+    Api::<Service>::namespaced(client.clone(), ns)
         .create(&pp, &svc)
         .await
         .unwrap();
-    let slice: EndpointSlice = typed(&slice(&format!("{name}-1"), name, TCP, eps));
-    Api::<EndpointSlice>::namespaced(client.clone(), "default")
+    let slice: EndpointSlice = api_object(&slice(&format!("{name}-1"), name, TCP, eps));
+    Api::<EndpointSlice>::namespaced(client.clone(), ns)
         .create(&pp, &slice)
         .await
         .unwrap();
@@ -89,8 +99,10 @@ async fn create_local_lb(
 /// answers 200 and its NodePort serves node2's endpoint to outside clients.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_serves_health_check_node_port_and_follows_endpoint_updates() {
-    let server = ApiServer::start(ServerConfig::default()).await.unwrap();
-    let client = server.client().unwrap();
+    let env = TestEnv::start().await.unwrap();
+    let ns = env.namespace("run-hc").await.unwrap();
+    let ns = ns.name();
+    let client = env.client();
     let c = tokio::task::block_in_place(|| {
         Cluster::new(
             builder()
@@ -106,6 +118,7 @@ async fn run_serves_health_check_node_port_and_follows_endpoint_updates() {
     create_local_lb(
         &c,
         &client,
+        ns,
         "local",
         "10.96.9.10",
         32020,
@@ -114,11 +127,11 @@ async fn run_serves_health_check_node_port_and_follows_endpoint_updates() {
     )
     .await;
     let pp = PostParams::default();
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
 
     let dir = tempfile::tempdir().unwrap();
     let _proxies = tokio::task::block_in_place(|| {
-        let kubeconfig = node_kubeconfig(&c, &server, dir.path());
+        let kubeconfig = node_kubeconfig(&c, &env, dir.path());
         start_proxies(&c, &kubeconfig)
     });
 
@@ -134,7 +147,7 @@ async fn run_serves_health_check_node_port_and_follows_endpoint_updates() {
         let body = r1.json().expect("JSON body");
         assert_eq!(body["localEndpoints"], 1, "{body}");
         assert_eq!(body["service"]["name"], "local", "{body}");
-        assert_eq!(body["service"]["namespace"], "default", "{body}");
+        assert_eq!(body["service"]["namespace"], ns, "{body}");
         let resp = r1.response().unwrap();
         assert_eq!(
             resp.header("content-type"),
@@ -187,15 +200,16 @@ async fn run_serves_health_check_node_port_and_follows_endpoint_updates() {
         assert_eq!(answered(&outs), names(&["web-1"]), "{outs:?}");
     });
     drop(c);
-    server.shutdown().await;
 }
 
 /// Root only: restarting `svcnet-proxy run` (SIGTERM, then a new process) keeps an established
 /// TCP connection through a ClusterIP alive, and new connections work after the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_run_keeps_established_connections() {
-    let server = ApiServer::start(ServerConfig::default()).await.unwrap();
-    let client = server.client().unwrap();
+    let env = TestEnv::start().await.unwrap();
+    let ns = env.namespace("run-restart").await.unwrap();
+    let ns = ns.name();
+    let client = env.client();
     let c = tokio::task::block_in_place(|| {
         Cluster::new(
             builder()
@@ -207,12 +221,12 @@ async fn restarting_run_keeps_established_connections() {
     });
     let pp = PostParams::default();
     create_nodes(&c, &client).await;
-    let svc: Service = typed(&service(
+    let svc: Service = api_object(&service(
         "web",
         "{clusterIP: 10.96.9.20, clusterIPs: [10.96.9.20], \
              ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]}",
     ));
-    Api::<Service>::namespaced(client.clone(), "default")
+    Api::<Service>::namespaced(client.clone(), ns)
         .create(&pp, &svc)
         .await
         .unwrap();
@@ -220,14 +234,14 @@ async fn restarting_run_keeps_established_connections() {
         Ep::ready(c.topo.pod("web-0").unwrap().ipv4(), "node1"),
         Ep::ready(c.topo.pod("web-1").unwrap().ipv4(), "node2"),
     ];
-    let s: EndpointSlice = typed(&slice("web-1", "web", TCP, &eps));
-    Api::<EndpointSlice>::namespaced(client.clone(), "default")
+    let s: EndpointSlice = api_object(&slice("web-1", "web", TCP, &eps));
+    Api::<EndpointSlice>::namespaced(client.clone(), ns)
         .create(&pp, &s)
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     tokio::task::block_in_place(|| {
-        let kubeconfig = node_kubeconfig(&c, &server, dir.path());
+        let kubeconfig = node_kubeconfig(&c, &env, dir.path());
         let mut proxies = start_proxies(&c, &kubeconfig);
         let cli = c.topo.pod("cli").unwrap();
         let vip = sa([10, 96, 9, 20], 80);
@@ -254,7 +268,6 @@ async fn restarting_run_keeps_established_connections() {
         drop(restarted);
     });
     drop(c);
-    server.shutdown().await;
 }
 
 /// Root only: the health-check node port counts local *ready* endpoints only: a node whose only
@@ -262,8 +275,10 @@ async fn restarting_run_keeps_established_connections() {
 /// (externalTrafficPolicy Local) still forwards outside traffic to that terminating endpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_check_counts_ready_endpoints_only() {
-    let server = ApiServer::start(ServerConfig::default()).await.unwrap();
-    let client = server.client().unwrap();
+    let env = TestEnv::start().await.unwrap();
+    let ns = env.namespace("run-ready").await.unwrap();
+    let ns = ns.name();
+    let client = env.client();
     let c = tokio::task::block_in_place(|| {
         Cluster::new(
             builder()
@@ -273,30 +288,30 @@ async fn health_check_counts_ready_endpoints_only() {
     });
     let pp = PostParams::default();
     create_nodes(&c, &client).await;
-    let svc: Service = typed(&service(
+    let svc: Service = api_object(&service(
         "term",
         "{type: LoadBalancer, externalTrafficPolicy: Local, healthCheckNodePort: 32021, \
              clusterIP: 10.96.9.30, clusterIPs: [10.96.9.30], \
              ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30121}]}",
     ));
-    Api::<Service>::namespaced(client.clone(), "default")
+    Api::<Service>::namespaced(client.clone(), ns)
         .create(&pp, &svc)
         .await
         .unwrap();
     let w0 = c.topo.pod("web-0").unwrap().ipv4();
-    let s: EndpointSlice = typed(&slice(
+    let s: EndpointSlice = api_object(&slice(
         "term-1",
         "term",
         TCP,
         &[Ep::serving_terminating(w0, "node1")],
     ));
-    Api::<EndpointSlice>::namespaced(client.clone(), "default")
+    Api::<EndpointSlice>::namespaced(client.clone(), ns)
         .create(&pp, &s)
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     tokio::task::block_in_place(|| {
-        let kubeconfig = node_kubeconfig(&c, &server, dir.path());
+        let kubeconfig = node_kubeconfig(&c, &env, dir.path());
         let _proxies = start_proxies(&c, &kubeconfig);
         let out = c.topo.outside().unwrap();
         let node1 = c.topo.node(1).unwrap().ipv4();
@@ -313,7 +328,6 @@ async fn health_check_counts_ready_endpoints_only() {
         }
     });
     drop(c);
-    server.shutdown().await;
 }
 
 /// Root only: live (partial) syncs of `run` follow API changes with real packets: emptying the
@@ -321,8 +335,10 @@ async fn health_check_counts_ready_endpoints_only() {
 /// unallocated (dropped) one, and re-creating it serves again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_follows_endpoint_removal_and_service_deletion() {
-    let server = ApiServer::start(ServerConfig::default()).await.unwrap();
-    let client = server.client().unwrap();
+    let env = TestEnv::start().await.unwrap();
+    let ns = env.namespace("run-removal").await.unwrap();
+    let ns = ns.name();
+    let client = env.client();
     let c = tokio::task::block_in_place(|| {
         Cluster::new(
             builder()
@@ -333,20 +349,20 @@ async fn run_follows_endpoint_removal_and_service_deletion() {
     });
     let pp = PostParams::default();
     create_nodes(&c, &client).await;
-    let svc: Service = typed(&service(
+    let svc: Service = api_object(&service(
         "web",
         "{clusterIP: 10.96.9.40, clusterIPs: [10.96.9.40], \
              ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]}",
     ));
-    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
     services.create(&pp, &svc).await.unwrap();
     let w0 = c.topo.pod("web-0").unwrap().ipv4();
-    let full: EndpointSlice = typed(&slice("web-1", "web", TCP, &[Ep::ready(w0, "node1")]));
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let full: EndpointSlice = api_object(&slice("web-1", "web", TCP, &[Ep::ready(w0, "node1")]));
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
     slices.create(&pp, &full).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let proxies = tokio::task::block_in_place(|| {
-        let kubeconfig = node_kubeconfig(&c, &server, dir.path());
+        let kubeconfig = node_kubeconfig(&c, &env, dir.path());
         start_proxies(&c, &kubeconfig)
     });
     let cli = c.topo.pod("cli").unwrap();
@@ -383,15 +399,16 @@ async fn run_follows_endpoint_removal_and_service_deletion() {
     assert_eq!(back.pod(), Some("web-0"), "re-created: {back:?}");
     drop(proxies);
     drop(c);
-    server.shutdown().await;
 }
 
 /// Root only: when a healthCheckNodePort is already taken on a node, svcnet-proxy records upstream's
 /// `FailedToStartServiceHealthcheck` Event (events.k8s.io/v1) on the Service, naming the node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_check_port_in_use_is_reported_as_an_event() {
-    let server = ApiServer::start(ServerConfig::default()).await.unwrap();
-    let client = server.client().unwrap();
+    let env = TestEnv::start().await.unwrap();
+    let ns = env.namespace("run-busy").await.unwrap();
+    let ns = ns.name();
+    let client = env.client();
     let c = tokio::task::block_in_place(|| {
         Cluster::new(
             builder()
@@ -426,6 +443,7 @@ async fn health_check_port_in_use_is_reported_as_an_event() {
     create_local_lb(
         &c,
         &client,
+        ns,
         "busy",
         "10.96.9.31",
         32031,
@@ -435,12 +453,11 @@ async fn health_check_port_in_use_is_reported_as_an_event() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let _proxy = tokio::task::block_in_place(|| {
-        let kubeconfig = node_kubeconfig(&c, &server, dir.path());
+        let kubeconfig = node_kubeconfig(&c, &env, dir.path());
         start_proxy(&c, node1, &kubeconfig)
     });
 
-    let events: Api<k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(client.clone(), "default");
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
     let deadline = Instant::now() + Duration::from_secs(10);
     let found = loop {
         let list = events.list(&Default::default()).await.unwrap();
@@ -458,7 +475,9 @@ async fn health_check_port_in_use_is_reported_as_an_event() {
     assert_eq!(ev.action.as_deref(), Some("Listen"));
     let note = ev.note.unwrap_or_default();
     assert!(
-        note.starts_with("node node1 failed to start healthcheck \"default/busy\" on port 32031"),
+        note.starts_with(&format!(
+            "node node1 failed to start healthcheck \"{ns}/busy\" on port 32031"
+        )),
         "{note}"
     );
     drop(squatter);

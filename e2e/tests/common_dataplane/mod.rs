@@ -304,31 +304,62 @@ pub fn conntrack_entries(c: &Cluster, index: u8, dst: IpAddr) -> usize {
 }
 
 /// Creates the cluster's Node objects through the API (`svcnet-proxy run` reads its own Node).
+/// A control plane shared by several tests may hold Nodes of the same names from an earlier
+/// topology: those are replaced.
 pub async fn create_nodes(c: &Cluster, client: &kube::Client) {
     let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
-    for n in c.topo.k8s_nodes().unwrap() {
-        nodes.create(&Default::default(), &n).await.unwrap();
+    for mut n in c.topo.k8s_nodes().unwrap() {
+        match nodes.create(&Default::default(), &n).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                let name = n.metadata.name.clone().unwrap();
+                let current = nodes.get(&name).await.unwrap();
+                n.metadata.resource_version = current.metadata.resource_version;
+                nodes.replace(&name, &Default::default(), &n).await.unwrap();
+            }
+            Err(e) => panic!("creating Node: {e}"),
+        }
     }
 }
 
-/// Relays port 6443 inside every node to `server` and writes a kubeconfig for that address into
-/// `dir`; returns its path.
-pub fn node_kubeconfig(
+/// Relays port 6443 inside every node to the API server of `host_kubeconfig` (YAML) and writes
+/// the same kubeconfig with the relayed address into `dir`; returns its path. The relay listens
+/// on 127.0.0.1 in each node, so a serving certificate for 127.0.0.1 stays valid.
+fn relay_kubeconfig(c: &Cluster, host_kubeconfig: &str, dir: &std::path::Path) -> PathBuf {
+    let server = host_kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server:"))
+        .map(str::trim)
+        .expect("kubeconfig has a server");
+    let (scheme, authority) = server.split_once("://").expect("server URL has a scheme");
+    let target: SocketAddr = authority
+        .trim_end_matches('/')
+        .parse()
+        .expect("the test API server listens on an IP address");
+    let addr = c.topo.forward_from_host_to_nodes(6443, target).unwrap();
+    let kubeconfig = dir.join("proxy.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        host_kubeconfig.replace(server, &format!("{scheme}://{addr}")),
+    )
+    .unwrap();
+    kubeconfig
+}
+
+/// [`relay_kubeconfig`] for the embedded server `server`.
+pub fn node_kubeconfig_embedded(
     c: &Cluster,
     server: &e2e::apiserver::ApiServer,
     dir: &std::path::Path,
 ) -> PathBuf {
-    let kubeconfig = dir.join("proxy.kubeconfig");
-    let addr = c
-        .topo
-        .forward_from_host_to_nodes(6443, server.addr())
-        .unwrap();
-    std::fs::write(
-        &kubeconfig,
-        e2e::apiserver::kubeconfig_yaml(&format!("http://{addr}")),
-    )
-    .unwrap();
-    kubeconfig
+    let yaml = e2e::apiserver::kubeconfig_yaml(&format!("http://{}", server.addr()));
+    relay_kubeconfig(c, &yaml, dir)
+}
+
+/// [`relay_kubeconfig`] for the test environment `env` (embedded or real control plane).
+pub fn node_kubeconfig(c: &Cluster, env: &e2e::harness::TestEnv, dir: &std::path::Path) -> PathBuf {
+    let yaml = std::fs::read_to_string(env.kubeconfig_path()).expect("the test kubeconfig");
+    relay_kubeconfig(c, &yaml, dir)
 }
 
 /// Starts `svcnet-proxy run` in `node` against the API server of `kubeconfig` (with extra flags
