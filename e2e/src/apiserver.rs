@@ -60,11 +60,15 @@
 //! # Ok(()) }
 //! ```
 
+mod apply;
 mod audit;
 mod defaults;
 mod discovery;
+mod field_set;
+mod field_validation;
 mod gc;
 mod http;
+mod managed_fields;
 mod metrics;
 mod ops;
 mod patch;
@@ -177,7 +181,14 @@ impl ApiServer {
                 .expect("namespaces are built in");
             for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
                 let obj = serde_json::json!({"metadata": {"name": ns}});
-                if let Err(e) = ops::create(&mut inner, &info, None, obj, false) {
+                if let Err(e) = ops::create(
+                    &mut inner,
+                    &info,
+                    None,
+                    obj,
+                    false,
+                    &mut managed_fields::WriteCtx::internal(),
+                ) {
                     tracing::warn!(namespace = ns, error = %e.message, "creating default namespace failed");
                 }
             }
