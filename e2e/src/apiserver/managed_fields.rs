@@ -448,7 +448,7 @@ fn conflict_error(conflicts: &[(String, String)]) -> ApiError {
     let causes: Vec<Value> = conflicts
         .iter()
         .map(|(who, path)| {
-            json!({"type": "FieldManagerConflict", "message": format!("conflict with {who}"), "field": path})
+            json!({"reason": "FieldManagerConflict", "message": format!("conflict with {who}"), "field": path})
         })
         .collect();
     let message = if let [(who, path)] = conflicts {
