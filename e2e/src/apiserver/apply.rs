@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::defaults::Sub;
-use super::field_validation::{self, Source};
+use super::field_validation;
 use super::managed_fields::{self, Manager, WriteCtx};
 use super::ops::{self, meta_str, Written};
 use super::resources::ResourceInfo;
@@ -70,7 +70,7 @@ pub(crate) fn apply(
         }
     };
     let dry_run = query.get("dryRun").is_some_and(|v| !v.is_empty());
-    let mut config: Value = serde_yaml::from_slice(body)
+    let config: Value = serde_yaml::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
     if !config.is_object() {
         return Err(ApiError::bad_request(
@@ -78,7 +78,19 @@ pub(crate) fn apply(
         ));
     }
     check_config(info, &config, ns, name)?;
-    field_validation::check(ctx, info, &mut config, &[], Source::Patch)?;
+    let undeclared = field_validation::undeclared_fields(info, &config);
+    if !undeclared.is_empty() {
+        // Upstream answers 500 here; it is the client's configuration that is wrong.
+        let list: Vec<String> = undeclared
+            .iter()
+            .map(|p| format!("{p}: field not declared in schema"))
+            .collect();
+        return Err(ApiError::bad_request(format!(
+            "failed to create typed patch object ({}): {}",
+            object_ref(info, &config),
+            list.join(", ")
+        )));
+    }
 
     let key = object_key(ns, name);
     let live = match inner.get(&info.key, &key) {
@@ -120,7 +132,16 @@ pub(crate) fn apply(
         &schema,
         sub,
         &ops::now_rfc3339(),
-    )?;
+    )
+    .map_err(|mut e| {
+        if let Some(detail) = e.message.strip_prefix(managed_fields::TYPED_PATCH_ERROR) {
+            e.message = format!(
+                "failed to create typed patch object ({}): {detail}",
+                object_ref(info, &config)
+            );
+        }
+        e
+    })?;
     ctx.manager = Some(Manager {
         name: manager,
         applied: Some(applied.managed_fields),
@@ -147,16 +168,15 @@ fn check_config(
         .get("kind")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    if av.is_empty() || kind.is_empty() {
+    if av != info.api_version() {
         return Err(ApiError::bad_request(format!(
-            "invalid object type: {}, Kind={kind}: apiVersion and kind must be set in an applied configuration",
-            if av.is_empty() { "/" } else { av }
+            "Incorrect version specified in apply patch. Specified patch version: {av}, expected: {}",
+            info.api_version()
         )));
     }
-    if av != info.api_version() || kind != info.kind {
+    if kind != info.kind {
         return Err(ApiError::bad_request(format!(
-            "the API version and kind in the data ({av}, {kind}) do not match the expected ({}, {})",
-            info.api_version(),
+            "Incorrect kind specified in apply patch. Specified patch kind: {kind}, expected: {}",
             info.kind
         )));
     }
@@ -178,4 +198,17 @@ fn check_config(
         return Err(ApiError::bad_request("metadata.managedFields must be nil"));
     }
     Ok(())
+}
+
+/// How upstream names an applied object in errors: `namespace/name; group/version, Kind=Kind`
+/// (namespace and name as the configuration gives them).
+fn object_ref(info: &ResourceInfo, config: &Value) -> String {
+    format!(
+        "{}/{}; {}/{}, Kind={}",
+        meta_str(config, "namespace"),
+        meta_str(config, "name"),
+        info.group,
+        info.version,
+        info.kind
+    )
 }

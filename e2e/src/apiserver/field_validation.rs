@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::managed_fields::WriteCtx;
 use super::resources::ResourceInfo;
-use super::status::{ApiError, ApiResult};
+use super::status::{ApiError, ApiResult, FieldError};
 
 /// The validation mode of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,6 +126,20 @@ fn find_unknown(input: &Value, typed: &Value, path: &str, pointer: &str, out: &m
         }
         _ => {}
     }
+}
+
+/// Fields of an applied configuration that the kind's schema does not declare, spelled as
+/// structured-merge-diff spells paths (`.spec.foo`). Apply refuses them whatever the
+/// validation mode, as upstream does.
+pub(crate) fn undeclared_fields(info: &ResourceInfo, obj: &Value) -> Vec<String> {
+    let mut unknown = Vec::new();
+    if let Some(typed) = typed_copy(info, obj) {
+        find_unknown(obj, &typed, "", "", &mut unknown);
+    }
+    unknown
+        .into_iter()
+        .map(|u| format!(".{}", u.path))
+        .collect()
 }
 
 /// The paths of repeated keys in a JSON document (`metadata.name`), empty if it is not JSON.
@@ -236,14 +250,25 @@ pub(crate) fn check(
     match ctx.validation {
         Mode::Strict => {
             let detail = format!("strict decoding error: {}", problems.join(", "));
-            return Err(ApiError::bad_request(match source {
-                Source::Body => format!(
+            return Err(match source {
+                Source::Body => ApiError::bad_request(format!(
                     "{kind} in version {version:?} cannot be handled as a {kind}: {detail}",
                     kind = info.kind,
                     version = info.version
+                )),
+                // Upstream reports a patched object that does not decode as an invalid
+                // `patch` value: the patched object, then the decoding error.
+                Source::Patch => ApiError::invalid(
+                    "",
+                    "",
+                    "",
+                    &[FieldError::invalid(
+                        "patch",
+                        Value::String(obj.to_string()),
+                        detail,
+                    )],
                 ),
-                Source::Patch => detail,
-            }));
+            });
         }
         Mode::Warn => ctx.warnings.extend(problems),
         Mode::Ignore => {}

@@ -336,6 +336,10 @@ pub(crate) struct Applied {
     pub managed_fields: Value,
 }
 
+/// The start of an apply error about a configuration that does not fit the schema (the
+/// caller words the rest with the object's name).
+pub(crate) const TYPED_PATCH_ERROR: &str = "typed patch object: ";
+
 /// Server-side apply of `config` by `manager` onto `live` (an empty object when the object
 /// does not exist yet).
 #[allow(clippy::too_many_arguments)]
@@ -353,11 +357,7 @@ pub(crate) fn apply(
         let mut err = ApiError::internal("");
         err.code = 422;
         err.reason = "Invalid";
-        err.message = format!(
-            "failed to create typed patch object ({}, Kind={}): {e}",
-            info.api_version(),
-            info.kind
-        );
+        err.message = format!("{TYPED_PATCH_ERROR}{e}");
         err
     };
     let mut entries = decode(managed_fields_of(Some(live))).unwrap_or_default();
@@ -490,13 +490,11 @@ pub(crate) fn has_managed_fields(obj: &Value) -> bool {
 pub(crate) fn manager_name(field_manager: Option<&str>, user_agent: &str) -> ApiResult<String> {
     let name = match field_manager {
         Some(m) => m.to_string(),
-        None => user_agent
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .chars()
-            .take(128)
-            .collect(),
+        None => match user_agent.split('/').next().unwrap_or_default() {
+            // kube-apiserver's name for requests without a User-Agent.
+            "" => "unknown".to_string(),
+            prefix => prefix.chars().take(128).collect(),
+        },
     };
     if name.chars().count() > 128 {
         return Err(ApiError::invalid(
