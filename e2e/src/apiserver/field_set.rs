@@ -96,10 +96,7 @@ impl FieldSet {
                     }
                     continue;
                 }
-                let valid = match k.split_once(':') {
-                    Some(("f" | "v" | "k" | "i", _)) => true,
-                    _ => false,
-                };
+                let valid = matches!(k.split_once(':'), Some(("f" | "v" | "k" | "i", _)));
                 if !valid {
                     return Err(format!("unexpected path element {k:?}"));
                 }

@@ -432,6 +432,6 @@ mod tests {
             br#"[{"op":"test","path":"/a/c","value":3}]"#
         )
         .is_err());
-        assert!(PatchType::from_content_type("application/apply-patch+yaml").is_err());
+        assert!(PatchType::from_content_type("application/apply-patch+cbor").is_err());
     }
 }
