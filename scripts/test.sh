@@ -46,7 +46,7 @@ cargo nextest run --workspace --locked --no-fail-fast --profile ci
 
 # The API-level suites: they talk to the Kubernetes API only through e2e::harness::TestEnv, so
 # they run unchanged on the embedded server (above) and on a real etcd + kube-apiserver (below).
-api_suites=(apiserver_conformance endpointslice_e2e ipam_e2e kubectl reflector_sync dataplane_run)
+api_suites=(apiserver_conformance apiserver_apply endpointslice_e2e ipam_e2e kubectl reflector_sync dataplane_run)
 filter=""
 for s in "${api_suites[@]}"; do filter+="${filter:+ | }binary(=$s)"; done
 embedded_count=$(cargo nextest list --workspace --locked -E "$filter" --message-format oneline 2>/dev/null | grep -c . || true)

@@ -13,9 +13,12 @@ use http::{HeaderMap, Method};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::apply;
 use super::audit;
 use super::defaults::Sub;
 use super::discovery;
+use super::field_validation::{self, Source};
+use super::managed_fields::{self, Manager, WriteCtx};
 use super::ops::{self, DeleteOptions};
 use super::patch::PatchType;
 use super::resources::ResourceInfo;
@@ -281,10 +284,16 @@ fn dispatch(
         Some("status") if info.status => Sub::Status,
         Some(_) => return Err(ApiError::no_route()),
     };
-    let written = |w: ApiResult<ops::Written>| -> ApiResult<Response> {
+    let written = |w: ApiResult<ops::Written>, ctx: WriteCtx| -> ApiResult<Response> {
         store.gc_notify.notify_one();
         let w = w?;
-        Ok(json_response(w.code, present(&info, w.object)))
+        let mut resp = json_response(w.code, present(&info, w.object));
+        for text in &ctx.warnings {
+            if let Ok(v) = http::HeaderValue::from_str(&field_validation::warning_header(text)) {
+                resp.headers_mut().append(http::header::WARNING, v);
+            }
+        }
+        Ok(resp)
     };
     match (method.clone(), t.name.as_deref()) {
         (Method::GET, None) if is_watch => {
@@ -337,18 +346,19 @@ fn dispatch(
             }
         }
         (Method::POST, None) => {
-            let obj = decode_body(headers, &body)?;
-            written(ops::create(
-                &mut store.lock(),
-                &info,
-                ns,
-                obj,
-                dry_run(query),
-            ))
+            let mut ctx = write_ctx(headers, query)?;
+            let mut obj = decode_body(headers, &body)?;
+            let dups = field_validation::duplicate_fields(&body);
+            field_validation::check(&mut ctx, &info, &mut obj, &dups, Source::Body)?;
+            let w = ops::create(&mut store.lock(), &info, ns, obj, dry_run(query), &mut ctx);
+            written(w, ctx)
         }
         (Method::PUT, Some(name)) => {
-            let obj = decode_body(headers, &body)?;
-            written(ops::update(
+            let mut ctx = write_ctx(headers, query)?;
+            let mut obj = decode_body(headers, &body)?;
+            let dups = field_validation::duplicate_fields(&body);
+            field_validation::check(&mut ctx, &info, &mut obj, &dups, Source::Body)?;
+            let w = ops::update(
                 &mut store.lock(),
                 &info,
                 ns,
@@ -356,15 +366,32 @@ fn dispatch(
                 obj,
                 sub,
                 dry_run(query),
-            ))
+                &mut ctx,
+            );
+            written(w, ctx)
         }
         (Method::PATCH, Some(name)) => {
             let ct = headers
                 .get(http::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
+            let mut ctx = write_ctx(headers, query)?;
+            if apply::is_apply(ct) {
+                let w = apply::apply(
+                    &mut store.lock(),
+                    &info,
+                    ns,
+                    name,
+                    &body,
+                    sub,
+                    query,
+                    &mut ctx,
+                );
+                return written(w, ctx);
+            }
+            apply::check_not_forced(query)?;
             let ty = PatchType::from_content_type(ct)?;
-            written(ops::patch(
+            let w = ops::patch(
                 &mut store.lock(),
                 &info,
                 ns,
@@ -373,15 +400,40 @@ fn dispatch(
                 &body,
                 sub,
                 dry_run(query),
-            ))
+                &mut ctx,
+            );
+            written(w, ctx)
         }
         (Method::DELETE, Some(name)) if sub == Sub::Main => {
             let opts = delete_options(query, &body)?;
-            written(ops::delete(&mut store.lock(), &info, ns, name, &opts))
+            written(
+                ops::delete(&mut store.lock(), &info, ns, name, &opts),
+                WriteCtx::internal(),
+            )
         }
         (Method::DELETE, None) => delete_collection(shared, &info, ns, query, &body),
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+/// The manager and validation mode of a write request.
+fn write_ctx(headers: &HeaderMap, query: &HashMap<String, String>) -> ApiResult<WriteCtx> {
+    let user_agent = headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let name =
+        managed_fields::manager_name(query.get("fieldManager").map(String::as_str), user_agent)?;
+    Ok(WriteCtx {
+        manager: Some(Manager {
+            name,
+            applied: None,
+        }),
+        validation: field_validation::Mode::parse(
+            query.get("fieldValidation").map(String::as_str),
+        )?,
+        warnings: Vec::new(),
+    })
 }
 
 fn table_accept(headers: &HeaderMap) -> bool {

@@ -12,6 +12,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::defaults::{self, Sub};
+use super::field_validation::{self, Source};
+use super::managed_fields::{self, WriteCtx};
 use super::patch::{self, PatchType};
 use super::resources::{crd_conflict, crd_resources, Generation, ResourceInfo, StatusWrite};
 use super::status::{ApiError, ApiResult, FieldError};
@@ -156,6 +158,7 @@ pub(crate) fn create(
     ns: Option<&str>,
     mut obj: Value,
     dry_run: bool,
+    ctx: &mut WriteCtx,
 ) -> ApiResult<Written> {
     if !obj.is_object() {
         return Err(ApiError::bad_request(
@@ -221,7 +224,6 @@ pub(crate) fn create(
         "deletionTimestamp",
         "deletionGracePeriodSeconds",
         "resourceVersion",
-        "managedFields",
         "selfLink",
     ] {
         m.remove(drop);
@@ -238,6 +240,16 @@ pub(crate) fn create(
     if !errs.is_empty() {
         return Err(invalid(info, &name, &errs));
     }
+    let schema = managed_fields::schema(inner, info);
+    managed_fields::track(
+        ctx.manager.as_ref(),
+        info,
+        &schema,
+        Sub::Main,
+        None,
+        &mut obj,
+        &now_rfc3339(),
+    );
     let key = object_key(ns, &name);
     if inner.get(&info.key, &key).is_some() {
         return Err(ApiError::already_exists(&info.group, &info.plural, &name));
@@ -315,6 +327,7 @@ pub(crate) fn update(
     mut obj: Value,
     sub: Sub,
     dry_run: bool,
+    ctx: &mut WriteCtx,
 ) -> ApiResult<Written> {
     if !obj.is_object() {
         return Err(ApiError::bad_request(
@@ -340,7 +353,7 @@ pub(crate) fn update(
     let Some(cur) = inner.get(&info.key, &key) else {
         if sub == Sub::Main && info.create_on_update {
             defaults::ensure_object(&mut obj, "metadata").insert("name".into(), json!(name));
-            return create(inner, info, ns, obj, dry_run);
+            return create(inner, info, ns, obj, dry_run, ctx);
         }
         return Err(ApiError::not_found(&info.group, &info.plural, name));
     };
@@ -407,6 +420,16 @@ pub(crate) fn update(
         "resourceVersion".into(),
         json!(meta_str(&old, "resourceVersion")),
     );
+    let schema = managed_fields::schema(inner, info);
+    managed_fields::track(
+        ctx.manager.as_ref(),
+        info,
+        &schema,
+        sub,
+        Some(&old),
+        &mut new,
+        &now_rfc3339(),
+    );
     if info.plural == "customresourcedefinitions" && sub == Sub::Main {
         install_crd(inner, &mut new, name, dry_run)?;
     }
@@ -448,7 +471,6 @@ fn keep_system_metadata(old: &Value, new: &mut Value) {
             None => m.remove(keep),
         };
     }
-    m.remove("managedFields");
     m.remove("selfLink");
 }
 
@@ -502,6 +524,7 @@ pub(crate) fn patch(
     body: &[u8],
     sub: Sub,
     dry_run: bool,
+    ctx: &mut WriteCtx,
 ) -> ApiResult<Written> {
     if ty == PatchType::Strategic && !info.strategic {
         return Err(ApiError::unsupported_media_type(format!(
@@ -516,6 +539,7 @@ pub(crate) fn patch(
     let mut doc = parse(&cur)?;
     let before_rv = meta_str(&doc, "resourceVersion").to_string();
     patch::apply(&mut doc, &info.kind, ty, body)?;
+    field_validation::check(ctx, info, &mut doc, &[], Source::Patch)?;
     // A patch may carry a resourceVersion precondition; if it does not, it applies to the current one.
     if meta_str(&doc, "resourceVersion").is_empty() {
         defaults::ensure_object(&mut doc, "metadata")
@@ -533,7 +557,7 @@ pub(crate) fn patch(
             }
         }
     }
-    update(inner, info, ns, name, doc, sub, dry_run)
+    update(inner, info, ns, name, doc, sub, dry_run, ctx)
 }
 
 /// When a deletion with `grace` seconds falls due: `now + grace` as an RFC 3339 timestamp,

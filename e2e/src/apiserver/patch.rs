@@ -14,15 +14,15 @@ pub(crate) enum PatchType {
 }
 
 impl PatchType {
-    /// From the request's Content-Type; server-side apply is refused with 415.
+    /// From the request's Content-Type (apply patches are routed to `apply` before this).
     pub fn from_content_type(ct: &str) -> ApiResult<Self> {
         let base = ct.split(';').next().unwrap_or_default().trim();
         match base {
             "application/merge-patch+json" => Ok(Self::Merge),
             "application/json-patch+json" => Ok(Self::Json),
             "application/strategic-merge-patch+json" => Ok(Self::Strategic),
-            "application/apply-patch+yaml" | "application/apply-patch+cbor" => Err(ApiError::unsupported_media_type(
-                "server-side apply is not supported by this server (svcnet embedded apiserver); use a merge, JSON or strategic merge patch",
+            "application/apply-patch+cbor" => Err(ApiError::unsupported_media_type(
+                "CBOR is not supported by this server (svcnet embedded apiserver); send the applied configuration as application/apply-patch+yaml",
             )),
             other => Err(ApiError::unsupported_media_type(format!(
                 "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"
@@ -426,6 +426,6 @@ mod tests {
             br#"[{"op":"test","path":"/a/c","value":3}]"#
         )
         .is_err());
-        assert!(PatchType::from_content_type("application/apply-patch+yaml").is_err());
+        assert!(PatchType::from_content_type("application/apply-patch+cbor").is_err());
     }
 }

@@ -73,6 +73,18 @@ fn sh_command(bin: &Path, args: &[String], log: &Path) -> String {
     )
 }
 
+/// Does `bin --help` mention `word` (a flag or feature gate this binary accepts)?
+fn binary_mentions(bin: &Path, word: &str) -> bool {
+    std::process::Command::new(bin)
+        .arg("--help")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout).contains(word)
+                || String::from_utf8_lossy(&o.stderr).contains(word)
+        })
+        .unwrap_or(false)
+}
+
 fn free_port() -> Result<u16, Error> {
     let l = TcpListener::bind("127.0.0.1:0")
         .map_err(|e| Error::ControlPlane(format!("no free port: {e}")))?;
@@ -221,13 +233,7 @@ impl ControlPlane {
         let api_port = free_port()?;
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let etcd_bin = assets.join("etcd");
-        let help = std::process::Command::new(&etcd_bin).arg("--help").output();
-        let no_fsync = help
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout).contains("unsafe-no-fsync")
-                    || String::from_utf8_lossy(&o.stderr).contains("unsafe-no-fsync")
-            })
-            .unwrap_or(false);
+        let no_fsync = binary_mentions(&etcd_bin, "unsafe-no-fsync");
         let p = |name: &str| d.join(name).display().to_string();
         let mut etcd_args = vec![
             format!("--data-dir={}", p("etcd")),
@@ -238,7 +244,7 @@ impl ControlPlane {
         if no_fsync {
             etcd_args.push("--unsafe-no-fsync=true".into());
         }
-        let api_args = vec![
+        let mut api_args = vec![
             format!("--etcd-servers={etcd_url}"),
             format!("--cert-dir={}", d.display()),
             format!("--tls-cert-file={}", p("apiserver.crt")),
@@ -261,6 +267,11 @@ impl ControlPlane {
             format!("--service-account-key-file={}", p("sa-signer.pub")),
             format!("--service-account-signing-key-file={}", p("sa-signer.key")),
         ];
+        // `fieldValidation` is behind an alpha gate in 1.23/1.24 (beta and on by default from
+        // 1.25, the gate removed later); pass it only to binaries that still know the gate.
+        if binary_mentions(&assets.join("kube-apiserver"), "ServerSideFieldValidation") {
+            api_args.push("--feature-gates=ServerSideFieldValidation=true".into());
+        }
         let kubeconfig = d.join("kubeconfig");
         let kcm_args = vec![
             format!("--kubeconfig={}", kubeconfig.display()),
