@@ -676,6 +676,23 @@ async fn field_validation_strict_warn_ignore() {
             ))),
         "{status}"
     );
+
+    // A repeated key in a merge patch body, under Warn: a warning, the last value wins.
+    let req = http::Request::patch(format!(
+        "/api/v1/namespaces/{}/services/warn?fieldValidation=Warn",
+        ns.name()
+    ))
+    .header("Content-Type", "application/merge-patch+json")
+    .body(br#"{"metadata": {"labels": {"x": "1", "x": "2"}}}"#.to_vec())
+    .unwrap();
+    let (code, headers, patched) = raw(&c, req).await;
+    assert_eq!(code, 200, "{patched}");
+    assert_eq!(patched["metadata"]["labels"]["x"], "2");
+    let dup = if full_paths { "metadata.labels.x" } else { "x" };
+    assert_eq!(
+        warnings(&headers),
+        vec![format!(r#"299 - "duplicate field \"{dup}\"""#)]
+    );
     ns.cleanup(T).await.unwrap();
 }
 
@@ -689,6 +706,17 @@ async fn field_validation_defaults_to_warn() {
         created["spec"].get("foo").is_none(),
         "unknown fields are dropped"
     );
+    // The creator's Update entry (no fieldManager, no User-Agent): list and element paths are
+    // recorded themselves too, and defaulted fields count as the creator's.
+    let e = entry(&created, "unknown", "Update").expect("an Update entry for the creator");
+    let ports = &e["fieldsV1"]["f:spec"]["f:ports"];
+    assert_eq!(ports["."], json!({}), "{e}");
+    assert_eq!(
+        ports[r#"k:{"port":80,"protocol":"TCP"}"#]["."],
+        json!({}),
+        "{e}"
+    );
+    assert!(e["fieldsV1"]["f:spec"].get("f:type").is_some(), "{e}");
     // Without the parameter the server warns (upstream's default since the feature arrived;
     // the 1.24 alpha names only the last path element).
     let spec_foo = if env.server_at_least(25).await {
