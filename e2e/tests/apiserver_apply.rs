@@ -768,3 +768,45 @@ async fn apply_refuses_undeclared_fields_and_missing_type() {
     );
     ns.cleanup(T).await.unwrap();
 }
+
+#[tokio::test]
+async fn apply_dry_run_and_resource_version_precondition() {
+    let env = TestEnv::start().await.unwrap();
+    let ns = env.namespace("ssa-dry").await.unwrap();
+    let c = env.client();
+    let path = cm_path(ns.name(), "cfg");
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), ns.name());
+    let (code, out) = apply_raw(
+        &c,
+        &path,
+        "fieldManager=m&dryRun=All",
+        cm_config("cfg", json!({}), json!({"k": "v"})),
+    )
+    .await;
+    assert_eq!(code, 201, "{out}");
+    assert_eq!(out["data"]["k"], "v");
+    assert!(
+        cms.get_opt("cfg").await.unwrap().is_none(),
+        "a dry run stores nothing"
+    );
+    let (code, created) = apply_raw(
+        &c,
+        &path,
+        "fieldManager=m",
+        cm_config("cfg", json!({}), json!({"k": "v"})),
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    // An applied resourceVersion is a precondition.
+    let mut stale = cm_config("cfg", json!({}), json!({"k": "w"}));
+    stale["metadata"]["resourceVersion"] = json!("1");
+    let (code, status) = apply_raw(&c, &path, "fieldManager=m", stale).await;
+    assert_eq!(code, 409, "{status}");
+    assert_eq!(status["reason"], "Conflict");
+    let mut current = cm_config("cfg", json!({}), json!({"k": "w"}));
+    current["metadata"]["resourceVersion"] = created["metadata"]["resourceVersion"].clone();
+    let (code, out) = apply_raw(&c, &path, "fieldManager=m", current).await;
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(out["data"]["k"], "w");
+    ns.cleanup(T).await.unwrap();
+}
