@@ -676,24 +676,57 @@ async fn field_validation_strict_warn_ignore() {
             ))),
         "{status}"
     );
+
+    // A repeated key in a merge patch body, under Warn: a warning, the last value wins.
+    let req = http::Request::patch(format!(
+        "/api/v1/namespaces/{}/services/warn?fieldValidation=Warn",
+        ns.name()
+    ))
+    .header("Content-Type", "application/merge-patch+json")
+    .body(br#"{"metadata": {"labels": {"x": "1", "x": "2"}}}"#.to_vec())
+    .unwrap();
+    let (code, headers, patched) = raw(&c, req).await;
+    assert_eq!(code, 200, "{patched}");
+    assert_eq!(patched["metadata"]["labels"]["x"], "2");
+    let dup = if full_paths { "metadata.labels.x" } else { "x" };
+    assert_eq!(
+        warnings(&headers),
+        vec![format!(r#"299 - "duplicate field \"{dup}\"""#)]
+    );
     ns.cleanup(T).await.unwrap();
 }
 
 #[tokio::test]
 async fn field_validation_defaults_to_warn() {
     let env = TestEnv::start().await.unwrap();
-    // Warn became the default when the gate went beta (1.25); the 1.24 alpha ignored unknown
-    // fields silently when the parameter was absent.
-    if !env.server_at_least(25).await {
-        eprintln!("skipped: server older than 1.25");
-        return;
-    }
     let ns = env.namespace("ssa-default").await.unwrap();
     let (code, headers, created) = post_svc(&env.client(), ns.name(), "plain", "", false).await;
     assert_eq!(code, 201, "{created}");
+    assert!(
+        created["spec"].get("foo").is_none(),
+        "unknown fields are dropped"
+    );
+    // The creator's Update entry (no fieldManager, no User-Agent): list and element paths are
+    // recorded themselves too, and defaulted fields count as the creator's.
+    let e = entry(&created, "unknown", "Update").expect("an Update entry for the creator");
+    let ports = &e["fieldsV1"]["f:spec"]["f:ports"];
+    assert_eq!(ports["."], json!({}), "{e}");
+    assert_eq!(
+        ports[r#"k:{"port":80,"protocol":"TCP"}"#]["."],
+        json!({}),
+        "{e}"
+    );
+    assert!(e["fieldsV1"]["f:spec"].get("f:type").is_some(), "{e}");
+    // Without the parameter the server warns (upstream's default since the feature arrived;
+    // the 1.24 alpha names only the last path element).
+    let spec_foo = if env.server_at_least(25).await {
+        "spec.foo"
+    } else {
+        "foo"
+    };
     assert_eq!(
         warnings(&headers),
-        vec![r#"299 - "unknown field \"spec.foo\"""#.to_string()]
+        vec![format!(r#"299 - "unknown field \"{spec_foo}\"""#)]
     );
     ns.cleanup(T).await.unwrap();
 }
@@ -733,5 +766,47 @@ async fn apply_refuses_undeclared_fields_and_missing_type() {
         svcs.get_opt("p").await.unwrap().is_none(),
         "nothing was created"
     );
+    ns.cleanup(T).await.unwrap();
+}
+
+#[tokio::test]
+async fn apply_dry_run_and_resource_version_precondition() {
+    let env = TestEnv::start().await.unwrap();
+    let ns = env.namespace("ssa-dry").await.unwrap();
+    let c = env.client();
+    let path = cm_path(ns.name(), "cfg");
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), ns.name());
+    let (code, out) = apply_raw(
+        &c,
+        &path,
+        "fieldManager=m&dryRun=All",
+        cm_config("cfg", json!({}), json!({"k": "v"})),
+    )
+    .await;
+    assert_eq!(code, 201, "{out}");
+    assert_eq!(out["data"]["k"], "v");
+    assert!(
+        cms.get_opt("cfg").await.unwrap().is_none(),
+        "a dry run stores nothing"
+    );
+    let (code, created) = apply_raw(
+        &c,
+        &path,
+        "fieldManager=m",
+        cm_config("cfg", json!({}), json!({"k": "v"})),
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    // An applied resourceVersion is a precondition.
+    let mut stale = cm_config("cfg", json!({}), json!({"k": "w"}));
+    stale["metadata"]["resourceVersion"] = json!("1");
+    let (code, status) = apply_raw(&c, &path, "fieldManager=m", stale).await;
+    assert_eq!(code, 409, "{status}");
+    assert_eq!(status["reason"], "Conflict");
+    let mut current = cm_config("cfg", json!({}), json!({"k": "w"}));
+    current["metadata"]["resourceVersion"] = created["metadata"]["resourceVersion"].clone();
+    let (code, out) = apply_raw(&c, &path, "fieldManager=m", current).await;
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(out["data"]["k"], "w");
     ns.cleanup(T).await.unwrap();
 }

@@ -390,6 +390,7 @@ fn dispatch(
                 return written(w, ctx);
             }
             apply::check_not_forced(query)?;
+            ctx.patch_duplicates = field_validation::duplicate_fields(&body);
             let ty = PatchType::from_content_type(ct)?;
             let w = ops::patch(
                 &mut store.lock(),
@@ -433,6 +434,7 @@ fn write_ctx(headers: &HeaderMap, query: &HashMap<String, String>) -> ApiResult<
             query.get("fieldValidation").map(String::as_str),
         )?,
         warnings: Vec::new(),
+        patch_duplicates: Vec::new(),
     })
 }
 

@@ -518,6 +518,8 @@ pub(crate) struct WriteCtx {
     pub manager: Option<Manager>,
     pub validation: super::field_validation::Mode,
     pub warnings: Vec<String>,
+    /// Repeated keys found in the raw body of a patch, reported with the patched object.
+    pub patch_duplicates: Vec<String>,
 }
 
 impl WriteCtx {
@@ -527,6 +529,7 @@ impl WriteCtx {
             manager: None,
             validation: super::field_validation::Mode::Ignore,
             warnings: Vec::new(),
+            patch_duplicates: Vec::new(),
         }
     }
 }

@@ -539,7 +539,8 @@ pub(crate) fn patch(
     let mut doc = parse(&cur)?;
     let before_rv = meta_str(&doc, "resourceVersion").to_string();
     patch::apply(&mut doc, &info.kind, ty, body)?;
-    field_validation::check(ctx, info, &mut doc, &[], Source::Patch)?;
+    let duplicates = std::mem::take(&mut ctx.patch_duplicates);
+    field_validation::check(ctx, info, &mut doc, &duplicates, Source::Patch)?;
     // A patch may carry a resourceVersion precondition; if it does not, it applies to the current one.
     if meta_str(&doc, "resourceVersion").is_empty() {
         defaults::ensure_object(&mut doc, "metadata")
