@@ -180,20 +180,7 @@ fn check_config(
             info.kind
         )));
     }
-    let body_name = meta_str(config, "name");
-    if !body_name.is_empty() && body_name != name {
-        return Err(ApiError::bad_request(format!(
-            "the name of the object ({body_name}) does not match the name on the URL ({name})"
-        )));
-    }
-    let body_ns = meta_str(config, "namespace");
-    if let Some(ns) = ns {
-        if !body_ns.is_empty() && body_ns != ns {
-            return Err(ApiError::bad_request(
-                "the namespace of the provided object does not match the namespace sent on the request",
-            ));
-        }
-    }
+    ops::check_body_names(config, ns, name)?;
     if managed_fields::has_managed_fields(config) {
         return Err(ApiError::bad_request("metadata.managedFields must be nil"));
     }

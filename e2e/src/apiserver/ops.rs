@@ -121,6 +121,25 @@ fn check_type_meta(info: &ResourceInfo, obj: &Value) -> ApiResult<()> {
     Ok(())
 }
 
+/// A body sent to an object's URL may leave name and namespace out, but must not name others.
+pub(crate) fn check_body_names(obj: &Value, ns: Option<&str>, name: &str) -> ApiResult<()> {
+    let body_name = meta_str(obj, "name");
+    if !body_name.is_empty() && body_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    if let Some(ns) = ns {
+        let body_ns = meta_str(obj, "namespace");
+        if !body_ns.is_empty() && body_ns != ns {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn set_type_meta(info: &ResourceInfo, obj: &mut Value) {
     if let Some(m) = obj.as_object_mut() {
         m.insert("apiVersion".into(), Value::String(info.api_version()));
@@ -335,20 +354,7 @@ pub(crate) fn update(
         ));
     }
     check_type_meta(info, &obj)?;
-    let body_name = meta_str(&obj, "name");
-    if !body_name.is_empty() && body_name != name {
-        return Err(ApiError::bad_request(format!(
-            "the name of the object ({body_name}) does not match the name on the URL ({name})"
-        )));
-    }
-    if let Some(ns) = ns {
-        let body_ns = meta_str(&obj, "namespace");
-        if !body_ns.is_empty() && body_ns != ns {
-            return Err(ApiError::bad_request(
-                "the namespace of the provided object does not match the namespace sent on the request",
-            ));
-        }
-    }
+    check_body_names(&obj, ns, name)?;
     let key = object_key(ns, name);
     let Some(cur) = inner.get(&info.key, &key) else {
         if sub == Sub::Main && info.create_on_update {
