@@ -3,9 +3,22 @@
 //!
 //! * [`index`] — the in-memory index of Namespaces, Services, EndpointSlices and Pods (pure).
 //! * [`answer`] — the answer to one question from the index (pure).
+//! * [`forward`] — upstream resolution with a bounded cache and a bounded deadline.
+//! * [`server`] — the request path (decode, answer or forward, EDNS0, truncation) and the UDP
+//!   and TCP listeners.
+//! * [`watch`] — the Kubernetes watchers that keep the index current.
+//! * [`metrics`] — CoreDNS-compatible Prometheus metrics.
+//! * [`admin`] — `/metrics`, `/healthz`, `/readyz`.
+//! * [`app`] — flags and the process.
 
+pub mod admin;
 pub mod answer;
+pub mod app;
+pub mod forward;
 pub mod index;
+pub mod metrics;
+pub mod server;
+pub mod watch;
 
 /// Errors of the svcnet-dns library.
 #[derive(Debug, thiserror::Error)]
