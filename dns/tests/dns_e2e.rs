@@ -41,7 +41,7 @@ fn free_port() -> u16 {
     }
 }
 
-async fn start_dns(env: &TestEnv, upstream: SocketAddr) -> Dns {
+async fn start_dns(env: &TestEnv, upstream: SocketAddr, extra: &[&str]) -> Dns {
     let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_svcnet-dns"))
@@ -51,6 +51,7 @@ async fn start_dns(env: &TestEnv, upstream: SocketAddr) -> Dns {
         .args(["--admin-listen", &admin.to_string()])
         .args(["--upstream", &upstream.to_string()])
         .args(["--upstream-timeout", "1s"])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)
@@ -130,7 +131,9 @@ fn dig(dns: &Dns, name: &str, t: &str) -> Vec<String> {
     let out = std::process::Command::new("dig")
         .arg(format!("@{}", dns.addr.ip()))
         .args(["-p", &dns.addr.port().to_string()])
-        .args(["+short", "+time=2", "+tries=1", name, t])
+        .args(["+short", "+time=2", "+tries=1"])
+        .args(name.split_whitespace())
+        .arg(t)
         .output()
         .expect("run dig");
     let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
@@ -301,7 +304,7 @@ async fn records_follow_the_api() {
         .expect("create slice");
 
     let upstream = fake_upstream().await;
-    let dns = start_dns(&env, upstream).await;
+    let dns = start_dns(&env, upstream, &[]).await;
     let zone = "svc.cluster.local.";
     let web = format!("web.{n}.{zone}");
     let db = format!("db.{n}.{zone}");
@@ -364,6 +367,15 @@ async fn records_follow_the_api() {
         .await
         .expect("reply");
     assert_eq!(rdatas(&r), vec!["192.0.2.7", "db.upstream.test."]);
+    // Pods (insecure mode: any well-formed address in an existing namespace).
+    let r = ask(
+        dns.addr,
+        &format!("10-244-9-9.{n}.pod.cluster.local."),
+        RecordType::A,
+    )
+    .await
+    .expect("reply");
+    assert_eq!(rdatas(&r), vec!["10.244.9.9"]);
     // dns-version.
     let r = ask(dns.addr, "dns-version.cluster.local.", RecordType::TXT)
         .await
@@ -387,6 +399,10 @@ async fn records_follow_the_api() {
             vec![v4.clone()]
         );
         assert_eq!(dig(&dns, "example.org.", "A"), vec!["192.0.2.7"]);
+        assert_eq!(
+            dig(&dns, &format!("+tcp {db}"), "A"),
+            vec!["10.244.1.1", "10.244.1.2"]
+        );
     }
 
     // Updates: an endpoint added, one marked not ready, the Service deleted.
@@ -428,7 +444,7 @@ async fn records_follow_the_api() {
 async fn forwards_and_fails_fast_on_a_dead_upstream() {
     let env = TestEnv::start().await.expect("test env");
     let upstream = fake_upstream().await;
-    let dns = start_dns(&env, upstream).await;
+    let dns = start_dns(&env, upstream, &[]).await;
     let r = ask(dns.addr, "Example.Org.", RecordType::A)
         .await
         .expect("reply");
@@ -468,6 +484,62 @@ async fn forwards_and_fails_fast_on_a_dead_upstream() {
         .await
         .expect("reply");
     assert_eq!(rdatas(&r), vec!["192.0.2.7"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verified_pods_answer_only_existing_pod_ips() {
+    use k8s_openapi::api::core::v1::Pod;
+    let env = TestEnv::start().await.expect("test env");
+    let ns = env.namespace("dns-pods").await.expect("namespace");
+    let n = ns.name().to_string();
+    let pods: Api<Pod> = Api::namespaced(env.client(), &n);
+    pods.create(
+        &PostParams::default(),
+        &e2e::harness::pod("web-0", "node-a", &[("app", "web")]),
+    )
+    .await
+    .expect("create pod");
+    e2e::harness::set_pod_ready(&pods, "web-0", "10.244.7.7", true)
+        .await
+        .expect("pod status");
+    let upstream = fake_upstream().await;
+    let dns = start_dns(&env, upstream, &["--pods", "verified"]).await;
+    let known = format!("10-244-7-7.{n}.pod.cluster.local.");
+    let r = wait(&dns, &known, RecordType::A, |m| !m.answers.is_empty()).await;
+    assert_eq!(rdatas(&r), vec!["10.244.7.7"]);
+    let r = ask(
+        dns.addr,
+        &format!("10-244-7-8.{n}.pod.cluster.local."),
+        RecordType::A,
+    )
+    .await
+    .expect("reply");
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+    let r = ask(
+        dns.addr,
+        "10-244-7-7.default.pod.cluster.local.",
+        RecordType::A,
+    )
+    .await
+    .expect("reply");
+    assert_eq!(
+        r.metadata.response_code,
+        ResponseCode::NXDomain,
+        "another namespace"
+    );
+    pods.delete(
+        "web-0",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        },
+    )
+    .await
+    .expect("delete pod");
+    wait(&dns, &known, RecordType::A, |m| {
+        m.metadata.response_code == ResponseCode::NXDomain
+    })
+    .await;
 }
 
 #[test]
