@@ -189,9 +189,9 @@ pub fn reverse_ip(lower: &Name) -> Option<IpAddr> {
     let text = lower.to_ascii();
     let text = text.trim_end_matches('.');
     let full = if text.ends_with(".in-addr.arpa") {
-        lower.num_labels() == 6
+        lower.iter().count() == 6
     } else if text.ends_with(".ip6.arpa") {
-        lower.num_labels() == 34
+        lower.iter().count() == 34
     } else {
         false
     };
@@ -244,7 +244,8 @@ fn zone_answer(
     lower: &Name,
     qtype: RecordType,
 ) -> Outcome {
-    let rel = usize::from(lower.num_labels()) - usize::from(cfg.zone.num_labels());
+    // Counted by iterating: `num_labels` leaves out a leading `*`.
+    let rel = lower.iter().count().saturating_sub(cfg.zone.iter().count());
     // Labels below the zone, leftmost first.
     let labels: Vec<String> = lower
         .iter()
@@ -913,6 +914,8 @@ mod tests {
             "x.y.z.web.ns.svc.cluster.local.",
             "a.b.c.d.e.f.svc.cluster.local.",
             "web.ns.other.cluster.local.",
+            "*.ns.svc.cluster.local.",
+            "*.cluster.local.",
             "x.cluster.local.",
             "nobody.db.ns.svc.cluster.local.",
         ];
