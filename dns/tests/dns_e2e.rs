@@ -431,6 +431,29 @@ async fn records_follow_the_api() {
         .expect("reply");
     assert!(r.answers.is_empty(), "{r:?}");
 
+    // A re-list after the watches expire (410): the answers stay, and later changes arrive.
+    if let Some(server) = env.server() {
+        server.expire_watches();
+        let (late_ip, _) = random_ips();
+        svcs.create(
+            &pp,
+            &service(
+                "late",
+                json!({"clusterIP": late_ip, "clusterIPs": [late_ip], "ipFamilies": ["IPv4"],
+                       "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}),
+            ),
+        )
+        .await
+        .expect("create late");
+        let late = format!("late.{n}.{zone}");
+        wait(&dns, &late, RecordType::A, |m| {
+            rdatas(m) == vec![late_ip.clone()]
+        })
+        .await;
+        let r = ask(dns.addr, &db, RecordType::A).await.expect("reply");
+        assert_eq!(rdatas(&r), vec!["10.244.1.1", "10.244.1.4"]);
+    }
+
     // Metrics in CoreDNS's names.
     let body = http_get(dns.admin, "/metrics").await;
     assert!(body.contains("coredns_dns_requests_total{"), "{body}");
