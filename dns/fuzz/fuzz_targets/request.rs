@@ -24,11 +24,18 @@ fn handler() -> &'static (Handler, tokio::runtime::Runtime) {
     H.get_or_init(|| {
         let mut idx = Index::new();
         idx.reset_namespaces(vec!["ns".to_string()]);
-        let http = Port { name: "http".into(), protocol: "TCP".into(), port: 80 };
+        let http = Port {
+            name: "http".into(),
+            protocol: "TCP".into(),
+            port: 80,
+        };
         idx.apply_service(Service {
             namespace: "ns".into(),
             name: "web".into(),
-            kind: ServiceKind::ClusterIp(vec!["10.96.0.10".parse().unwrap(), "fd00::10".parse().unwrap()]),
+            kind: ServiceKind::ClusterIp(vec![
+                "10.96.0.10".parse().unwrap(),
+                "fd00::10".parse().unwrap(),
+            ]),
             ports: vec![http.clone()],
             publish_not_ready: false,
         });
@@ -72,7 +79,10 @@ fn handler() -> &'static (Handler, tokio::runtime::Runtime) {
             metrics: Metrics::unregistered("fuzz"),
             synced: Arc::new(AtomicBool::new(true)),
         };
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         (h, rt)
     })
 }
