@@ -27,7 +27,7 @@ const WAIT: Duration = Duration::from_secs(30);
 struct Dns {
     addr: SocketAddr,
     admin: SocketAddr,
-    _child: tokio::process::Child,
+    child: tokio::process::Child,
 }
 
 fn free_port() -> u16 {
@@ -57,11 +57,7 @@ async fn start_dns(env: &TestEnv, upstream: SocketAddr, extra: &[&str]) -> Dns {
         .kill_on_drop(true)
         .spawn()
         .expect("start svcnet-dns");
-    let dns = Dns {
-        addr,
-        admin,
-        _child: child,
-    };
+    let dns = Dns { addr, admin, child };
     // Ready once cluster names answer (SERVFAIL until every kind is listed).
     wait(&dns, "cluster.local.", RecordType::SOA, |m| {
         m.metadata.response_code == ResponseCode::NoError
@@ -507,6 +503,19 @@ async fn forwards_and_fails_fast_on_a_dead_upstream() {
         .await
         .expect("reply");
     assert_eq!(rdatas(&r), vec!["192.0.2.7"]);
+    // SIGTERM: a clean exit.
+    let mut dns = dns;
+    let pid = dns.child.id().expect("running");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(5), dns.child.wait())
+        .await
+        .expect("exits within 5 s of SIGTERM")
+        .expect("wait");
+    assert!(exit.success(), "{exit:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
