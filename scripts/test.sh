@@ -44,7 +44,7 @@ cargo build --workspace --bins --locked
 echo "== nextest (all tests, root-only included; the API-level suites on the embedded API server)"
 cargo nextest run --workspace --locked --no-fail-fast --profile ci
 
-# The API-level suites: they talk to the Kubernetes API only through e2e::harness::TestEnv, so
+# The API-level suites: they talk to the Kubernetes API only through testkit::harness::TestEnv, so
 # they run unchanged on the embedded server (above) and on a real etcd + kube-apiserver (below).
 api_suites=(apiserver_conformance apiserver_apply endpointslice_e2e ipam_e2e kubectl reflector_sync dataplane_run)
 # Only meaningful with upstream's binaries: svcnet's endpoint controllers compared object by

@@ -22,14 +22,14 @@ use std::time::Duration;
 
 use controllers::endpointslice::reconcile::CONTROLLER_NAME;
 use controllers::mirroring::desired::MIRRORING_CONTROLLER_NAME;
-use e2e::harness::{self, TestEnv};
-use e2e::netns::bins;
 use futures::{stream, StreamExt};
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{json, Value};
+use testkit::harness::{self, TestEnv};
+use testkit::netns::bins;
 
 const UPSTREAM_SLICE_CONTROLLER: &str = "endpointslice-controller.k8s.io";
 const UPSTREAM_MIRRORING_CONTROLLER: &str = "endpointslicemirroring-controller.k8s.io";

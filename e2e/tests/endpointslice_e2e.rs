@@ -11,7 +11,6 @@ use std::time::Duration;
 use controllers::endpointslice::metrics::ControllerMetrics;
 use controllers::endpointslice::reconcile::CONTROLLER_NAME;
 use controllers::mirroring::desired::MIRRORING_CONTROLLER_NAME;
-use e2e::harness::{self, wait_until, TestEnv};
 use futures::{stream, FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -19,6 +18,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
+use testkit::harness::{self, wait_until, TestEnv};
 use tokio::task::JoinHandle;
 
 const WAIT: Duration = Duration::from_secs(60);

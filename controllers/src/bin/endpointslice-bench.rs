@@ -1,7 +1,7 @@
 //! EndpointSlice controller benchmark; prints one JSON object.
 //!
 //! Needs an API server: start the embedded one with
-//! `svcnet apiserver --kubeconfig /tmp/bench.kubeconfig` (crate svcnet-e2e), then
+//! `svcnet apiserver --kubeconfig /tmp/bench.kubeconfig` (crate svcnet-cli), then
 //! `endpointslice-bench --kubeconfig /tmp/bench.kubeconfig`.
 //!
 //! 1. Creates `--services` headless Services × `--pods-per-service` ready Pods (not timed).

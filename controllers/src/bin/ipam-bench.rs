@@ -9,7 +9,7 @@
 //!   from start (including its initial list/watch sync) until every Service is allocated.
 //!
 //! ```text
-//! KC=$(cargo run -q -p svcnet-e2e --bin svcnet -- apiserver & ...)   # prints a kubeconfig path
+//! KC=$(cargo run -q -p svcnet-cli --bin svcnet -- apiserver & ...)   # prints a kubeconfig path
 //! cargo run --release -p svcnet-controllers --bin ipam-bench -- --kubeconfig "$KC" --services 5000
 //! ```
 

@@ -8,15 +8,15 @@
 //! * watch throughput: streaming N ADDED events to a watch from resourceVersion 0, and fan-out of
 //!   M updates to W concurrent watchers.
 //!
-//! Usage: `cargo run --release -p svcnet-e2e --bin apiserver-bench -- [--pods N] [--updates M] [--watchers W]`
+//! Usage: `cargo run --release -p svcnet-apiserver --bin apiserver-bench -- [--pods N] [--updates M] [--watchers W]`
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use apiserver::{ApiServer, ServerConfig};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use e2e::apiserver::{ApiServer, ServerConfig};
 use futures::StreamExt;
 use http_body_util::BodyExt;
 use kube::Client;

@@ -8,15 +8,15 @@
 //!
 //! ```no_run
 //! use std::net::SocketAddr;
-//! use e2e::netns::{Outcome, Proto, Topology, DEFAULT_ECHO_PORT};
+//! use testkit::netns::{Outcome, Proto, Topology, DEFAULT_ECHO_PORT};
 //!
-//! # fn main() -> e2e::netns::Result<()> {
+//! # fn main() -> testkit::netns::Result<()> {
 //! let topo = Topology::builder()
 //!     .nodes(2)                       // node1, node2 (the default)
 //!     .pod("web-0", 1)                // pod "web-0" on node1: 10.244.1.2 / fd00:244:1::2
 //!     .pod("web-1", 2)                // pod "web-1" on node2: 10.244.2.2 / fd00:244:2::2
 //!     // Tests of this crate pass env!("CARGO_BIN_EXE_svcnet-echo"); the default is bins::locate.
-//!     .echo_binary(e2e::netns::bins::locate("svcnet-echo")?)
+//!     .echo_binary(testkit::netns::bins::locate("svcnet-echo")?)
 //!     .build()?;                      // every pod runs svcnet-echo on TCP, UDP, SCTP 8080
 //!
 //! let web1 = topo.pod("web-1")?;
@@ -118,7 +118,7 @@
 //! ```no_run
 //! use std::net::SocketAddr;
 //! use std::time::Duration;
-//! use e2e::netns::{bins, plan, ClientOpts, Outcome, Proto, RefuseReason, Topology};
+//! use testkit::netns::{bins, plan, ClientOpts, Outcome, Proto, RefuseReason, Topology};
 //!
 //! /// Root only: ClusterIP balancing, masquerade for outside traffic, reject without endpoints.
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -556,7 +556,7 @@ pub(crate) fn schema(inner: &super::store::Inner, info: &ResourceInfo) -> Schema
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::resources::Registry;
+    use crate::resources::Registry;
 
     fn svc_info() -> std::sync::Arc<ResourceInfo> {
         Registry::builtin().find("", "v1", "services").unwrap()

@@ -1,7 +1,7 @@
 //! `svcnet demo`: README's first command.
 //!
 //! It starts the embedded API server (in-process), svcnet-controller (a child process with a
-//! kubeconfig), and — as root — a 2-node network-namespace cluster ([`crate::netns`]) whose pods
+//! kubeconfig), and — as root — a 2-node network-namespace cluster ([`testkit::netns`]) whose pods
 //! run svcnet-echo, with one `svcnet-proxy run` per node. It creates the Node and Pod objects
 //! with the namespaces' real addresses, a LoadBalancerIPPool, applies the Services of
 //! `examples/services.yaml`, and reports what it observed: allocations read back from the API,
@@ -13,7 +13,7 @@
 //! `svcnet-proxy render` would program on node1 instead of sending traffic.
 //!
 //! Cleanup: everything the demo starts is owned by a value dropped when the demo ends — the
-//! [`crate::netns::Topology`] (namespaces, echo servers, proxies and their nft tables), the
+//! [`testkit::netns::Topology`] (namespaces, echo servers, proxies and their nft tables), the
 //! controller child (`kill_on_drop`) and the API server. Ctrl-C is caught with
 //! `tokio::signal::ctrl_c` so that those drops run.
 //!
@@ -30,9 +30,9 @@ use std::time::Duration;
 
 use kube::Client;
 
-use crate::apiserver::{kubeconfig_yaml, ApiServer, ServerConfig};
-use crate::netns::{self, bins, plan, Cidr, Topology};
+use apiserver::{kubeconfig_yaml, ApiServer, ServerConfig};
 use report::Report;
+use testkit::netns::{self, bins, plan, Cidr, Topology};
 
 /// The seed scenarios' Services (`examples/services.yaml`), applied unless `--manifest` is given.
 pub const EXAMPLE_SERVICES: &str = include_str!("../../examples/services.yaml");
@@ -49,7 +49,7 @@ pub const LB_POOL_CIDR: &str = "10.97.0.16/28";
 pub enum Error {
     /// The embedded API server failed.
     #[error("embedded API server: {0}")]
-    Server(#[from] crate::apiserver::Error),
+    Server(#[from] apiserver::Error),
     /// An API call failed.
     #[error("API call: {0}")]
     Kube(#[from] kube::Error),
@@ -462,14 +462,14 @@ async fn create_nodes_and_pods(client: &Client, topo: Option<&Topology>) -> Resu
                 *h += 1;
                 let ip = plan::pod_ipv4(p.node, *h).to_string();
                 let pod =
-                    crate::harness::pod(p.name, &format!("node{}", p.node), &[("app", p.app)]);
+                    testkit::harness::pod(p.name, &format!("node{}", p.node), &[("app", p.app)]);
                 let api_pods = pods.clone();
                 match api_pods.create(&Default::default(), &pod).await {
                     Ok(_) => {}
                     Err(kube::Error::Api(s)) if s.code == 409 => {}
                     Err(e) => return Err(e.into()),
                 }
-                crate::harness::set_pod_ready(&pods, p.name, &ip, p.ready)
+                testkit::harness::set_pod_ready(&pods, p.name, &ip, p.ready)
                     .await
                     .map_err(|e| {
                         Error::Step(format!("marking pod {} ready={}: {e}", p.name, p.ready))

@@ -313,7 +313,7 @@ pub fn pod_summary(p: &Pod) -> PodSummary {
             .map(|ips| ips.iter().map(|i| i.ip.clone()).collect())
             .unwrap_or_default(),
         labels: p.labels().clone(),
-        ready: crate::harness::pod_is_ready(p),
+        ready: testkit::harness::pod_is_ready(p),
     }
 }
 
@@ -510,8 +510,8 @@ mod tests {
                        "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": true, "restartCount": 0}]},
         }))
         .expect("pod");
-        assert!(crate::harness::pod_is_ready(&pod));
+        assert!(testkit::harness::pod_is_ready(&pod));
         make_not_ready(&mut pod);
-        assert!(!crate::harness::pod_is_ready(&pod));
+        assert!(!testkit::harness::pod_is_ready(&pod));
     }
 }

@@ -820,7 +820,7 @@ fn validate_endpointslice(obj: &Value) -> Vec<FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::resources::Registry;
+    use crate::resources::Registry;
 
     fn svc_info() -> ResourceInfo {
         Registry::builtin()

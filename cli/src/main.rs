@@ -16,9 +16,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the embedded Kubernetes-API-compatible server on loopback; prints a kubeconfig path.
-    Apiserver(e2e::apiserver::cli::ApiserverArgs),
+    Apiserver(apiserver::cli::ApiserverArgs),
     /// Run the demo: API server, controller, a 2-node netns cluster with svcnet-proxy, example Services, a report.
-    Demo(e2e::demo::DemoArgs),
+    Demo(cli::demo::DemoArgs),
 }
 
 #[tokio::main]

@@ -1,12 +1,12 @@
 //! The dataplane half (root only): the network-namespace cluster, one `svcnet-proxy run` per
-//! node, and requests whose answers go into the report. Synchronous, like [`crate::netns`].
+//! node, and requests whose answers go into the report. Synchronous, like [`testkit::netns`].
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::netns::{bins, ClientOpts, Outcome, Process, Proto, Topology};
+use testkit::netns::{bins, ClientOpts, Outcome, Process, Proto, Topology};
 
 use super::report::{Attempt, Expect, Probe, Report};
 use super::Error;

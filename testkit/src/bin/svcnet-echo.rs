@@ -18,13 +18,13 @@
 //! wildcard address, so the harness binds the pod IPs explicitly. Once every socket is bound it
 //! prints one `{"ready":true,…}` line on stdout.
 //!
-//! The client prints one line per attempt (see `e2e::netns::wire::ClientLine`) and exits 0 when
+//! The client prints one line per attempt (see `testkit::netns::wire::ClientLine`) and exits 0 when
 //! every attempt got a reply, otherwise with the code of the first attempt that did not:
 //! 2 = refused (TCP reset / ICMP unreachable), 3 = timeout (dropped), 1 = other error, 64 = usage.
 //!
 //! SCTP: the CI kernel has no in-kernel SCTP (`CONFIG_IP_SCTP` off), so SCTP is spoken over raw
 //! IP sockets: INIT → INIT-ACK carrying the JSON in its State Cookie, or ABORT for a port that is
-//! not served (see `e2e::netns::sctp`). Conntrack and NAT treat these as real SCTP packets.
+//! not served (see `testkit::netns::sctp`). Conntrack and NAT treat these as real SCTP packets.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -33,8 +33,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use e2e::netns::sctp::{self, Chunk, Header};
-use e2e::netns::wire::{self, ClientLine, Proto, RefuseReason, Reply};
+use testkit::netns::sctp::{self, Chunk, Header};
+use testkit::netns::wire::{self, ClientLine, Proto, RefuseReason, Reply};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::time::{timeout_at, Instant};

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::netns::Cidr;
+use testkit::netns::Cidr;
 
 use super::report::{Expect, PodSummary, Probe, Report, ServiceSummary};
 

@@ -59,8 +59,8 @@
 //! * No `default/kubernetes` Service is created.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), e2e::apiserver::Error> {
-//! use e2e::apiserver::{ApiServer, ServerConfig};
+//! # async fn demo() -> Result<(), apiserver::Error> {
+//! use apiserver::{ApiServer, ServerConfig};
 //! let server = ApiServer::start(ServerConfig::default()).await?;
 //! let client = server.client()?;
 //! server.write_kubeconfig("/tmp/kubeconfig".as_ref())?;
@@ -310,7 +310,7 @@ impl ApiServer {
     }
 
     /// A synchronous handle for dumping objects (used by the harness on test failure).
-    pub(crate) fn dump_handle(&self) -> DumpHandle {
+    pub fn dump_handle(&self) -> DumpHandle {
         DumpHandle(self.store.clone())
     }
 
@@ -343,11 +343,11 @@ impl Drop for ApiServer {
 
 /// Reads the store without going through HTTP (usable from `Drop` on a single-threaded runtime).
 #[derive(Clone)]
-pub(crate) struct DumpHandle(Arc<store::Store>);
+pub struct DumpHandle(Arc<store::Store>);
 
 impl DumpHandle {
     /// Every object in a namespace, as pretty JSON, grouped by resource.
-    pub(crate) fn dump_namespace(&self, ns: &str) -> String {
+    pub fn dump_namespace(&self, ns: &str) -> String {
         let inner = self.0.lock();
         let mut out = String::new();
         for (res, key) in inner.keys_in_namespace(ns) {

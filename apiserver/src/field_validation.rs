@@ -294,7 +294,7 @@ pub(crate) fn warning_header(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::resources::Registry;
+    use crate::resources::Registry;
     use serde_json::json;
 
     fn ctx(mode: Mode) -> WriteCtx {

@@ -7,7 +7,7 @@
 //!    envtest. One control plane is started per test process and shared by every [`TestEnv`] in
 //!    it (a kube-apiserver takes 10–15 s to start); tests stay apart by namespace. Run such a
 //!    suite with one process per test binary (`cargo test`), not one per test;
-//! 3. otherwise — the embedded [`crate::apiserver::ApiServer`] (the default, used in CI).
+//! 3. otherwise — the embedded [`apiserver::ApiServer`] (the default, used in CI).
 //!
 //! Tests must not depend on which one they got. Where behaviour legitimately differs (who
 //! allocates ClusterIPs: the real apiserver, or svcnet's IPAM controller on the embedded one),
@@ -15,7 +15,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use e2e::harness::{self, TestEnv};
+//! use testkit::harness::{self, TestEnv};
 //! use k8s_openapi::api::core::v1::Pod;
 //! use kube::Api;
 //!
@@ -63,14 +63,14 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::apiserver::{ApiServer, DumpHandle, ServerConfig};
+use apiserver::{ApiServer, DumpHandle, ServerConfig};
 
 /// Harness errors.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The embedded server failed.
     #[error(transparent)]
-    Server(#[from] crate::apiserver::Error),
+    Server(#[from] apiserver::Error),
     /// Reading a kubeconfig failed.
     #[error("kubeconfig {path}: {message}")]
     Kubeconfig {
