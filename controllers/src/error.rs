@@ -7,6 +7,10 @@ pub enum Error {
     #[error("kubernetes API call failed: {0}")]
     Kube(#[from] kube::Error),
 
+    /// Process plumbing (client configuration, …) failed.
+    #[error(transparent)]
+    Runtime(#[from] runtime::Error),
+
     /// A configuration value (flag) cannot be used.
     #[error("invalid {flag} {value:?}: {reason}")]
     InvalidConfig {
@@ -39,7 +43,7 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube(_) => "api",
-            Error::InvalidConfig { .. } => "invalid_config",
+            Error::InvalidConfig { .. } | Error::Runtime(_) => "invalid_config",
             Error::Allocation { reason, .. } => reason,
             Error::Retry(_) => "retry",
         }

@@ -4,14 +4,16 @@
 //! * [`ipam`] — ClusterIP / NodePort / health-check NodePort / LoadBalancer IP allocation.
 //! * [`endpointslice`], [`endpoints`], [`mirroring`] — backends for Services.
 //! * [`diagnostics`] — Events that tell users why a Service has no backends.
-//! * [`runtime`] — leader election, the admin server (`/metrics`, `/healthz`, `/readyz`), Event recording.
+//! * [`app`] — the `svcnet-controller` process: flags (all validated before anything starts),
+//!   client, admin server, leader election, and the selected controllers. The plumbing it
+//!   shares with the other binaries is the `svcnet-runtime` crate.
 
+pub mod app;
 pub mod diagnostics;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod error;
 pub mod ipam;
 pub mod mirroring;
-pub mod runtime;
 
 pub use error::{Error, Result};

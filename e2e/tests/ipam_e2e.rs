@@ -14,13 +14,13 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use controllers::ipam::{Ipam, IpamConfig, IpamMetrics};
-use controllers::runtime::admin::Readiness;
 use crds::{LoadBalancerIPPool, NodePortClaim, ServiceIPClaim};
 use futures::{stream, StreamExt};
 use k8s_openapi::api::core::v1::{Event, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
+use runtime::admin::ReadyFlag;
 use serde_json::json;
 use testkit::harness::{wait_until, TestEnv};
 use tokio::task::JoinHandle;
@@ -74,7 +74,7 @@ impl Drop for Controller {
 fn start_controller(client: &Client, cfg: IpamConfig) -> Controller {
     let ipam = Ipam::new(client.clone(), cfg, IpamMetrics::default()).expect("valid config");
     let handle = tokio::spawn(async move {
-        let _ = controllers::ipam::run(ipam, Readiness::default()).await;
+        let _ = controllers::ipam::run(ipam, ReadyFlag::detached("ipam")).await;
     });
     Controller(handle)
 }
@@ -1051,8 +1051,8 @@ async fn node_port_protocol_sharing_create_vs_update_and_health_check() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_election_hands_over_after_expiry() {
-    use controllers::runtime::leader::{try_acquire_or_renew, LeaderConfig};
     use k8s_openapi::api::coordination::v1::Lease;
+    use runtime::leader::{try_acquire_or_renew, LeaderConfig};
     let env = TestEnv::start().await.expect("test env");
     let ns = env.namespace("lease").await.expect("namespace");
     let api: Api<Lease> = Api::namespaced(env.client(), ns.name());

@@ -39,6 +39,8 @@ pub struct Config {
     pub batch_period: Duration,
     /// Reporting instance for Events.
     pub instance: Option<String>,
+    /// Reported ready once the caches are synced and the workers run (`/readyz`).
+    pub ready: Option<runtime::admin::ReadyFlag>,
 }
 
 impl Default for Config {
@@ -47,6 +49,7 @@ impl Default for Config {
             concurrent_syncs: 5,
             batch_period: Duration::ZERO,
             instance: None,
+            ready: None,
         }
     }
 }
@@ -168,7 +171,13 @@ pub async fn run(
                 guard.0.push(tokio::spawn(async move { worker(ctx).await }));
             }
             workers_started = true;
+            if let Some(r) = &ctx.cfg.ready {
+                r.set_ready(true);
+            }
         }
+    }
+    if let Some(r) = &ctx.cfg.ready {
+        r.set_ready(false);
     }
     queue.shutdown().await;
     drop(guard);

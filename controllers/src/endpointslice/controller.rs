@@ -58,6 +58,8 @@ pub struct Config {
     pub diagnostics: bool,
     /// Reporting instance for Events (pod name).
     pub instance: Option<String>,
+    /// Reported ready once the caches are synced and the workers run (`/readyz`).
+    pub ready: Option<runtime::admin::ReadyFlag>,
 }
 
 impl Default for Config {
@@ -71,6 +73,7 @@ impl Default for Config {
             topology_aware_hints: true,
             diagnostics: true,
             instance: None,
+            ready: None,
         }
     }
 }
@@ -240,7 +243,13 @@ pub async fn run(
                 guard.0.push(tokio::spawn(async move { worker(ctx).await }));
             }
             workers_started = true;
+            if let Some(r) = &ctx.cfg.ready {
+                r.set_ready(true);
+            }
         }
+    }
+    if let Some(r) = &ctx.cfg.ready {
+        r.set_ready(false);
     }
     queue.shutdown().await;
     drop(guard);

@@ -21,9 +21,9 @@ use crate::ipam::model::{Family, SvcView};
 use crate::ipam::plan::load_balancer::PoolView;
 use crate::ipam::queue::WorkQueue;
 use crate::ipam::state::AllocState;
-use crate::runtime::admin::Readiness;
-use crate::runtime::events::EventRecorder;
 use crate::{Error, Result};
+use runtime::admin::ReadyFlag;
+use runtime::events::EventRecorder;
 
 /// Shared state of the IPAM controller.
 pub struct Ipam {
@@ -394,7 +394,7 @@ async fn worker(ipam: Arc<Ipam>, failures: Arc<Mutex<HashMap<String, u32>>>) {
 
 /// Runs the IPAM controller until the future is dropped (on losing leadership) or a watch
 /// stream ends. `ready` is set once all caches are synced and workers run.
-pub async fn run(ipam: Arc<Ipam>, ready: Readiness) -> Result<()> {
+pub async fn run(ipam: Arc<Ipam>, ready: ReadyFlag) -> Result<()> {
     let mut tasks = JoinSet::new();
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     tasks.spawn(watch_ip_claims(ipam.clone(), tx.clone()));

@@ -38,6 +38,8 @@ pub struct Config {
     pub controller_name: String,
     /// Reporting instance for Events.
     pub instance: Option<String>,
+    /// Reported ready once the caches are synced and the workers run (`/readyz`).
+    pub ready: Option<runtime::admin::ReadyFlag>,
 }
 
 impl Default for Config {
@@ -48,6 +50,7 @@ impl Default for Config {
             batch_period: Duration::ZERO,
             controller_name: MIRRORING_CONTROLLER_NAME.into(),
             instance: None,
+            ready: None,
         }
     }
 }
@@ -163,7 +166,13 @@ pub async fn run(
                 guard.0.push(tokio::spawn(async move { worker(ctx).await }));
             }
             workers_started = true;
+            if let Some(r) = &ctx.cfg.ready {
+                r.set_ready(true);
+            }
         }
+    }
+    if let Some(r) = &ctx.cfg.ready {
+        r.set_ready(false);
     }
     queue.shutdown().await;
     drop(guard);

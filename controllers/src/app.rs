@@ -11,33 +11,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::Client;
 use prometheus_client::registry::Registry;
+use runtime::admin::{self, Readiness, ReadyFlag};
+use runtime::duration::duration_flag;
+use runtime::leader::{self, LeaderConfig};
 use tokio::sync::watch;
 
 use crate::endpointslice::metrics::ControllerMetrics;
 use crate::ipam::{parse_service_cidrs, Ipam, IpamConfig, IpamMetrics};
-use crate::runtime::admin::{self, Readiness};
-use crate::runtime::leader::{self, LeaderConfig};
 use crate::{Error, Result};
-
-/// Parses `500ms`, `15s`, `2m`, `1h` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("invalid duration unit in {s:?} (use ms, s, m, h)")),
-    }
-}
 
 /// svcnet-controller's command line.
 #[derive(Debug, Clone, clap::Parser)]
@@ -92,11 +75,11 @@ pub struct Args {
     pub leader_elect_resource_name: String,
 
     /// Lease duration.
-    #[arg(long, env = "SVCNET_LEADER_ELECT_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "SVCNET_LEADER_ELECT_LEASE_DURATION", default_value = "15s", value_parser = duration_flag)]
     pub leader_elect_lease_duration: Duration,
 
     /// How often to try to acquire / renew the Lease.
-    #[arg(long, env = "SVCNET_LEADER_ELECT_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "SVCNET_LEADER_ELECT_RETRY_PERIOD", default_value = "2s", value_parser = duration_flag)]
     pub leader_elect_retry_period: Duration,
 
     /// Admin server address for /metrics, /healthz, /readyz (`0` disables it).
@@ -112,11 +95,11 @@ pub struct Args {
     pub ipam_workers: usize,
 
     /// How often the IPAM repair loop runs.
-    #[arg(long, env = "SVCNET_IPAM_REPAIR_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "SVCNET_IPAM_REPAIR_INTERVAL", default_value = "60s", value_parser = duration_flag)]
     pub ipam_repair_interval: Duration,
 
     /// Minimum age before a leaked claim is released.
-    #[arg(long, env = "SVCNET_IPAM_LEAK_GRACE_PERIOD", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "SVCNET_IPAM_LEAK_GRACE_PERIOD", default_value = "60s", value_parser = duration_flag)]
     pub ipam_leak_grace_period: Duration,
 
     /// Controllers to run, comma-separated: `ipam`, `endpointslice`, `endpoints`,
@@ -137,7 +120,7 @@ pub struct Args {
     pub concurrent_service_endpoint_syncs: usize,
 
     /// EndpointSlice controller: batching window for Pod-triggered syncs (`0` = immediate).
-    #[arg(long, env = "SVCNET_ENDPOINTSLICE_UPDATES_BATCH_PERIOD", default_value = "0s", value_parser = parse_duration)]
+    #[arg(long, env = "SVCNET_ENDPOINTSLICE_UPDATES_BATCH_PERIOD", default_value = "0s", value_parser = duration_flag)]
     pub endpointslice_updates_batch_period: Duration,
 
     /// Endpoints controller: concurrent syncs.
@@ -145,7 +128,7 @@ pub struct Args {
     pub concurrent_endpoint_syncs: usize,
 
     /// Endpoints controller: batching window (`0` = immediate).
-    #[arg(long, env = "SVCNET_ENDPOINT_UPDATES_BATCH_PERIOD", default_value = "0s", value_parser = parse_duration)]
+    #[arg(long, env = "SVCNET_ENDPOINT_UPDATES_BATCH_PERIOD", default_value = "0s", value_parser = duration_flag)]
     pub endpoint_updates_batch_period: Duration,
 
     /// Mirroring controller: endpoints per mirrored subset (1..=1000).
@@ -165,7 +148,7 @@ pub struct Args {
     pub mirroring_concurrent_service_endpoint_syncs: usize,
 
     /// Mirroring controller: batching window (`0` = immediate).
-    #[arg(long, env = "SVCNET_MIRRORING_ENDPOINTSLICE_UPDATES_BATCH_PERIOD", default_value = "0s", value_parser = parse_duration)]
+    #[arg(long, env = "SVCNET_MIRRORING_ENDPOINTSLICE_UPDATES_BATCH_PERIOD", default_value = "0s", value_parser = duration_flag)]
     pub mirroring_endpointslice_updates_batch_period: Duration,
 
     /// Create svcnet's CRDs at start when they are missing (needs RBAC on
@@ -263,6 +246,7 @@ impl Args {
             concurrent_syncs: self.concurrent_endpoint_syncs,
             batch_period: self.endpoint_updates_batch_period,
             instance: Some(instance.to_string()),
+            ready: None,
         }
     }
 
@@ -276,12 +260,48 @@ impl Args {
         }
     }
 
-    /// Checks every flag (no I/O); `main` exits 64 when this fails.
+    /// Checks every flag (no I/O); `main` exits 64 when this fails, before anything starts.
     pub fn validate(&self) -> Result<()> {
         self.ipam_config(String::new())?;
         self.admin_addr()?;
         self.selected()?;
         self.endpointslice_config("").validate()?;
+        in_range("--ipam-workers", self.ipam_workers, 1, 1000)?;
+        in_range(
+            "--concurrent-endpoint-syncs",
+            self.concurrent_endpoint_syncs,
+            1,
+            50,
+        )?;
+        in_range(
+            "--mirroring-max-endpoints-per-subset",
+            self.mirroring_max_endpoints_per_subset,
+            1,
+            1000,
+        )?;
+        in_range(
+            "--mirroring-concurrent-service-endpoint-syncs",
+            self.mirroring_concurrent_service_endpoint_syncs,
+            1,
+            50,
+        )?;
+        if self.leader_elect && self.leader_elect_retry_period >= self.leader_elect_lease_duration {
+            return Err(Error::InvalidConfig {
+                flag: "--leader-elect-retry-period",
+                value: format!("{:?}", self.leader_elect_retry_period),
+                reason: format!(
+                    "must be shorter than --leader-elect-lease-duration ({:?})",
+                    self.leader_elect_lease_duration
+                ),
+            });
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(Error::InvalidConfig {
+                flag: "--log-format",
+                value: self.log_format.clone(),
+                reason: "must be text or json".into(),
+            });
+        }
         Ok(())
     }
 
@@ -310,6 +330,19 @@ impl Args {
     }
 }
 
+/// `value` must lie in `lo..=hi`.
+fn in_range(flag: &'static str, value: usize, lo: usize, hi: usize) -> Result<()> {
+    if (lo..=hi).contains(&value) {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfig {
+            flag,
+            value: value.to_string(),
+            reason: format!("must be between {lo} and {hi}"),
+        })
+    }
+}
+
 /// Which controllers run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Selected {
@@ -323,34 +356,8 @@ pub struct Selected {
     pub mirroring: bool,
 }
 
-/// Builds a client from `--kubeconfig` or the environment.
-pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = Kubeconfig::read_from(path).map_err(|e| Error::InvalidConfig {
-                flag: "--kubeconfig",
-                value: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-                .await
-                .map_err(|e| Error::InvalidConfig {
-                    flag: "--kubeconfig",
-                    value: path.display().to_string(),
-                    reason: e.to_string(),
-                })?
-        }
-        None => Config::infer().await.map_err(|e| Error::InvalidConfig {
-            flag: "--kubeconfig",
-            value: String::new(),
-            reason: e.to_string(),
-        })?,
-    };
-    Client::try_from(config).map_err(Error::Kube)
-}
-
 /// Runs one IPAM term: a fresh controller until it fails or `stop` resolves.
-async fn ipam_term(client: Client, cfg: IpamConfig, metrics: IpamMetrics, ready: Readiness) {
+async fn ipam_term(client: Client, cfg: IpamConfig, metrics: IpamMetrics, ready: ReadyFlag) {
     loop {
         match Ipam::new(client.clone(), cfg.clone(), metrics.clone()) {
             Ok(ipam) => {
@@ -406,7 +413,36 @@ struct Term {
     slice_metrics: ControllerMetrics,
     endpoints_metrics: ControllerMetrics,
     mirroring_metrics: ControllerMetrics,
-    ready: Readiness,
+    flags: ReadyFlags,
+}
+
+/// One readiness component per selected controller, reported once its caches are synced.
+#[derive(Clone)]
+struct ReadyFlags {
+    ipam: ReadyFlag,
+    endpointslice: ReadyFlag,
+    endpoints: ReadyFlag,
+    mirroring: ReadyFlag,
+}
+
+impl ReadyFlags {
+    /// Components of the selected controllers are registered on `ready` (so `/readyz` waits
+    /// for them); the others are detached.
+    fn register(ready: &Readiness, selected: Selected) -> Self {
+        let flag = |on: bool, name: &str| {
+            if on {
+                ready.component(name)
+            } else {
+                ReadyFlag::detached(name)
+            }
+        };
+        Self {
+            ipam: flag(selected.ipam, "ipam"),
+            endpointslice: flag(selected.endpointslice, "endpointslice"),
+            endpoints: flag(selected.endpoints, "endpoints"),
+            mirroring: flag(selected.mirroring, "endpointslicemirroring"),
+        }
+    }
 }
 
 impl Term {
@@ -417,11 +453,10 @@ impl Term {
                     self.client.clone(),
                     self.ipam_cfg.clone(),
                     self.ipam_metrics.clone(),
-                    self.ready.clone(),
+                    self.flags.ipam.clone(),
                 )
                 .await;
             } else {
-                self.ready.set_ready(true);
                 std::future::pending::<()>().await;
             }
         };
@@ -430,7 +465,10 @@ impl Term {
                 restarting("endpointslice", || {
                     crate::endpointslice::run(
                         self.client.clone(),
-                        self.args.endpointslice_config(&self.identity),
+                        crate::endpointslice::Config {
+                            ready: Some(self.flags.endpointslice.clone()),
+                            ..self.args.endpointslice_config(&self.identity)
+                        },
                         self.slice_metrics.clone(),
                         std::future::pending::<()>(),
                     )
@@ -445,7 +483,10 @@ impl Term {
                 restarting("endpoints", || {
                     crate::endpoints::run(
                         self.client.clone(),
-                        self.args.endpoints_config(&self.identity),
+                        crate::endpoints::Config {
+                            ready: Some(self.flags.endpoints.clone()),
+                            ..self.args.endpoints_config(&self.identity)
+                        },
                         self.endpoints_metrics.clone(),
                         std::future::pending::<()>(),
                     )
@@ -460,7 +501,10 @@ impl Term {
                 restarting("endpointslicemirroring", || {
                     crate::mirroring::run(
                         self.client.clone(),
-                        self.args.mirroring_config(&self.identity),
+                        crate::mirroring::Config {
+                            ready: Some(self.flags.mirroring.clone()),
+                            ..self.args.mirroring_config(&self.identity)
+                        },
                         self.mirroring_metrics.clone(),
                         std::future::pending::<()>(),
                     )
@@ -479,7 +523,7 @@ pub async fn run(args: Args) -> Result<()> {
     let identity = args.identity();
     let cfg = args.ipam_config(identity.clone())?;
     let admin_addr = args.admin_addr()?;
-    let client = client(args.kubeconfig.as_deref()).await?;
+    let client = runtime::client::client(args.kubeconfig.as_deref()).await?;
 
     let selected = args.selected()?;
     if args.install_crds {
@@ -490,9 +534,10 @@ pub async fn run(args: Args) -> Result<()> {
     let slice_metrics = ControllerMetrics::register(&mut registry, "svcnet_endpointslice");
     let endpoints_metrics = ControllerMetrics::register(&mut registry, "svcnet_endpoints");
     let mirroring_metrics =
-        ControllerMetrics::register(&mut registry, "svcnet_endpointslicemirroring");
+        ControllerMetrics::register(&mut registry, "svcnet_endpointslice_mirroring");
     let registry = Arc::new(registry);
     let ready = Readiness::default();
+    let flags = ReadyFlags::register(&ready, selected);
 
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(addr) = admin_addr {
@@ -522,7 +567,7 @@ pub async fn run(args: Args) -> Result<()> {
         loop {
             // Wait for leadership (immediately true without election).
             while !*rx.borrow_and_update() {
-                ready.set_ready(false);
+                ready.set_all(false);
                 if rx.changed().await.is_err() && !*rx.borrow() {
                     return;
                 }
@@ -538,7 +583,7 @@ pub async fn run(args: Args) -> Result<()> {
                 slice_metrics: slice_metrics.clone(),
                 endpoints_metrics: endpoints_metrics.clone(),
                 mirroring_metrics: mirroring_metrics.clone(),
-                ready: ready.clone(),
+                flags: flags.clone(),
             };
             tokio::select! {
                 _ = term.run() => {}
@@ -552,7 +597,7 @@ pub async fn run(args: Args) -> Result<()> {
                     }
                 } => {
                     tracing::warn!("lost leadership; stopping controllers");
-                    ready.set_ready(false);
+                    ready.set_all(false);
                 }
             }
         }
@@ -614,7 +659,6 @@ mod tests {
         assert!(bad.ipam_config("me".into()).is_err());
         let bad = Args::try_parse_from(["x", "--metrics-bind-address=nope"]).unwrap();
         assert!(bad.admin_addr().is_err());
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         let all = Args::try_parse_from(["x"]).unwrap();
         assert_eq!(
             all.selected().unwrap(),
@@ -633,6 +677,16 @@ mod tests {
         assert!(bad.selected().unwrap_err().to_string().contains("bogus"));
         let bad = Args::try_parse_from(["x", "--max-endpoints-per-slice=5000"]).unwrap();
         assert!(bad.validate().is_err());
-        assert!(parse_duration("5 parsecs").is_err());
+        let bad = Args::try_parse_from(["x", "--mirroring-max-endpoints-per-subset=0"]).unwrap();
+        assert!(bad.validate().is_err());
+        let bad = Args::try_parse_from(["x", "--log-format=yaml"]).unwrap();
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--log-format"));
+        let go = Args::try_parse_from(["x", "--ipam-repair-interval=1m30s"]).unwrap();
+        assert_eq!(go.ipam_repair_interval, Duration::from_secs(90));
+        assert!(Args::try_parse_from(["x", "--ipam-repair-interval=5 parsecs"]).is_err());
     }
 }
