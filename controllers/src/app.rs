@@ -151,6 +151,12 @@ pub struct Args {
     #[arg(long, env = "SVCNET_MIRRORING_ENDPOINTSLICE_UPDATES_BATCH_PERIOD", default_value = "0s", value_parser = duration_flag)]
     pub mirroring_endpointslice_updates_batch_period: Duration,
 
+    /// How long a "why no backends" finding (selector matches no Pod, no ready Pod, undeclared
+    /// named targetPort) must last before the Warning Event on the Service. Creating a Service
+    /// before its Pods, or Pods still starting, is ordinary; `0` warns at once.
+    #[arg(long, env = "SVCNET_DIAGNOSTICS_GRACE_PERIOD", default_value = "30s", value_parser = duration_flag)]
+    pub diagnostics_grace_period: Duration,
+
     /// Create svcnet's CRDs at start when they are missing (needs RBAC on
     /// customresourcedefinitions; meant for the embedded server and demos).
     #[arg(long, env = "SVCNET_INSTALL_CRDS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -236,6 +242,7 @@ impl Args {
             max_endpoints_per_slice: self.max_endpoints_per_slice,
             concurrent_syncs: self.concurrent_service_endpoint_syncs,
             batch_period: self.endpointslice_updates_batch_period,
+            diagnostics_grace: self.diagnostics_grace_period,
             instance: Some(instance.to_string()),
             ..Default::default()
         }

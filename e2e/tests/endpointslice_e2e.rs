@@ -87,7 +87,11 @@ fn start(client: &Client) -> Controllers {
     let c3 = client.clone();
     let tasks = vec![
         tokio::spawn(async move {
-            let cfg = controllers::endpointslice::Config::default();
+            // Diagnostics warn after a short grace period (the default is 30 s).
+            let cfg = controllers::endpointslice::Config {
+                diagnostics_grace: Duration::from_secs(1),
+                ..Default::default()
+            };
             if let Err(e) =
                 controllers::endpointslice::run(c1, cfg, m, std::future::pending()).await
             {

@@ -57,6 +57,8 @@ impl Controller {
                 "--metrics-bind-address",
                 "0",
                 "--install-crds=true",
+                // The demo's broken Service is meant to be diagnosed within its run.
+                "--diagnostics-grace-period=2s",
                 "--identity",
                 "svcnet-demo",
             ])

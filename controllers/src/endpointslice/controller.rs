@@ -56,6 +56,8 @@ pub struct Config {
     pub topology_aware_hints: bool,
     /// Emit svcnet's "why no backends" Events.
     pub diagnostics: bool,
+    /// How long a diagnostic finding must last before its first Warning.
+    pub diagnostics_grace: Duration,
     /// Reporting instance for Events (pod name).
     pub instance: Option<String>,
     /// Reported ready once the caches are synced and the workers run (`/readyz`).
@@ -72,6 +74,7 @@ impl Default for Config {
             prefer_same_traffic_distribution: true,
             topology_aware_hints: true,
             diagnostics: true,
+            diagnostics_grace: crate::diagnostics::DEFAULT_GRACE,
             instance: None,
             ready: None,
         }
@@ -124,11 +127,29 @@ struct Book {
     trigger: TriggerTimeTracker,
     topo: TopologyCache,
     diag: DiagnosticsState,
+    /// Desired (endpoints, slices) per Service, and their sums (kept up to date per sync so
+    /// that a sync costs O(1) here, not O(Services)).
     totals: HashMap<ObjKey, (i64, i64)>,
+    totals_sum: (i64, i64),
     /// Services whose selector matched no Pod at their last sync, by
     /// namespace: any Pod change there re-evaluates them (the diagnostic
     /// names near-miss Pods, which the selector index cannot map back).
     no_pods: HashMap<String, std::collections::HashSet<ObjKey>>,
+}
+
+impl Book {
+    /// Records (or, with `None`, forgets) a Service's desired totals; returns the sums.
+    fn set_totals(&mut self, key: &ObjKey, now: Option<(i64, i64)>) -> (i64, i64) {
+        let before = match now {
+            Some(t) => self.totals.insert(key.clone(), t),
+            None => self.totals.remove(key),
+        }
+        .unwrap_or_default();
+        let now = now.unwrap_or_default();
+        self.totals_sum.0 += now.0 - before.0;
+        self.totals_sum.1 += now.1 - before.1;
+        self.totals_sum
+    }
 }
 
 struct Ctx {
@@ -178,12 +199,16 @@ pub async fn run(
         cfg.instance.clone(),
         metrics.clone(),
     );
+    let grace = cfg.diagnostics_grace;
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         rcfg: cfg.reconciler(),
         cfg,
         caches: RwLock::new(Caches::default()),
-        book: Mutex::new(Book::default()),
+        book: Mutex::new(Book {
+            diag: DiagnosticsState::with_grace(grace),
+            ..Book::default()
+        }),
         tracker: Mutex::new(SliceTracker::default()),
         waiting: Mutex::new(std::collections::HashSet::new()),
         queue: queue.clone(),
@@ -448,11 +473,7 @@ async fn cleanup_deleted(ctx: &Ctx, key: &ObjKey) -> Result<()> {
         if let Some(set) = book.no_pods.get_mut(&key.namespace) {
             set.remove(key);
         }
-        book.totals.remove(key);
-        let (e, s) = book
-            .totals
-            .values()
-            .fold((0, 0), |a, v| (a.0 + v.0, a.1 + v.1));
+        let (e, s) = book.set_totals(key, None);
         ctx.metrics.endpoints_desired.set(e);
         ctx.metrics.desired_slices.set(s);
     }
@@ -523,14 +544,8 @@ async fn sync(ctx: &Ctx, key: &ObjKey) -> Result<()> {
             trigger_time,
         };
         let plan = reconcile_service(&input, &ctx.rcfg, &mut book.topo);
-        book.totals.insert(
-            key.clone(),
-            (plan.endpoints_desired as i64, plan.slices_desired as i64),
-        );
-        let (e, s) = book
-            .totals
-            .values()
-            .fold((0, 0), |a, v| (a.0 + v.0, a.1 + v.1));
+        let now = (plan.endpoints_desired as i64, plan.slices_desired as i64);
+        let (e, s) = book.set_totals(key, Some(now));
         ctx.metrics.endpoints_desired.set(e);
         ctx.metrics.desired_slices.set(s);
         let diag_events = if ctx.cfg.diagnostics {
