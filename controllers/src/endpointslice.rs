@@ -1,6 +1,6 @@
 //! EndpointSlice controller: turns a Service's selector into EndpointSlices,
-//! with kube-controller-manager's semantics (see
-//! `shared/docs/upstream-behavior.md` §1) and svcnet's own managed-by value
+//! with kube-controller-manager's semantics (its `endpointslice` controller) and
+//! svcnet's own managed-by value
 //! [`reconcile::CONTROLLER_NAME`], so it can run beside upstream's controller.
 //!
 //! Layers:
@@ -8,7 +8,7 @@
 //! * [`hash`] — upstream's ordering hashes (spew dump + FNV-128a / MD5).
 //! * [`reconcile`], [`topology`], [`plan`] — the pure reconciler.
 //! * [`trigger`] — last-change-trigger-time tracker; [`tracker`] — stale-cache guard.
-//! * [`index`], [`queue`], [`apply`], [`metrics`], [`controller`] — the process: watches
+//! * [`index`], [`apply`], [`metrics`], [`controller`] — the process: watches
 //!   feeding typed indexes (Pods stripped to [`model::PodInfo`]), a de-duplicating work
 //!   queue with per-key backoff, create / replace-with-resourceVersion / delete writes,
 //!   prometheus-client metrics and events.k8s.io Events.
@@ -41,7 +41,6 @@ pub mod index;
 pub mod metrics;
 pub mod model;
 pub mod plan;
-pub mod queue;
 pub mod reconcile;
 pub mod topology;
 pub mod tracker;

@@ -32,6 +32,11 @@ pub enum Error {
         message: String,
     },
 
+    /// The informer cache does not show this controller's own last write yet; syncing now
+    /// could duplicate or undo it, so the key is retried once the cache catches up.
+    #[error("stale cache: {0}")]
+    Stale(String),
+
     /// A transient condition (a concurrent writer won, a value is being claimed by another
     /// worker); the work is retried shortly.
     #[error("retry: {0}")]
@@ -46,6 +51,7 @@ impl Error {
             Error::InvalidConfig { .. } | Error::Runtime(_) => "invalid_config",
             Error::Allocation { reason, .. } => reason,
             Error::Retry(_) => "retry",
+            Error::Stale(_) => "stale",
         }
     }
 }

@@ -58,7 +58,6 @@ pub mod controller;
 pub mod metrics;
 pub mod model;
 pub mod plan;
-pub mod queue;
 pub mod reconcile;
 pub mod repair;
 pub mod state;

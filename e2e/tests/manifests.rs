@@ -1,4 +1,4 @@
-//! Tests of the deployable manifests in `manifests/` (issue 7, "Manifests").
+//! Tests of the deployable manifests in `manifests/`.
 //!
 //! * They are rendered with `kubectl kustomize manifests/` (kubectl must be installed) and every
 //!   object is parsed into its k8s-openapi type; an unexpected kind fails.

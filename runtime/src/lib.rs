@@ -8,12 +8,15 @@
 //!   readiness components (every component must report ready).
 //! * [`leader`] — leader election on a `coordination.k8s.io/v1` Lease.
 //! * [`events`] — recording Kubernetes Events with de-duplication.
+//! * [`queue`] — the controllers' work queue (client-go's workqueue semantics: de-duplication,
+//!   no key processed twice at once, delayed adds, per-key exponential backoff).
 
 pub mod admin;
 pub mod client;
 pub mod duration;
 pub mod events;
 pub mod leader;
+pub mod queue;
 
 /// Errors of the shared plumbing.
 #[derive(Debug, thiserror::Error)]

@@ -17,13 +17,13 @@ use crate::endpointslice::index::{
 use crate::endpointslice::metrics::ControllerMetrics;
 use crate::endpointslice::model::{to_chrono, PodInfo};
 use crate::endpointslice::plan::EventSpec;
-use crate::endpointslice::queue::{Backoff, WorkQueue};
 use crate::endpointslice::trigger::TriggerTimeTracker;
 use crate::{Error, Result};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client};
+use runtime::queue::{Backoff, WorkQueue};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -246,7 +246,7 @@ async fn worker(ctx: Arc<Ctx>) {
                 ctx.queue.forget(&key).await;
             }
             Err(e) => {
-                let stale = matches!(&e, Error::Retry(m) if m.starts_with("stale"));
+                let stale = matches!(e, Error::Stale(_));
                 ctx.metrics
                     .sync(if stale { "stale" } else { "error" }, started.elapsed());
                 if !stale {
@@ -299,8 +299,8 @@ async fn sync(ctx: &Ctx, key: &ObjKey) -> Result<()> {
         if existing.is_some() {
             created.remove(key);
         } else if created.contains(key) {
-            return Err(Error::Retry(format!(
-                "stale Endpoints cache for {key}: created object not seen yet"
+            return Err(Error::Stale(format!(
+                "Endpoints cache for {key}: created object not seen yet"
             )));
         }
     }
@@ -308,8 +308,8 @@ async fn sync(ctx: &Ctx, key: &ObjKey) -> Result<()> {
         let mut replaced = ctx.replaced.lock().await;
         match (replaced.get(key), cur.metadata.resource_version.as_ref()) {
             (Some(old), Some(rv)) if old == rv => {
-                return Err(Error::Retry(format!(
-                    "stale Endpoints cache for {key}: resourceVersion {rv} already replaced"
+                return Err(Error::Stale(format!(
+                    "Endpoints cache for {key}: resourceVersion {rv} already replaced"
                 )));
             }
             (Some(_), _) => {

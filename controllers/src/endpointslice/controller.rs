@@ -20,7 +20,6 @@ use super::index::{
 use super::metrics::ControllerMetrics;
 use super::model::{to_chrono, NodeInfo, PodInfo};
 use super::plan::{EventSpec, SlicePlan};
-use super::queue::{Backoff, WorkQueue};
 use super::reconcile::{
     reconcile_service, ReconcilerConfig, ServiceInput, LABEL_MANAGED_BY, LABEL_SERVICE_NAME,
 };
@@ -33,6 +32,7 @@ use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher;
 use kube::{Api, Client};
+use runtime::queue::{Backoff, WorkQueue};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
@@ -433,7 +433,7 @@ async fn worker(ctx: Arc<Ctx>) {
                 ctx.queue.forget(&key).await;
             }
             Err(e) => {
-                let stale = matches!(&e, Error::Retry(m) if m.starts_with("stale"));
+                let stale = matches!(e, Error::Stale(_));
                 ctx.metrics
                     .sync(if stale { "stale" } else { "error" }, took);
                 if stale {
@@ -527,8 +527,8 @@ async fn sync(ctx: &Ctx, key: &ObjKey) -> Result<()> {
             .collect();
         if ctx.tracker.lock().await.is_stale(&owner, &versions) {
             ctx.waiting.lock().await.insert(key.clone());
-            return Err(Error::Retry(format!(
-                "stale EndpointSlice cache for Service {owner}"
+            return Err(Error::Stale(format!(
+                "EndpointSlice cache for Service {owner}"
             )));
         }
         let mut book = ctx.book.lock().await;

@@ -28,10 +28,10 @@ pub const LABEL_HEADLESS: &str = "service.kubernetes.io/headless";
 pub const ANNOTATION_TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
 /// svcnet's managed-by value for EndpointSlices it computes from selectors.
 ///
-/// design.md asked for `svcnet.io/endpointslice-controller`, but a label
-/// *value* may not contain `/` (the API server rejects such slices and such
-/// label selectors), so svcnet uses upstream's shape with its own domain:
-/// upstream writes `endpointslice-controller.k8s.io`.
+/// Upstream's shape with svcnet's domain (upstream writes
+/// `endpointslice-controller.k8s.io`). A `svcnet.io/...` value is impossible:
+/// a label *value* may not contain `/` (the API server rejects such slices and
+/// such label selectors).
 pub const CONTROLLER_NAME: &str = "endpointslice-controller.svcnet.io";
 /// Legacy Auto-hints annotation (wins over the new one when both are set).
 pub const ANNOTATION_TOPOLOGY_AWARE_HINTS: &str = "service.kubernetes.io/topology-aware-hints";

@@ -19,11 +19,11 @@ use crate::ipam::config::IpamConfig;
 use crate::ipam::metrics::IpamMetrics;
 use crate::ipam::model::{Family, SvcView};
 use crate::ipam::plan::load_balancer::PoolView;
-use crate::ipam::queue::WorkQueue;
 use crate::ipam::state::AllocState;
 use crate::{Error, Result};
 use runtime::admin::ReadyFlag;
 use runtime::events::EventRecorder;
+use runtime::queue::{Backoff, WorkQueue};
 
 /// Shared state of the IPAM controller.
 pub struct Ipam {
@@ -39,7 +39,7 @@ pub struct Ipam {
     pub(crate) last: Mutex<HashMap<String, SvcView>>,
     /// UIDs of deleted Services by key, whose claims are released on the key's next reconcile.
     pub(crate) tombstones: Mutex<HashMap<String, Vec<String>>>,
-    pub(crate) queue: WorkQueue,
+    pub(crate) queue: WorkQueue<String>,
     pub(crate) recorder: EventRecorder,
     pub(crate) metrics: IpamMetrics,
     pub(crate) claims: ClaimApi,
@@ -62,7 +62,7 @@ impl Ipam {
             raw_pools: RwLock::new(HashMap::new()),
             last: Mutex::new(HashMap::new()),
             tombstones: Mutex::new(HashMap::new()),
-            queue: WorkQueue::default(),
+            queue: WorkQueue::new(RETRY_BACKOFF),
             metrics,
         }))
     }
@@ -355,28 +355,21 @@ async fn watch_namespaces(ipam: Arc<Ipam>, synced: tokio::sync::mpsc::Sender<&'s
     }
 }
 
-/// Per-key retry backoff: 250 ms doubling to 30 s.
-fn backoff(failures: u32) -> Duration {
-    let ms = 250u64.saturating_mul(1u64 << failures.min(7));
-    Duration::from_millis(ms.min(30_000))
-}
+/// Per-key retry backoff: 250 ms doubling to 30 s, retried for as long as the problem lasts
+/// (an allocation that cannot be made is retried until the user fixes the Service or the pool).
+const RETRY_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(250),
+    max: Duration::from_secs(30),
+    max_retries: u32::MAX,
+};
 
-async fn worker(ipam: Arc<Ipam>, failures: Arc<Mutex<HashMap<String, u32>>>) {
-    loop {
-        let key = ipam.queue.next().await;
+async fn worker(ipam: Arc<Ipam>) {
+    while let Some(key) = ipam.queue.get().await {
         let span = tracing::info_span!("reconcile", service = %key);
         let res = tracing::Instrument::instrument(ipam.reconcile(&key), span).await;
         match res {
-            Ok(()) => {
-                failures.lock().await.remove(&key);
-            }
+            Ok(()) => ipam.queue.forget(&key).await,
             Err(err) => {
-                let n = {
-                    let mut f = failures.lock().await;
-                    let n = f.entry(key.clone()).or_insert(0);
-                    *n += 1;
-                    *n
-                };
                 if !matches!(err, Error::Retry(_)) {
                     ipam.metrics.error(err.metric_label());
                 }
@@ -385,7 +378,7 @@ async fn worker(ipam: Arc<Ipam>, failures: Arc<Mutex<HashMap<String, u32>>>) {
                     Error::Allocation { .. } => tracing::info!(%err, "allocation failed"),
                     _ => tracing::warn!(%err, "reconcile failed"),
                 }
-                ipam.queue.add_after(key.clone(), backoff(n));
+                ipam.queue.add_rate_limited(key.clone()).await;
             }
         }
         ipam.queue.done(&key).await;
@@ -425,9 +418,9 @@ pub async fn run(ipam: Arc<Ipam>, ready: ReadyFlag) -> Result<()> {
         }
     }
     tracing::info!("IPAM caches synced; starting workers");
-    let failures = Arc::new(Mutex::new(HashMap::new()));
+    tasks.spawn(ipam.queue.clone().run_timer());
     for _ in 0..ipam.cfg.workers.max(1) {
-        tasks.spawn(worker(ipam.clone(), failures.clone()));
+        tasks.spawn(worker(ipam.clone()));
     }
     tasks.spawn(crate::ipam::repair::repair_loop(ipam.clone()));
     tasks.spawn(crate::ipam::repair::status_loop(ipam.clone()));

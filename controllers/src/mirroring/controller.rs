@@ -11,7 +11,6 @@ use crate::endpointslice::apply::{apply_slice_plan, reference_to, EventSink};
 use crate::endpointslice::index::{spawn_watch, Change, ObjKey, TaskGuard};
 use crate::endpointslice::metrics::ControllerMetrics;
 use crate::endpointslice::plan::SlicePlan;
-use crate::endpointslice::queue::{Backoff, WorkQueue};
 use crate::endpointslice::reconcile::{LABEL_MANAGED_BY, LABEL_SERVICE_NAME};
 use crate::endpointslice::tracker::{SliceTracker, SliceVersion};
 use crate::{Error, Result};
@@ -19,6 +18,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher;
 use kube::{Api, Client};
+use runtime::queue::{Backoff, WorkQueue};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
@@ -286,7 +286,7 @@ async fn worker(ctx: Arc<Ctx>) {
                 ctx.queue.forget(&key).await;
             }
             Err(e) => {
-                let stale = matches!(&e, Error::Retry(m) if m.starts_with("stale"));
+                let stale = matches!(e, Error::Stale(_));
                 ctx.metrics
                     .sync(if stale { "stale" } else { "error" }, started.elapsed());
                 tracing::debug!(endpoints = %key, error = %e, "mirroring sync failed; retrying");
@@ -324,8 +324,8 @@ async fn sync(ctx: &Ctx, key: &ObjKey) -> Result<()> {
             })
             .collect();
         if ctx.tracker.lock().await.is_stale(&owner, &versions) {
-            return Err(Error::Retry(format!(
-                "stale EndpointSlice cache for Endpoints {owner}"
+            return Err(Error::Stale(format!(
+                "EndpointSlice cache for Endpoints {owner}"
             )));
         }
         let Some(ep) = ep.as_deref() else {

@@ -12,9 +12,9 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use std::collections::BTreeMap;
 
-/// svcnet's managed-by value for mirrored slices (a label value cannot hold
-/// `/`, hence not design.md's `svcnet.io/endpointslicemirroring-controller`;
-/// upstream writes `endpointslicemirroring-controller.k8s.io`).
+/// svcnet's managed-by value for mirrored slices: upstream's shape with
+/// svcnet's domain (upstream writes `endpointslicemirroring-controller.k8s.io`;
+/// a label value cannot hold `/`).
 pub const MIRRORING_CONTROLLER_NAME: &str = "endpointslicemirroring-controller.svcnet.io";
 /// `endpointslice.kubernetes.io/skip-mirror`.
 pub const LABEL_SKIP_MIRROR: &str = "endpointslice.kubernetes.io/skip-mirror";

@@ -185,10 +185,15 @@ impl<K: Clone + Eq + Hash + Ord + Send + 'static> WorkQueue<K> {
         self.len().await == 0
     }
 
-    /// Runs delayed adds until shutdown.
+    /// Runs delayed adds on a task of its own until shutdown.
     pub fn spawn_timer(&self) -> tokio::task::JoinHandle<()> {
-        let q = self.clone();
-        tokio::spawn(async move {
+        tokio::spawn(self.clone().run_timer())
+    }
+
+    /// Runs delayed adds until shutdown (for callers that own their tasks, e.g. a `JoinSet`).
+    pub async fn run_timer(self) {
+        let q = self;
+        {
             loop {
                 let next = {
                     let mut g = q.inner.lock().await;
@@ -224,7 +229,7 @@ impl<K: Clone + Eq + Hash + Ord + Send + 'static> WorkQueue<K> {
                     None => q.timer.notified().await,
                 }
             }
-        })
+        }
     }
 }
 
