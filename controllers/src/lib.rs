@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod diagnostics;
+pub mod driver;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod error;

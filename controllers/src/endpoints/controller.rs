@@ -8,11 +8,12 @@
 //! Writes are create / replace-with-resourceVersion / delete.
 
 use super::desired::{reconcile_endpoints, EndpointsAction, ANNOTATION_LEADER};
+use crate::driver::{self, Feed, Spec, SyncGate};
 use crate::endpointslice::apply::{
     is_namespace_terminating, is_not_found, reference_to, EventSink,
 };
 use crate::endpointslice::index::{
-    fold_pod_change, spawn_watch, Change, ObjKey, PodIndex, ServiceIndex, TaskGuard,
+    fold_pod_change, spawn_watch, Change, ObjKey, PodIndex, ServiceIndex,
 };
 use crate::endpointslice::metrics::ControllerMetrics;
 use crate::endpointslice::model::{to_chrono, PodInfo};
@@ -27,7 +28,7 @@ use runtime::queue::{Backoff, WorkQueue};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{Mutex, RwLock};
 
 /// Endpoints controller settings.
@@ -116,72 +117,63 @@ pub async fn run(
         metrics,
         events,
     });
-    let mut guard = TaskGuard::default();
-    guard.0.push(queue.spawn_timer());
-    let (mut svc_rx, svc_rx_task) = spawn_watch(
-        Api::<Service>::all(client.clone()),
-        watcher::Config::default(),
-        |s| s,
-    );
-    let (mut pod_rx, pod_rx_task) = spawn_watch(
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default(),
-        |p| PodInfo::from_pod(&p),
-    );
-    let (mut ep_rx, ep_rx_task) = spawn_watch(
-        Api::<Endpoints>::all(client.clone()),
-        watcher::Config::default(),
-        strip,
-    );
-    guard.0.push(svc_rx_task);
-    guard.0.push(pod_rx_task);
-    guard.0.push(ep_rx_task);
-    let mut synced = [false; 3];
-    let mut workers_started = false;
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            Some(c) = svc_rx.recv() => { synced[0] |= matches!(c, Change::Relist(_)); on_service(&ctx, c).await; }
-            Some(c) = pod_rx.recv() => { synced[1] |= matches!(c, Change::Relist(_)); on_pod(&ctx, c).await; }
-            Some(c) = ep_rx.recv() => { synced[2] |= matches!(c, Change::Relist(_)); on_endpoints(&ctx, c).await; }
-            else => break,
-        }
-        if !workers_started && synced.iter().all(|s| *s) {
-            let (svcs, leftovers) = {
-                let c = ctx.caches.read().await;
-                let leftovers: Vec<ObjKey> = c
-                    .endpoints
-                    .iter()
-                    .filter(|(_, e)| {
-                        !e.metadata
-                            .annotations
-                            .as_ref()
-                            .is_some_and(|a| a.contains_key(ANNOTATION_LEADER))
-                    })
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                (c.services.keys(), leftovers)
-            };
-            for k in svcs.into_iter().chain(leftovers) {
-                ctx.queue.add(k).await;
-            }
-            for _ in 0..ctx.cfg.concurrent_syncs {
-                let ctx = ctx.clone();
-                guard.0.push(tokio::spawn(async move { worker(ctx).await }));
-            }
-            workers_started = true;
-            if let Some(r) = &ctx.cfg.ready {
-                r.set_ready(true);
-            }
-        }
-    }
-    if let Some(r) = &ctx.cfg.ready {
-        r.set_ready(false);
-    }
-    queue.shutdown().await;
-    drop(guard);
-    Ok(())
+    let gate = SyncGate::default();
+    let all = watcher::Config::default;
+    let feeds = vec![
+        Feed::new(
+            spawn_watch(Api::<Service>::all(client.clone()), all(), |s| s),
+            &gate,
+            &ctx,
+            |ctx, c| async move { on_service(&ctx, c).await },
+        ),
+        Feed::new(
+            spawn_watch(Api::<Pod>::all(client.clone()), all(), |p| {
+                PodInfo::from_pod(&p)
+            }),
+            &gate,
+            &ctx,
+            |ctx, c| async move { on_pod(&ctx, c).await },
+        ),
+        Feed::new(
+            spawn_watch(Api::<Endpoints>::all(client.clone()), all(), strip),
+            &gate,
+            &ctx,
+            |ctx, c| async move { on_endpoints(&ctx, c).await },
+        ),
+    ];
+    let spec = Spec {
+        name: "endpoints",
+        workers: ctx.cfg.concurrent_syncs,
+        queue,
+        metrics: ctx.metrics.clone(),
+        ready: ctx.cfg.ready.clone(),
+        stale_retry: None,
+    };
+    driver::run(
+        spec,
+        ctx,
+        feeds,
+        gate,
+        initial_keys,
+        |ctx, k| async move { sync(&ctx, &k).await },
+        shutdown,
+    )
+    .await
+}
+
+/// Every Service, and Endpoints left over from a Service that no longer exists (not those
+/// another component leads: they carry the leader annotation).
+async fn initial_keys(ctx: Arc<Ctx>) -> Vec<ObjKey> {
+    let c = ctx.caches.read().await;
+    let leftovers = c.endpoints.iter().filter(|(_, e)| {
+        !e.metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(ANNOTATION_LEADER))
+    });
+    let mut keys = c.services.keys();
+    keys.extend(leftovers.map(|(k, _)| k.clone()));
+    keys
 }
 
 async fn on_service(ctx: &Ctx, c: Change<Service>) {
@@ -233,29 +225,6 @@ async fn on_endpoints(ctx: &Ctx, c: Change<Endpoints>) {
     }
     for k in keys {
         ctx.queue.add(k).await;
-    }
-}
-
-async fn worker(ctx: Arc<Ctx>) {
-    while let Some(key) = ctx.queue.get().await {
-        let started = Instant::now();
-        let res = sync(&ctx, &key).await;
-        match res {
-            Ok(()) => {
-                ctx.metrics.sync("success", started.elapsed());
-                ctx.queue.forget(&key).await;
-            }
-            Err(e) => {
-                let stale = matches!(e, Error::Stale(_));
-                ctx.metrics
-                    .sync(if stale { "stale" } else { "error" }, started.elapsed());
-                if !stale {
-                    tracing::debug!(service = %key, error = %e, "endpoints sync failed; retrying");
-                }
-                ctx.queue.add_rate_limited(key.clone()).await;
-            }
-        }
-        ctx.queue.done(&key).await;
     }
 }
 

@@ -14,9 +14,7 @@
 //! so never touched.
 
 use super::apply::{apply_slice_plan, reference_to, EventSink};
-use super::index::{
-    fold_pod_change, spawn_watch, Change, ObjKey, PodIndex, ServiceIndex, TaskGuard,
-};
+use super::index::{fold_pod_change, spawn_watch, Change, ObjKey, PodIndex, ServiceIndex};
 use super::metrics::ControllerMetrics;
 use super::model::{to_chrono, NodeInfo, PodInfo};
 use super::plan::{EventSpec, SlicePlan};
@@ -27,6 +25,7 @@ use super::topology::TopologyCache;
 use super::tracker::{SliceTracker, SliceVersion};
 use super::trigger::TriggerTimeTracker;
 use crate::diagnostics::{diagnose, DiagnosticsState};
+use crate::driver::{self, Feed, Spec, SyncGate};
 use crate::{Error, Result};
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -215,70 +214,59 @@ pub async fn run(
         metrics,
         events,
     });
-    let mut guard = TaskGuard::default();
-    guard.0.push(queue.spawn_timer());
-
-    let (mut svc_rx, svc_rx_task) = spawn_watch(
-        Api::<Service>::all(client.clone()),
-        watcher::Config::default(),
-        |s| s,
-    );
-    let (mut pod_rx, pod_rx_task) = spawn_watch(
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default(),
-        |p| PodInfo::from_pod(&p),
-    );
-    let (mut node_rx, node_rx_task) = spawn_watch(
-        Api::<Node>::all(client.clone()),
-        watcher::Config::default(),
-        |n| NodeInfo::from_node(&n),
-    );
-    let slice_cfg = watcher::Config::default()
-        .labels(&format!("{LABEL_MANAGED_BY}={}", ctx.cfg.controller_name));
-    let (mut slice_rx, slice_rx_task) = spawn_watch(
-        Api::<EndpointSlice>::all(client.clone()),
-        slice_cfg,
-        strip_slice,
-    );
-
-    guard.0.push(svc_rx_task);
-    guard.0.push(pod_rx_task);
-    guard.0.push(node_rx_task);
-    guard.0.push(slice_rx_task);
-    let mut synced = [false; 4];
-    let mut workers_started = false;
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            Some(c) = svc_rx.recv() => { synced[0] |= matches!(c, Change::Relist(_)); on_service(&ctx, c).await; }
-            Some(c) = pod_rx.recv() => { synced[1] |= matches!(c, Change::Relist(_)); on_pod(&ctx, c).await; }
-            Some(c) = node_rx.recv() => { synced[2] |= matches!(c, Change::Relist(_)); on_node(&ctx, c).await; }
-            Some(c) = slice_rx.recv() => { synced[3] |= matches!(c, Change::Relist(_)); on_slice(&ctx, c).await; }
-            else => break,
-        }
-        if !workers_started && synced.iter().all(|s| *s) {
-            tracing::info!("endpointslice controller caches synced; starting workers");
-            let keys = ctx.caches.read().await.services.keys();
-            for k in keys {
-                ctx.queue.add(k).await;
-            }
-            for _ in 0..ctx.cfg.concurrent_syncs {
-                let ctx = ctx.clone();
-                guard.0.push(tokio::spawn(async move { worker(ctx).await }));
-            }
-            workers_started = true;
-            if let Some(r) = &ctx.cfg.ready {
-                r.set_ready(true);
-            }
-        }
-    }
-    if let Some(r) = &ctx.cfg.ready {
-        r.set_ready(false);
-    }
-    queue.shutdown().await;
-    drop(guard);
-    Ok(())
+    let gate = SyncGate::default();
+    let all = watcher::Config::default;
+    let ours = all().labels(&format!("{LABEL_MANAGED_BY}={}", ctx.cfg.controller_name));
+    let feeds = vec![
+        Feed::new(
+            spawn_watch(Api::<Service>::all(client.clone()), all(), |s| s),
+            &gate,
+            &ctx,
+            |ctx, c| async move { on_service(&ctx, c).await },
+        ),
+        Feed::new(
+            spawn_watch(Api::<Pod>::all(client.clone()), all(), |p| {
+                PodInfo::from_pod(&p)
+            }),
+            &gate,
+            &ctx,
+            |ctx, c| async move { on_pod(&ctx, c).await },
+        ),
+        Feed::new(
+            spawn_watch(Api::<Node>::all(client.clone()), all(), |n| {
+                NodeInfo::from_node(&n)
+            }),
+            &gate,
+            &ctx,
+            |ctx, c| async move { on_node(&ctx, c).await },
+        ),
+        Feed::new(
+            spawn_watch(Api::<EndpointSlice>::all(client.clone()), ours, strip_slice),
+            &gate,
+            &ctx,
+            |ctx, c| async move { on_slice(&ctx, c).await },
+        ),
+    ];
+    let spec = Spec {
+        name: "endpointslice",
+        workers: ctx.cfg.concurrent_syncs,
+        queue,
+        metrics: ctx.metrics.clone(),
+        ready: ctx.cfg.ready.clone(),
+        // The slice event the sync waits for queues the key at once; this is a safety net.
+        stale_retry: Some(Duration::from_secs(1)),
+    };
+    let initial = |ctx: Arc<Ctx>| async move { ctx.caches.read().await.services.keys() };
+    driver::run(
+        spec,
+        ctx,
+        feeds,
+        gate,
+        initial,
+        |ctx, k| async move { sync(&ctx, &k).await },
+        shutdown,
+    )
+    .await
 }
 
 async fn on_service(ctx: &Ctx, c: Change<Service>) {
@@ -419,39 +407,6 @@ async fn on_slice(ctx: &Ctx, c: Change<EndpointSlice>) {
     let delay = ctx.cfg.batch_period.max(Duration::from_secs(1));
     for k in requeue {
         ctx.queue.add_after(k, delay).await;
-    }
-}
-
-async fn worker(ctx: Arc<Ctx>) {
-    while let Some(key) = ctx.queue.get().await {
-        let started = Instant::now();
-        let res = sync(&ctx, &key).await;
-        let took = started.elapsed();
-        match res {
-            Ok(()) => {
-                ctx.metrics.sync("success", took);
-                ctx.queue.forget(&key).await;
-            }
-            Err(e) => {
-                let stale = matches!(e, Error::Stale(_));
-                ctx.metrics
-                    .sync(if stale { "stale" } else { "error" }, took);
-                if stale {
-                    // The slice event we wait for requeues the key at once;
-                    // this delayed add is only a safety net.
-                    tracing::trace!(service = %key, error = %e, "cache not caught up; retrying");
-                    ctx.queue
-                        .add_after(key.clone(), Duration::from_secs(1))
-                        .await;
-                } else if ctx.queue.add_rate_limited(key.clone()).await {
-                    tracing::debug!(service = %key, error = %e, "sync failed; retrying");
-                } else {
-                    tracing::warn!(service = %key, error = %e, "dropping service out of the queue");
-                }
-            }
-        }
-        ctx.queue.done(&key).await;
-        ctx.metrics.queue_depth.set(ctx.queue.len().await as i64);
     }
 }
 

@@ -7,8 +7,9 @@
 //! `metrics` comes from `ControllerMetrics::register(&mut registry, "svcnet_endpointslice_mirroring")`.
 
 use super::desired::{reconcile_mirror, should_mirror, MirrorConfig, MIRRORING_CONTROLLER_NAME};
+use crate::driver::{self, Feed, Spec, SyncGate};
 use crate::endpointslice::apply::{apply_slice_plan, reference_to, EventSink};
-use crate::endpointslice::index::{spawn_watch, Change, ObjKey, TaskGuard};
+use crate::endpointslice::index::{spawn_watch, Change, ObjKey};
 use crate::endpointslice::metrics::ControllerMetrics;
 use crate::endpointslice::plan::SlicePlan;
 use crate::endpointslice::reconcile::{LABEL_MANAGED_BY, LABEL_SERVICE_NAME};
@@ -22,7 +23,7 @@ use runtime::queue::{Backoff, WorkQueue};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{Mutex, RwLock};
 
 /// Mirroring controller settings.
@@ -111,8 +112,6 @@ pub async fn run(
         metrics,
         events,
     });
-    let mut guard = TaskGuard::default();
-    guard.0.push(queue.spawn_timer());
     let strip_svc = |mut s: Service| {
         s.metadata.managed_fields = None;
         s
@@ -125,58 +124,82 @@ pub async fn run(
         e.metadata.managed_fields = None;
         e
     };
-    let (mut svc_rx, svc_rx_task) = spawn_watch(
-        Api::<Service>::all(client.clone()),
-        watcher::Config::default(),
-        strip_svc,
-    );
-    let (mut ep_rx, ep_rx_task) = spawn_watch(
-        Api::<Endpoints>::all(client.clone()),
-        watcher::Config::default(),
-        strip_ep,
-    );
-    let scfg = watcher::Config::default()
-        .labels(&format!("{LABEL_MANAGED_BY}={}", ctx.cfg.controller_name));
-    let (mut slice_rx, slice_rx_task) =
-        spawn_watch(Api::<EndpointSlice>::all(client.clone()), scfg, strip_slice);
-    guard.0.push(svc_rx_task);
-    guard.0.push(ep_rx_task);
-    guard.0.push(slice_rx_task);
-    let mut synced = [false; 3];
-    let mut workers_started = false;
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            Some(c) = svc_rx.recv() => { synced[0] |= matches!(c, Change::Relist(_)); on_keyed(&ctx, c, |c, k, v| { match v { Some(s) => { c.services.insert(k, Arc::new(s)); } None => { c.services.remove(&k); } } }, |c| c.services.keys().cloned().collect()).await; }
-            Some(c) = ep_rx.recv() => { synced[1] |= matches!(c, Change::Relist(_)); on_keyed(&ctx, c, |c, k, v| { match v { Some(e) => { c.endpoints.insert(k, Arc::new(e)); } None => { c.endpoints.remove(&k); } } }, |c| c.endpoints.keys().cloned().collect()).await; }
-            Some(c) = slice_rx.recv() => { synced[2] |= matches!(c, Change::Relist(_)); on_slice(&ctx, c).await; }
-            else => break,
-        }
-        if !workers_started && synced.iter().all(|s| *s) {
-            let keys: Vec<ObjKey> = {
-                let c = ctx.caches.read().await;
-                c.endpoints.keys().chain(c.slices.keys()).cloned().collect()
-            };
-            for k in keys {
-                ctx.queue.add(k).await;
-            }
-            for _ in 0..ctx.cfg.concurrent_syncs {
-                let ctx = ctx.clone();
-                guard.0.push(tokio::spawn(async move { worker(ctx).await }));
-            }
-            workers_started = true;
-            if let Some(r) = &ctx.cfg.ready {
-                r.set_ready(true);
-            }
-        }
-    }
-    if let Some(r) = &ctx.cfg.ready {
-        r.set_ready(false);
-    }
-    queue.shutdown().await;
-    drop(guard);
-    Ok(())
+    let gate = SyncGate::default();
+    let all = watcher::Config::default;
+    let ours = all().labels(&format!("{LABEL_MANAGED_BY}={}", ctx.cfg.controller_name));
+    let feeds = vec![
+        Feed::new(
+            spawn_watch(Api::<Service>::all(client.clone()), all(), strip_svc),
+            &gate,
+            &ctx,
+            |ctx, c| async move {
+                on_keyed(
+                    &ctx,
+                    c,
+                    |c, k, v| match v {
+                        Some(s) => {
+                            c.services.insert(k, Arc::new(s));
+                        }
+                        None => {
+                            c.services.remove(&k);
+                        }
+                    },
+                    |c| c.services.keys().cloned().collect(),
+                )
+                .await
+            },
+        ),
+        Feed::new(
+            spawn_watch(Api::<Endpoints>::all(client.clone()), all(), strip_ep),
+            &gate,
+            &ctx,
+            |ctx, c| async move {
+                on_keyed(
+                    &ctx,
+                    c,
+                    |c, k, v| match v {
+                        Some(e) => {
+                            c.endpoints.insert(k, Arc::new(e));
+                        }
+                        None => {
+                            c.endpoints.remove(&k);
+                        }
+                    },
+                    |c| c.endpoints.keys().cloned().collect(),
+                )
+                .await
+            },
+        ),
+        Feed::new(
+            spawn_watch(Api::<EndpointSlice>::all(client.clone()), ours, strip_slice),
+            &gate,
+            &ctx,
+            |ctx, c| async move { on_slice(&ctx, c).await },
+        ),
+    ];
+    let spec = Spec {
+        name: "endpointslicemirroring",
+        workers: ctx.cfg.concurrent_syncs,
+        queue,
+        metrics: ctx.metrics.clone(),
+        ready: ctx.cfg.ready.clone(),
+        stale_retry: None,
+    };
+    // Every Endpoints, and every key we still hold slices for.
+    let initial = |ctx: Arc<Ctx>| async move {
+        let c = ctx.caches.read().await;
+        c.endpoints.keys().chain(c.slices.keys()).cloned().collect()
+    };
+    driver::run(
+        spec,
+        ctx,
+        feeds,
+        gate,
+        initial,
+        |ctx, k| async move { sync(&ctx, &k).await },
+        shutdown,
+    )
+    .await
 }
 
 async fn on_keyed<T: kube::Resource>(
@@ -274,26 +297,6 @@ async fn on_slice(ctx: &Ctx, c: Change<EndpointSlice>) {
         ctx.queue
             .add_after(k, ctx.cfg.batch_period.max(Duration::from_secs(1)))
             .await;
-    }
-}
-
-async fn worker(ctx: Arc<Ctx>) {
-    while let Some(key) = ctx.queue.get().await {
-        let started = Instant::now();
-        match sync(&ctx, &key).await {
-            Ok(()) => {
-                ctx.metrics.sync("success", started.elapsed());
-                ctx.queue.forget(&key).await;
-            }
-            Err(e) => {
-                let stale = matches!(e, Error::Stale(_));
-                ctx.metrics
-                    .sync(if stale { "stale" } else { "error" }, started.elapsed());
-                tracing::debug!(endpoints = %key, error = %e, "mirroring sync failed; retrying");
-                ctx.queue.add_rate_limited(key.clone()).await;
-            }
-        }
-        ctx.queue.done(&key).await;
     }
 }
 
