@@ -54,15 +54,15 @@ async fn ensure_node(client: &Client) {
     }
 }
 
-/// The controller's write count once it has stopped moving for a second: the objects a test
-/// waits for can be in place while the controller still works off the last watch events (a
-/// real API server delivers them later than the embedded one). A controller that never stops
-/// writing fails here.
+/// The controller's write count once it has stopped moving for two seconds (longer than the
+/// one-second stale-cache retry): the objects a test waits for can be in place while the
+/// controller still works off the last watch events (a real API server delivers them later
+/// than the embedded one). A controller that never stops writing fails here.
 async fn settled(metrics: &ControllerMetrics) -> u64 {
     let mut last = metrics.total_changes();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
         let now = metrics.total_changes();
         if now == last {
             return now;
