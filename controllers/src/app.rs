@@ -454,6 +454,8 @@ impl ReadyFlags {
 
 impl Term {
     async fn run(&self) {
+        // One watch per kind for the endpoint controllers of this term.
+        let watches = crate::watches::Watches::new(self.client.clone());
         let ipam = async {
             if self.selected.ipam {
                 ipam_term(
@@ -470,7 +472,8 @@ impl Term {
         let slices = async {
             if self.selected.endpointslice {
                 restarting("endpointslice", || {
-                    crate::endpointslice::run(
+                    crate::endpointslice::run_with(
+                        &watches,
                         self.client.clone(),
                         crate::endpointslice::Config {
                             ready: Some(self.flags.endpointslice.clone()),
@@ -488,7 +491,8 @@ impl Term {
         let endpoints = async {
             if self.selected.endpoints {
                 restarting("endpoints", || {
-                    crate::endpoints::run(
+                    crate::endpoints::run_with(
+                        &watches,
                         self.client.clone(),
                         crate::endpoints::Config {
                             ready: Some(self.flags.endpoints.clone()),
@@ -506,7 +510,8 @@ impl Term {
         let mirroring = async {
             if self.selected.mirroring {
                 restarting("endpointslicemirroring", || {
-                    crate::mirroring::run(
+                    crate::mirroring::run_with(
+                        &watches,
                         self.client.clone(),
                         crate::mirroring::Config {
                             ready: Some(self.flags.mirroring.clone()),

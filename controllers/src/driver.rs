@@ -66,7 +66,7 @@ pub struct Feed {
 
 impl Feed {
     /// Folds every change of `watch` (a receiver and the task feeding it, as
-    /// [`crate::endpointslice::index::spawn_watch`] returns them) with `fold` on the
+    /// [`crate::watches::Watches::subscribe`] returns them) with `fold` on the
     /// controller's context `ctx`, and reports the first complete list to `gate`.
     pub fn new<C, T, F, Fut>(
         watch: (mpsc::Receiver<Change<T>>, tokio::task::JoinHandle<()>),

@@ -7,7 +7,7 @@
 pub mod controller;
 pub mod desired;
 
-pub use controller::{run, Config};
+pub use controller::{run, run_with, Config};
 
 #[cfg(test)]
 mod tests;

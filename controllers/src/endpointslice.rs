@@ -46,7 +46,7 @@ pub mod topology;
 pub mod tracker;
 pub mod trigger;
 
-pub use controller::{run, Config};
+pub use controller::{run, run_with, Config};
 
 #[cfg(test)]
 mod tests;

@@ -16,5 +16,6 @@ pub mod endpointslice;
 pub mod error;
 pub mod ipam;
 pub mod mirroring;
+pub mod watches;
 
 pub use error::{Error, Result};

@@ -97,3 +97,40 @@ async fn not_ready_until_the_endpoint_controllers_have_synced() {
     .await
     .expect("svcnet-controller becomes ready");
 }
+
+/// The three endpoint controllers of one process share one watch per kind (and label
+/// selector): Services, Pods, Nodes, Endpoints once each; EndpointSlices twice (each
+/// controller watches only the slices carrying its own managed-by value). Embedded server only:
+/// it records the requests it serves.
+#[tokio::test]
+async fn one_watch_per_kind_per_process() {
+    let env = TestEnv::embedded(Default::default())
+        .await
+        .expect("embedded server");
+    let server = env.server().expect("embedded");
+    server.enable_audit();
+    let port = free_port();
+    let _proc = start(env.kubeconfig_path(), port);
+    wait_until(
+        "/readyz turns 200",
+        Duration::from_secs(60),
+        || async move { matches!(readyz(port).await, Some((200, _))) },
+    )
+    .await
+    .expect("svcnet-controller becomes ready");
+    let mut watches = std::collections::BTreeMap::<String, usize>::new();
+    for r in server.audit_log().into_iter().filter(|r| r.verb == "watch") {
+        *watches.entry(r.resource).or_default() += 1;
+    }
+    let want: std::collections::BTreeMap<String, usize> = [
+        ("endpoints", 1),
+        ("endpointslices", 2),
+        ("nodes", 1),
+        ("pods", 1),
+        ("services", 1),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(watches, want);
+}

@@ -12,17 +12,15 @@ use crate::driver::{self, Feed, Spec, SyncGate};
 use crate::endpointslice::apply::{
     is_namespace_terminating, is_not_found, reference_to, EventSink,
 };
-use crate::endpointslice::index::{
-    fold_pod_change, spawn_watch, Change, ObjKey, PodIndex, ServiceIndex,
-};
+use crate::endpointslice::index::{fold_pod_change, Change, ObjKey, PodIndex, ServiceIndex};
 use crate::endpointslice::metrics::ControllerMetrics;
 use crate::endpointslice::model::{to_chrono, PodInfo};
 use crate::endpointslice::plan::EventSpec;
 use crate::endpointslice::trigger::TriggerTimeTracker;
+use crate::watches::Watches;
 use crate::{Error, Result};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use kube::api::{DeleteParams, PostParams};
-use kube::runtime::watcher;
 use kube::{Api, Client};
 use runtime::queue::{Backoff, WorkQueue};
 use std::collections::{HashMap, HashSet};
@@ -88,6 +86,18 @@ pub async fn run(
     metrics: ControllerMetrics,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
+    let watches = Watches::new(client.clone());
+    run_with(&watches, client, cfg, metrics, shutdown).await
+}
+
+/// Like [`run`], subscribing to the process's shared `watches` (one watch per kind).
+pub async fn run_with(
+    watches: &Watches,
+    client: Client,
+    cfg: Config,
+    metrics: ControllerMetrics,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
     if !(1..=50).contains(&cfg.concurrent_syncs) {
         return Err(Error::InvalidConfig {
             flag: "--concurrent-endpoint-syncs",
@@ -118,24 +128,21 @@ pub async fn run(
         events,
     });
     let gate = SyncGate::default();
-    let all = watcher::Config::default;
     let feeds = vec![
         Feed::new(
-            spawn_watch(Api::<Service>::all(client.clone()), all(), |s| s),
+            watches.subscribe::<Service, _>("", |s| s),
             &gate,
             &ctx,
             |ctx, c| async move { on_service(&ctx, c).await },
         ),
         Feed::new(
-            spawn_watch(Api::<Pod>::all(client.clone()), all(), |p| {
-                PodInfo::from_pod(&p)
-            }),
+            watches.subscribe::<Pod, _>("", |p| PodInfo::from_pod(&p)),
             &gate,
             &ctx,
             |ctx, c| async move { on_pod(&ctx, c).await },
         ),
         Feed::new(
-            spawn_watch(Api::<Endpoints>::all(client.clone()), all(), strip),
+            watches.subscribe::<Endpoints, _>("", strip),
             &gate,
             &ctx,
             |ctx, c| async move { on_endpoints(&ctx, c).await },

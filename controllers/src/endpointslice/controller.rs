@@ -14,7 +14,7 @@
 //! so never touched.
 
 use super::apply::{apply_slice_plan, reference_to, EventSink};
-use super::index::{fold_pod_change, spawn_watch, Change, ObjKey, PodIndex, ServiceIndex};
+use super::index::{fold_pod_change, Change, ObjKey, PodIndex, ServiceIndex};
 use super::metrics::ControllerMetrics;
 use super::model::{to_chrono, NodeInfo, PodInfo};
 use super::plan::{EventSpec, SlicePlan};
@@ -26,11 +26,11 @@ use super::tracker::{SliceTracker, SliceVersion};
 use super::trigger::TriggerTimeTracker;
 use crate::diagnostics::{diagnose, DiagnosticsState};
 use crate::driver::{self, Feed, Spec, SyncGate};
+use crate::watches::Watches;
 use crate::{Error, Result};
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::watcher;
-use kube::{Api, Client};
+use kube::Client;
 use runtime::queue::{Backoff, WorkQueue};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -186,6 +186,18 @@ pub async fn run(
     metrics: ControllerMetrics,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
+    let watches = Watches::new(client.clone());
+    run_with(&watches, client, cfg, metrics, shutdown).await
+}
+
+/// Like [`run`], subscribing to the process's shared `watches` (one watch per kind).
+pub async fn run_with(
+    watches: &Watches,
+    client: Client,
+    cfg: Config,
+    metrics: ControllerMetrics,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
     cfg.validate()?;
     let queue = WorkQueue::new(Backoff {
         base: Duration::from_secs(1),
@@ -215,33 +227,28 @@ pub async fn run(
         events,
     });
     let gate = SyncGate::default();
-    let all = watcher::Config::default;
-    let ours = all().labels(&format!("{LABEL_MANAGED_BY}={}", ctx.cfg.controller_name));
+    let ours = format!("{LABEL_MANAGED_BY}={}", ctx.cfg.controller_name);
     let feeds = vec![
         Feed::new(
-            spawn_watch(Api::<Service>::all(client.clone()), all(), |s| s),
+            watches.subscribe::<Service, _>("", |s| s),
             &gate,
             &ctx,
             |ctx, c| async move { on_service(&ctx, c).await },
         ),
         Feed::new(
-            spawn_watch(Api::<Pod>::all(client.clone()), all(), |p| {
-                PodInfo::from_pod(&p)
-            }),
+            watches.subscribe::<Pod, _>("", |p| PodInfo::from_pod(&p)),
             &gate,
             &ctx,
             |ctx, c| async move { on_pod(&ctx, c).await },
         ),
         Feed::new(
-            spawn_watch(Api::<Node>::all(client.clone()), all(), |n| {
-                NodeInfo::from_node(&n)
-            }),
+            watches.subscribe::<Node, _>("", |n| NodeInfo::from_node(&n)),
             &gate,
             &ctx,
             |ctx, c| async move { on_node(&ctx, c).await },
         ),
         Feed::new(
-            spawn_watch(Api::<EndpointSlice>::all(client.clone()), ours, strip_slice),
+            watches.subscribe::<EndpointSlice, _>(&ours, strip_slice),
             &gate,
             &ctx,
             |ctx, c| async move { on_slice(&ctx, c).await },

@@ -1,20 +1,14 @@
 //! Typed in-memory indexes fed by watches, shared by the endpoint controllers:
 //! Pods (stripped to [`PodInfo`], indexed by label), Services (indexed by
-//! selector term, for Pod → Service mapping), and a watch driver that turns a
-//! kube-runtime watcher into `Apply` / `Delete` / `Relist` changes, converting
-//! objects at the boundary so full objects are never buffered.
+//! selector term, for Pod → Service mapping), and the [`Change`]s the shared
+//! watches (`crate::watches`) deliver to them.
 
 use super::model::{Labels, PodInfo};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
-use kube::runtime::watcher;
-use kube::runtime::WatchStreamExt;
-use kube::{Api, Resource};
-use serde::de::DeserializeOwned;
+use kube::Resource;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 
 /// `namespace/name` of an object.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,47 +52,6 @@ pub enum Change<T> {
     Delete(T),
     /// A complete (re)list: everything that exists now.
     Relist(Vec<T>),
-}
-
-/// Runs a watcher and sends converted changes; the first `Relist` marks the
-/// cache synced. Ends when the receiver is dropped.
-pub fn spawn_watch<K, T>(
-    api: Api<K>,
-    cfg: watcher::Config,
-    convert: impl Fn(K) -> T + Send + 'static,
-) -> (mpsc::Receiver<Change<T>>, tokio::task::JoinHandle<()>)
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
-    T: Send + 'static,
-{
-    let (tx, rx) = mpsc::channel(1024);
-    let task = tokio::spawn(async move {
-        let mut stream = watcher(api, cfg).default_backoff().boxed();
-        let mut buf: Vec<T> = Vec::new();
-        while let Some(ev) = stream.next().await {
-            let change = match ev {
-                Ok(watcher::Event::Apply(o)) => Change::Apply(convert(o)),
-                Ok(watcher::Event::Delete(o)) => Change::Delete(convert(o)),
-                Ok(watcher::Event::Init) => {
-                    buf.clear();
-                    continue;
-                }
-                Ok(watcher::Event::InitApply(o)) => {
-                    buf.push(convert(o));
-                    continue;
-                }
-                Ok(watcher::Event::InitDone) => Change::Relist(std::mem::take(&mut buf)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "watch failed; retrying with backoff");
-                    continue;
-                }
-            };
-            if tx.send(change).await.is_err() {
-                return;
-            }
-        }
-    });
-    (rx, task)
 }
 
 /// Aborts its tasks when dropped, so that dropping a controller's `run`

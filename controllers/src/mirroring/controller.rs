@@ -9,16 +9,16 @@
 use super::desired::{reconcile_mirror, should_mirror, MirrorConfig, MIRRORING_CONTROLLER_NAME};
 use crate::driver::{self, Feed, Spec, SyncGate};
 use crate::endpointslice::apply::{apply_slice_plan, reference_to, EventSink};
-use crate::endpointslice::index::{spawn_watch, Change, ObjKey};
+use crate::endpointslice::index::{Change, ObjKey};
 use crate::endpointslice::metrics::ControllerMetrics;
 use crate::endpointslice::plan::SlicePlan;
 use crate::endpointslice::reconcile::{LABEL_MANAGED_BY, LABEL_SERVICE_NAME};
 use crate::endpointslice::tracker::{SliceTracker, SliceVersion};
+use crate::watches::Watches;
 use crate::{Error, Result};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::watcher;
-use kube::{Api, Client};
+use kube::Client;
 use runtime::queue::{Backoff, WorkQueue};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -81,6 +81,18 @@ pub async fn run(
     metrics: ControllerMetrics,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
+    let watches = Watches::new(client.clone());
+    run_with(&watches, client, cfg, metrics, shutdown).await
+}
+
+/// Like [`run`], subscribing to the process's shared `watches` (one watch per kind).
+pub async fn run_with(
+    watches: &Watches,
+    client: Client,
+    cfg: Config,
+    metrics: ControllerMetrics,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
     if !(1..=1000).contains(&cfg.max_endpoints_per_subset) {
         return Err(Error::InvalidConfig {
             flag: "--mirroring-max-endpoints-per-subset",
@@ -125,11 +137,10 @@ pub async fn run(
         e
     };
     let gate = SyncGate::default();
-    let all = watcher::Config::default;
-    let ours = all().labels(&format!("{LABEL_MANAGED_BY}={}", ctx.cfg.controller_name));
+    let ours = format!("{LABEL_MANAGED_BY}={}", ctx.cfg.controller_name);
     let feeds = vec![
         Feed::new(
-            spawn_watch(Api::<Service>::all(client.clone()), all(), strip_svc),
+            watches.subscribe::<Service, _>("", strip_svc),
             &gate,
             &ctx,
             |ctx, c| async move {
@@ -150,7 +161,7 @@ pub async fn run(
             },
         ),
         Feed::new(
-            spawn_watch(Api::<Endpoints>::all(client.clone()), all(), strip_ep),
+            watches.subscribe::<Endpoints, _>("", strip_ep),
             &gate,
             &ctx,
             |ctx, c| async move {
@@ -171,7 +182,7 @@ pub async fn run(
             },
         ),
         Feed::new(
-            spawn_watch(Api::<EndpointSlice>::all(client.clone()), ours, strip_slice),
+            watches.subscribe::<EndpointSlice, _>(&ours, strip_slice),
             &gate,
             &ctx,
             |ctx, c| async move { on_slice(&ctx, c).await },
