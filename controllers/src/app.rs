@@ -18,8 +18,8 @@ use runtime::duration::duration_flag;
 use runtime::leader::{self, LeaderConfig};
 use tokio::sync::watch;
 
-use crate::endpointslice::metrics::ControllerMetrics;
 use crate::ipam::{parse_service_cidrs, Ipam, IpamConfig, IpamMetrics};
+use crate::metrics::ControllerMetrics;
 use crate::{Error, Result};
 
 /// svcnet-controller's command line.

@@ -25,8 +25,8 @@ use runtime::admin::ReadyFlag;
 use runtime::queue::WorkQueue;
 use tokio::sync::{mpsc, watch};
 
-use crate::endpointslice::index::{Change, TaskGuard};
-use crate::endpointslice::metrics::ControllerMetrics;
+use crate::index::{Change, TaskGuard};
+use crate::metrics::ControllerMetrics;
 use crate::{Error, Result};
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;

@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::endpointslice::index::Change;
+use crate::index::Change;
 
 /// How long a shared watcher waits after a subscription before it lists.
 pub const SETTLE: Duration = Duration::from_millis(100);

@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use controllers::endpointslice::metrics::ControllerMetrics;
 use controllers::endpointslice::reconcile::CONTROLLER_NAME;
+use controllers::metrics::ControllerMetrics;
 use controllers::mirroring::desired::MIRRORING_CONTROLLER_NAME;
 use futures::{stream, FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};

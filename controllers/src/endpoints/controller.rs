@@ -8,15 +8,13 @@
 //! Writes are create / replace-with-resourceVersion / delete.
 
 use super::desired::{reconcile_endpoints, EndpointsAction, ANNOTATION_LEADER};
+use crate::apply::{is_namespace_terminating, is_not_found, reference_to, EventSink};
 use crate::driver::{self, Feed, Spec, SyncGate};
-use crate::endpointslice::apply::{
-    is_namespace_terminating, is_not_found, reference_to, EventSink,
-};
-use crate::endpointslice::index::{fold_pod_change, Change, ObjKey, PodIndex, ServiceIndex};
-use crate::endpointslice::metrics::ControllerMetrics;
-use crate::endpointslice::model::{to_chrono, PodInfo};
-use crate::endpointslice::plan::EventSpec;
-use crate::endpointslice::trigger::TriggerTimeTracker;
+use crate::index::{fold_pod_change, Change, ObjKey, PodIndex, ServiceIndex};
+use crate::metrics::ControllerMetrics;
+use crate::model::{to_chrono, PodInfo};
+use crate::plan::EventSpec;
+use crate::trigger::TriggerTimeTracker;
 use crate::watches::Watches;
 use crate::{Error, Result};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};

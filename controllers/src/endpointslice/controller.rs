@@ -13,19 +13,19 @@
 //! garbage collector); slices with another managed-by are never listed,
 //! so never touched.
 
-use super::apply::{apply_slice_plan, reference_to, EventSink};
-use super::index::{fold_pod_change, Change, ObjKey, PodIndex, ServiceIndex};
-use super::metrics::ControllerMetrics;
-use super::model::{to_chrono, NodeInfo, PodInfo};
-use super::plan::{EventSpec, SlicePlan};
 use super::reconcile::{
     reconcile_service, ReconcilerConfig, ServiceInput, LABEL_MANAGED_BY, LABEL_SERVICE_NAME,
 };
 use super::topology::TopologyCache;
-use super::tracker::{SliceTracker, SliceVersion};
-use super::trigger::TriggerTimeTracker;
+use crate::apply::{apply_slice_plan, reference_to, EventSink};
 use crate::diagnostics::{diagnose, DiagnosticsState};
 use crate::driver::{self, Feed, Spec, SyncGate};
+use crate::index::{fold_pod_change, Change, ObjKey, PodIndex, ServiceIndex};
+use crate::metrics::ControllerMetrics;
+use crate::model::{to_chrono, NodeInfo, PodInfo};
+use crate::plan::{EventSpec, SlicePlan};
+use crate::tracker::{SliceTracker, SliceVersion};
+use crate::trigger::TriggerTimeTracker;
 use crate::watches::Watches;
 use crate::{Error, Result};
 use k8s_openapi::api::core::v1::{Node, Pod, Service};

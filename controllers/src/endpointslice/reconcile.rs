@@ -6,10 +6,10 @@
 //! (endpoints sorted by address, slices by name) so that plans are
 //! reproducible. Counts and placement rules are the same.
 
-use super::hash;
-use super::model::{NodeInfo, PodInfo};
-use super::plan::{EventSpec, SlicePlan};
 use super::topology::{self, Heuristic, SliceInfo, TopologyCache};
+use crate::hash;
+use crate::model::{NodeInfo, PodInfo};
+use crate::plan::{EventSpec, SlicePlan};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::Service;

@@ -7,13 +7,13 @@
 //! `metrics` comes from `ControllerMetrics::register(&mut registry, "svcnet_endpointslice_mirroring")`.
 
 use super::desired::{reconcile_mirror, should_mirror, MirrorConfig, MIRRORING_CONTROLLER_NAME};
+use crate::apply::{apply_slice_plan, reference_to, EventSink};
 use crate::driver::{self, Feed, Spec, SyncGate};
-use crate::endpointslice::apply::{apply_slice_plan, reference_to, EventSink};
-use crate::endpointslice::index::{Change, ObjKey};
-use crate::endpointslice::metrics::ControllerMetrics;
-use crate::endpointslice::plan::SlicePlan;
 use crate::endpointslice::reconcile::{LABEL_MANAGED_BY, LABEL_SERVICE_NAME};
-use crate::endpointslice::tracker::{SliceTracker, SliceVersion};
+use crate::index::{Change, ObjKey};
+use crate::metrics::ControllerMetrics;
+use crate::plan::SlicePlan;
+use crate::tracker::{SliceTracker, SliceVersion};
 use crate::watches::Watches;
 use crate::{Error, Result};
 use k8s_openapi::api::core::v1::{Endpoints, Service};

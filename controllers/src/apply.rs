@@ -3,9 +3,9 @@
 //! order creates → updates → deletes, recording what the cache must show
 //! next in the [`SliceTracker`], and Events through kube-runtime's Recorder.
 
-use super::metrics::ControllerMetrics;
-use super::plan::{EventKind, EventSpec, SlicePlan};
-use super::tracker::{SliceTracker, SliceVersion};
+use crate::metrics::ControllerMetrics;
+use crate::plan::{EventKind, EventSpec, SlicePlan};
+use crate::tracker::{SliceTracker, SliceVersion};
 use crate::{Error, Result};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -137,7 +137,7 @@ impl EventSink {
             // a changed message visible while repeats still form a series.
             action: format!(
                 "Reconcile-{}",
-                &super::hash::hex(&super::hash::fnv128a(ev.message.as_bytes()))[..8]
+                &crate::hash::hex(&crate::hash::fnv128a(ev.message.as_bytes()))[..8]
             ),
             secondary: None,
         };

@@ -6,7 +6,7 @@
 //! since the previous sync: a Pod Ready-condition `lastTransitionTime` that
 //! moved forward, or the Service creation time if that changed.
 
-use super::model::PodInfo;
+use crate::model::PodInfo;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
