@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 
 use super::defaults::Sub;
 use super::field_validation;
-use super::managed_fields::{self, Manager, WriteCtx};
+use super::field_validation::WriteCtx;
+use super::managed_fields::{self, Manager};
 use super::ops::{self, meta_str, Written};
 use super::resources::ResourceInfo;
 use super::status::{ApiError, ApiResult, FieldError};

@@ -16,7 +16,6 @@ use serde::de::{DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor
 use serde::Serialize;
 use serde_json::Value;
 
-use super::managed_fields::WriteCtx;
 use super::resources::ResourceInfo;
 use super::status::{ApiError, ApiResult, FieldError};
 
@@ -289,6 +288,29 @@ pub(crate) fn check(
 /// The value of a `Warning` response header for one warning.
 pub(crate) fn warning_header(text: &str) -> String {
     format!("299 - {text:?}")
+}
+
+/// The per-request context of a write: who writes (for managedFields), how unknown fields
+/// are handled, and the warnings to send back.
+#[derive(Debug)]
+pub(crate) struct WriteCtx {
+    pub manager: Option<super::managed_fields::Manager>,
+    pub validation: Mode,
+    pub warnings: Vec<String>,
+    /// Repeated keys found in the raw body of a patch, reported with the patched object.
+    pub patch_duplicates: Vec<String>,
+}
+
+impl WriteCtx {
+    /// A write the server makes on its own behalf (no managedFields entry, no validation).
+    pub fn internal() -> Self {
+        Self {
+            manager: None,
+            validation: Mode::Ignore,
+            warnings: Vec::new(),
+            patch_duplicates: Vec::new(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -197,7 +197,7 @@ impl ApiServer {
                     None,
                     obj,
                     false,
-                    &mut managed_fields::WriteCtx::internal(),
+                    &mut field_validation::WriteCtx::internal(),
                 ) {
                     tracing::warn!(namespace = ns, error = %e.message, "creating default namespace failed");
                 }

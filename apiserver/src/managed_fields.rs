@@ -511,29 +511,6 @@ pub(crate) fn manager_name(field_manager: Option<&str>, user_agent: &str) -> Api
     Ok(name)
 }
 
-/// The per-request context of a write: who writes (for managedFields), how unknown fields
-/// are handled, and the warnings to send back.
-#[derive(Debug)]
-pub(crate) struct WriteCtx {
-    pub manager: Option<Manager>,
-    pub validation: super::field_validation::Mode,
-    pub warnings: Vec<String>,
-    /// Repeated keys found in the raw body of a patch, reported with the patched object.
-    pub patch_duplicates: Vec<String>,
-}
-
-impl WriteCtx {
-    /// A write the server makes on its own behalf (no managedFields entry, no validation).
-    pub fn internal() -> Self {
-        Self {
-            manager: None,
-            validation: super::field_validation::Mode::Ignore,
-            warnings: Vec::new(),
-            patch_duplicates: Vec::new(),
-        }
-    }
-}
-
 /// The merge schema of a resource, reading a custom resource's structural schema from its CRD.
 pub(crate) fn schema(inner: &super::store::Inner, info: &ResourceInfo) -> Schema {
     let Some(crd_name) = info.crd.as_deref() else {

@@ -12,8 +12,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::defaults::{self, Sub};
+use super::field_validation::WriteCtx;
 use super::field_validation::{self, Source};
-use super::managed_fields::{self, WriteCtx};
+use super::managed_fields;
 use super::patch::{self, PatchType};
 use super::resources::{crd_conflict, crd_resources, Generation, ResourceInfo, StatusWrite};
 use super::status::{ApiError, ApiResult, FieldError};

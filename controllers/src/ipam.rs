@@ -54,6 +54,7 @@
 
 pub mod claims;
 pub mod config;
+pub mod context;
 pub mod controller;
 pub mod metrics;
 pub mod model;
@@ -63,5 +64,6 @@ pub mod repair;
 pub mod state;
 
 pub use config::{parse_service_cidrs, IpamConfig};
-pub use controller::{run, Ipam};
+pub use context::Ipam;
+pub use controller::run;
 pub use metrics::IpamMetrics;

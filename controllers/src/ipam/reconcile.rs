@@ -10,7 +10,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
 
 use crate::ipam::claims::Created;
-use crate::ipam::controller::Ipam;
+use crate::ipam::context::Ipam;
 use crate::ipam::model::{family_of, Family, SvcType, SvcView};
 use crate::ipam::plan::cluster_ip::{plan_cluster_ips, ClusterIpPlan, IpSlot};
 use crate::ipam::plan::load_balancer as lb;
