@@ -10,7 +10,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked \
       -p svcnet-controllers --bin svcnet-controller \
       -p svcnet-dataplane --bin svcnet-proxy \
-      -p svcnet-e2e --bin svcnet \
+      -p svcnet-cli --bin svcnet \
  && mkdir -p /out \
  && cp target/release/svcnet-controller target/release/svcnet-proxy target/release/svcnet /out/
 

@@ -30,7 +30,7 @@ fi
 
 echo "scripts/demo.sh: building svcnet, svcnet-controller, svcnet-proxy, svcnet-echo (release)" >&2
 cargo build --release --locked \
-  -p svcnet-e2e --bin svcnet --bin svcnet-echo \
+  -p svcnet-cli --bin svcnet -p svcnet-testkit --bin svcnet-echo \
   -p svcnet-controllers --bin svcnet-controller \
   -p svcnet-dataplane --bin svcnet-proxy
 

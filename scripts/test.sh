@@ -44,9 +44,12 @@ cargo build --workspace --bins --locked
 echo "== nextest (all tests, root-only included; the API-level suites on the embedded API server)"
 cargo nextest run --workspace --locked --no-fail-fast --profile ci
 
-# The API-level suites: they talk to the Kubernetes API only through e2e::harness::TestEnv, so
+# The API-level suites: they talk to the Kubernetes API only through testkit::harness::TestEnv, so
 # they run unchanged on the embedded server (above) and on a real etcd + kube-apiserver (below).
-api_suites=(apiserver_conformance apiserver_apply endpointslice_e2e ipam_e2e kubectl reflector_sync dataplane_run)
+api_suites=(apiserver_conformance apiserver_apply endpointslice_e2e ipam_e2e kubectl reflector_sync dataplane_run controller_readiness)
+# Only meaningful with upstream's binaries: svcnet's endpoint controllers compared object by
+# object with kube-controller-manager's on the same inputs (it says SKIPPED without them).
+real_only_suites=(endpoints_differential)
 filter=""
 for s in "${api_suites[@]}"; do filter+="${filter:+ | }binary(=$s)"; done
 embedded_count=$(cargo nextest list --workspace --locked -E "$filter" --message-format oneline 2>/dev/null | grep -c . || true)
@@ -62,7 +65,8 @@ if [ -n "$assets" ] && [ -x "$assets/kube-apiserver" ] && [ -x "$assets/etcd" ];
   echo "== the API-level suites again on a real etcd + kube-apiserver ($("$assets/kube-apiserver" --version)) from $assets"
   echo "   one control plane per test binary, tests one at a time (the IPAM and endpoint controllers under test are cluster-wide)"
   args=()
-  for s in "${api_suites[@]}"; do args+=(--test "$s"); done
+  for s in "${api_suites[@]}" "${real_only_suites[@]}"; do args+=(--test "$s"); done
+  echo "   plus ${real_only_suites[*]}: svcnet's EndpointSlices/Endpoints against kube-controller-manager's"
   start=$(date +%s)
   log=$(mktemp)
   set +e

@@ -8,13 +8,17 @@
 //!   terminal, terminating, readiness probe failing);
 //! * a named `targetPort` the selected Pods do not declare (name AND protocol).
 //!
-//! [`DiagnosticsState`] turns findings into rate-limited Events: a Warning when
-//! a finding appears or its message changes (at most once per
-//! `min_interval` for the same finding, repeated every `repeat_interval` while
-//! it lasts), and a Normal `<Reason>Resolved` event when it goes away.
+//! [`DiagnosticsState`] turns findings into rate-limited Events: a Warning once
+//! a finding has lasted `grace` (default 30 s: `kubectl apply -f dir/` that
+//! creates a Service before its Deployment, or Pods still starting, is the
+//! ordinary course of things, not a problem), then again when its message
+//! changes (at most once per `min_interval`) and every `repeat_interval` while
+//! it lasts; and a Normal `<Reason>Resolved` event when a finding that was
+//! warned about goes away. A finding that clears within the grace period
+//! produces no Event at all.
 
-use crate::endpointslice::model::{Labels, PodInfo};
-use crate::endpointslice::plan::EventSpec;
+use crate::model::{Labels, PodInfo};
+use crate::plan::EventSpec;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::{BTreeMap, HashMap};
@@ -306,8 +310,12 @@ pub fn diagnose(svc: &Service, ns_pods: &[&PodInfo]) -> Vec<Finding> {
 
 #[derive(Debug, Clone)]
 struct Active {
+    /// The message last warned about (or, before the first Warning, the latest one).
     message: String,
-    last_emitted: Instant,
+    /// When the finding was first seen in its current run.
+    first_seen: Instant,
+    /// The last Warning, `None` while the finding is within its grace period.
+    last_emitted: Option<Instant>,
 }
 
 /// Rate-limited Event state per Service (`namespace/name`).
@@ -318,7 +326,12 @@ pub struct DiagnosticsState {
     pub min_interval: Duration,
     /// A finding that lasts is repeated this often.
     pub repeat_interval: Duration,
+    /// How long a finding must persist before its first Warning.
+    pub grace: Duration,
 }
+
+/// The default [`DiagnosticsState::grace`].
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
 impl Default for DiagnosticsState {
     fn default() -> Self {
@@ -326,11 +339,20 @@ impl Default for DiagnosticsState {
             active: HashMap::new(),
             min_interval: Duration::from_secs(5),
             repeat_interval: Duration::from_secs(600),
+            grace: DEFAULT_GRACE,
         }
     }
 }
 
 impl DiagnosticsState {
+    /// Default intervals with this grace period.
+    pub fn with_grace(grace: Duration) -> Self {
+        DiagnosticsState {
+            grace,
+            ..DiagnosticsState::default()
+        }
+    }
+
     /// Records the current findings of `key` and returns the Events to emit,
     /// and when to look again if a changed message was held back.
     pub fn update(&mut self, key: &str, findings: Vec<Finding>, now: Instant) -> Vec<EventSpec> {
@@ -356,47 +378,55 @@ impl DiagnosticsState {
         let mut events = Vec::new();
         let prev = self.active.remove(key).unwrap_or_default();
         let mut next: BTreeMap<(&'static str, String), Active> = BTreeMap::new();
+        let mut recheck_in = |wait: Duration| {
+            recheck = Some(recheck.map_or(wait, |r: Duration| r.min(wait)));
+        };
         for f in findings {
             let id = (f.reason, f.subject.clone());
-            let emit = match prev.get(&id) {
-                None => true,
-                Some(a) => {
-                    let since = now.saturating_duration_since(a.last_emitted);
-                    (a.message != f.message && since >= self.min_interval)
-                        || since >= self.repeat_interval
-                }
-            };
-            if !emit {
-                if let Some(a) = prev.get(&id) {
-                    if a.message != f.message {
-                        let wait = self
-                            .min_interval
-                            .saturating_sub(now.saturating_duration_since(a.last_emitted));
-                        recheck = Some(recheck.map_or(wait, |r| r.min(wait)));
+            let first_seen = prev.get(&id).map_or(now, |a| a.first_seen);
+            let last = prev.get(&id).and_then(|a| a.last_emitted);
+            let emit = match last {
+                // Within the grace period: warn once it has lasted long enough.
+                None => {
+                    let lasted = now.saturating_duration_since(first_seen);
+                    if lasted < self.grace {
+                        recheck_in(self.grace - lasted);
                     }
+                    lasted >= self.grace
                 }
-            }
-            let last_emitted = if emit {
-                events.push(EventSpec::warning(f.reason, f.message.clone()));
-                now
-            } else {
-                prev.get(&id).map_or(now, |a| a.last_emitted)
+                Some(at) => {
+                    let since = now.saturating_duration_since(at);
+                    let changed = prev.get(&id).is_some_and(|a| a.message != f.message);
+                    if changed && since < self.min_interval {
+                        recheck_in(self.min_interval - since);
+                    }
+                    (changed && since >= self.min_interval) || since >= self.repeat_interval
+                }
             };
-            let message = if emit {
-                f.message
+            let (message, last_emitted) = if emit {
+                events.push(EventSpec::warning(f.reason, f.message.clone()));
+                (f.message, Some(now))
+            } else if last.is_some() {
+                let held = prev
+                    .get(&id)
+                    .map_or(f.message.clone(), |a| a.message.clone());
+                (held, last)
             } else {
-                prev.get(&id)
-                    .map_or(f.message.clone(), |a| a.message.clone())
+                (f.message, None)
             };
             next.insert(
                 id,
                 Active {
                     message,
+                    first_seen,
                     last_emitted,
                 },
             );
         }
-        for ((reason, subject), _) in prev.iter().filter(|(id, _)| !next.contains_key(*id)) {
+        let resolved = prev
+            .iter()
+            .filter(|(id, a)| a.last_emitted.is_some() && !next.contains_key(*id));
+        for ((reason, subject), _) in resolved {
             let what = match *reason {
                 REASON_NO_PODS => "the selector now matches pods".to_string(),
                 REASON_NO_READY_PODS => "at least one selected pod is ready now".to_string(),
@@ -421,8 +451,8 @@ impl DiagnosticsState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpointslice::model::NamedPort;
-    use crate::endpointslice::plan::EventKind;
+    use crate::model::NamedPort;
+    use crate::plan::EventKind;
     use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -561,7 +591,10 @@ mod tests {
 
     #[test]
     fn events_are_rate_limited_and_cleared() {
-        let mut st = DiagnosticsState::default();
+        let mut st = DiagnosticsState {
+            grace: Duration::ZERO,
+            ..DiagnosticsState::default()
+        };
         let t0 = Instant::now();
         let f = || {
             vec![Finding {
@@ -585,5 +618,39 @@ mod tests {
         assert!(st
             .update("ns/s", Vec::new(), t0 + Duration::from_secs(603))
             .is_empty());
+    }
+
+    #[test]
+    fn a_finding_must_outlast_the_grace_period() {
+        let mut st = DiagnosticsState::default();
+        let t0 = Instant::now();
+        let f = |m: &str| {
+            vec![Finding {
+                reason: REASON_NO_PODS,
+                subject: String::new(),
+                message: m.into(),
+            }]
+        };
+        let secs = Duration::from_secs;
+        // Created before its Pods: nothing is said while the Pods arrive.
+        let (ev, recheck) = st.update_with_recheck("ns/s", f("m1"), t0);
+        assert!(ev.is_empty());
+        assert_eq!(recheck, Some(DEFAULT_GRACE));
+        let (ev, recheck) = st.update_with_recheck("ns/s", f("m2"), t0 + secs(10));
+        assert!(ev.is_empty());
+        assert_eq!(recheck, Some(DEFAULT_GRACE - secs(10)));
+        // Resolved within the grace period: no Warning and no Resolved event.
+        assert!(st.update("ns/s", Vec::new(), t0 + secs(20)).is_empty());
+        assert!(!st.has("ns/s", REASON_NO_PODS));
+        // A finding that lasts is warned about once the period is over, with the latest message.
+        assert!(st.update("ns/s", f("m3"), t0 + secs(30)).is_empty());
+        let ev = st.update("ns/s", f("m4"), t0 + secs(60));
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].reason, REASON_NO_PODS);
+        assert_eq!(ev[0].message, "m4");
+        assert!(st.update("ns/s", f("m4"), t0 + secs(61)).is_empty());
+        let ev = st.update("ns/s", Vec::new(), t0 + secs(62));
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].reason, "SelectorMatchesNoPodsResolved");
     }
 }

@@ -1,5 +1,5 @@
-//! Legacy `core/v1` Endpoints controller (upstream `pkg/controller/endpoint`,
-//! see `shared/docs/upstream-behavior.md` §2).
+//! Legacy `core/v1` Endpoints controller, with the semantics of upstream's
+//! `pkg/controller/endpoint`.
 //!
 //! * [`desired`] — the pure layer: subsets, RepackSubsets, the 1000-address
 //!   cap with the over-capacity annotation, headless handling.
@@ -7,7 +7,7 @@
 pub mod controller;
 pub mod desired;
 
-pub use controller::{run, Config};
+pub use controller::{run, run_with, Config};
 
 #[cfg(test)]
 mod tests;

@@ -1,23 +1,25 @@
 //! EndpointSlice controller: turns a Service's selector into EndpointSlices,
-//! with kube-controller-manager's semantics (see
-//! `shared/docs/upstream-behavior.md` §1) and svcnet's own managed-by value
+//! with kube-controller-manager's semantics (its `endpointslice` controller) and
+//! svcnet's own managed-by value
 //! [`reconcile::CONTROLLER_NAME`], so it can run beside upstream's controller.
 //!
 //! Layers:
-//! * [`model`] — stripped Pod/Node views kept in the caches.
-//! * [`hash`] — upstream's ordering hashes (spew dump + FNV-128a / MD5).
-//! * [`reconcile`], [`topology`], [`plan`] — the pure reconciler.
-//! * [`trigger`] — last-change-trigger-time tracker; [`tracker`] — stale-cache guard.
-//! * [`index`], [`queue`], [`apply`], [`metrics`], [`controller`] — the process: watches
-//!   feeding typed indexes (Pods stripped to [`model::PodInfo`]), a de-duplicating work
-//!   queue with per-key backoff, create / replace-with-resourceVersion / delete writes,
-//!   prometheus-client metrics and events.k8s.io Events.
+//! * [`reconcile`], [`topology`] — the pure reconciler: Service + Pods + Nodes + existing
+//!   slices → a [`crate::plan::SlicePlan`] (upstream's packing, topology hints).
+//! * [`controller`] — configuration, the folds that keep its caches, and the sync of one
+//!   Service; the runtime around it is [`crate::driver`], the watches [`crate::watches`].
+//!
+//! The pieces it shares with the Endpoints and mirroring controllers are top-level modules of
+//! this crate: [`crate::model`] (stripped Pod/Node views), [`crate::index`] (typed indexes),
+//! [`crate::hash`] (upstream's ordering hashes), [`crate::plan`], [`crate::apply`] (writes and
+//! Events), [`crate::tracker`] (stale-cache guard), [`crate::trigger`] (last-change trigger
+//! time) and [`crate::metrics`].
 //!
 //! # Wiring (for `svcnet-controller`)
 //!
 //! ```no_run
 //! # async fn wire(client: kube::Client) -> controllers::Result<()> {
-//! use controllers::endpointslice::metrics::ControllerMetrics;
+//! use controllers::metrics::ControllerMetrics;
 //! let mut registry = prometheus_client::registry::Registry::default();
 //! let es = ControllerMetrics::register(&mut registry, "svcnet_endpointslice");
 //! let ep = ControllerMetrics::register(&mut registry, "svcnet_endpoints");
@@ -32,22 +34,14 @@
 //! # Ok(()) }
 //! ```
 //! Each `run(client, cfg, metrics, shutdown)` returns when `shutdown` resolves; dropping
-//! the future also stops every task it started.
+//! the future also stops every task it started. `run_with` takes the process's shared
+//! [`crate::watches::Watches`] instead of watching on its own (as `svcnet-controller` does).
 
-pub mod apply;
 pub mod controller;
-pub mod hash;
-pub mod index;
-pub mod metrics;
-pub mod model;
-pub mod plan;
-pub mod queue;
 pub mod reconcile;
 pub mod topology;
-pub mod tracker;
-pub mod trigger;
 
-pub use controller::{run, Config};
+pub use controller::{run, run_with, Config};
 
 #[cfg(test)]
 mod tests;

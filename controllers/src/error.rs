@@ -7,6 +7,10 @@ pub enum Error {
     #[error("kubernetes API call failed: {0}")]
     Kube(#[from] kube::Error),
 
+    /// Process plumbing (client configuration, …) failed.
+    #[error(transparent)]
+    Runtime(#[from] runtime::Error),
+
     /// A configuration value (flag) cannot be used.
     #[error("invalid {flag} {value:?}: {reason}")]
     InvalidConfig {
@@ -28,6 +32,11 @@ pub enum Error {
         message: String,
     },
 
+    /// The informer cache does not show this controller's own last write yet; syncing now
+    /// could duplicate or undo it, so the key is retried once the cache catches up.
+    #[error("stale cache: {0}")]
+    Stale(String),
+
     /// A transient condition (a concurrent writer won, a value is being claimed by another
     /// worker); the work is retried shortly.
     #[error("retry: {0}")]
@@ -39,9 +48,10 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube(_) => "api",
-            Error::InvalidConfig { .. } => "invalid_config",
+            Error::InvalidConfig { .. } | Error::Runtime(_) => "invalid_config",
             Error::Allocation { reason, .. } => reason,
             Error::Retry(_) => "retry",
+            Error::Stale(_) => "stale",
         }
     }
 }

@@ -54,15 +54,16 @@
 
 pub mod claims;
 pub mod config;
+pub mod context;
 pub mod controller;
 pub mod metrics;
 pub mod model;
 pub mod plan;
-pub mod queue;
 pub mod reconcile;
 pub mod repair;
 pub mod state;
 
 pub use config::{parse_service_cidrs, IpamConfig};
-pub use controller::{run, Ipam};
+pub use context::Ipam;
+pub use controller::run;
 pub use metrics::IpamMetrics;

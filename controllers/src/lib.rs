@@ -4,14 +4,29 @@
 //! * [`ipam`] — ClusterIP / NodePort / health-check NodePort / LoadBalancer IP allocation.
 //! * [`endpointslice`], [`endpoints`], [`mirroring`] — backends for Services.
 //! * [`diagnostics`] — Events that tell users why a Service has no backends.
-//! * [`runtime`] — leader election, the admin server (`/metrics`, `/healthz`, `/readyz`), Event recording.
+//! * Shared by the endpoint controllers: [`driver`] (the one controller runtime: sync gate,
+//!   workers, retries, readiness), [`watches`] (one watch per kind per process), [`index`],
+//!   [`model`], [`plan`], [`apply`], [`tracker`], [`trigger`], [`hash`], [`metrics`].
+//! * [`app`] — the `svcnet-controller` process: flags (all validated before anything starts),
+//!   client, admin server, leader election, and the selected controllers. The plumbing it
+//!   shares with the other binaries is the `svcnet-runtime` crate.
 
+pub mod app;
+pub mod apply;
 pub mod diagnostics;
+pub mod driver;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod error;
+pub mod hash;
+pub mod index;
 pub mod ipam;
+pub mod metrics;
 pub mod mirroring;
-pub mod runtime;
+pub mod model;
+pub mod plan;
+pub mod tracker;
+pub mod trigger;
+pub mod watches;
 
 pub use error::{Error, Result};

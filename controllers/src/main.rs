@@ -1,11 +1,25 @@
-//! `svcnet-controller`: parses flags and runs [`controllers::runtime::app::run`].
+//! `svcnet-controller`: parses and validates flags, then runs [`controllers::app::run`].
 
 use clap::Parser;
-use controllers::runtime::app::{self, Args};
+use controllers::app::{self, Args};
+
+/// Exit status for bad flags (EX_USAGE), before anything binds or connects.
+const EX_USAGE: i32 = 64;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(err) if !err.use_stderr() => err.exit(), // --help, --version
+        Err(err) => {
+            let _ = err.print();
+            std::process::exit(EX_USAGE);
+        }
+    };
+    if let Err(err) = args.validate() {
+        eprintln!("svcnet-controller: {err}");
+        std::process::exit(EX_USAGE);
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if args.log_format == "json" {
@@ -15,14 +29,6 @@ async fn main() -> anyhow::Result<()> {
             .init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
-    // Bad configuration exits 64 (EX_USAGE) before anything binds.
-    if let Err(err) = args
-        .ipam_config(String::new())
-        .and_then(|_| args.admin_addr())
-    {
-        eprintln!("svcnet-controller: {err}");
-        std::process::exit(64);
     }
     app::run(args).await?;
     Ok(())

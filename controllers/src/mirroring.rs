@@ -1,14 +1,14 @@
 //! EndpointSlice mirroring controller: selectorless Services with
 //! user-written Endpoints get EndpointSlices managed by
-//! [`desired::MIRRORING_CONTROLLER_NAME`] (see
-//! `shared/docs/upstream-behavior.md` §3).
+//! [`desired::MIRRORING_CONTROLLER_NAME`], as kube-controller-manager's
+//! `endpointslicemirroring` controller does it.
 //!
 //! * [`desired`] — the pure layer (caps, skip rules, invalid-IP events, recycling).
 
 pub mod controller;
 pub mod desired;
 
-pub use controller::{run, Config};
+pub use controller::{run, run_with, Config};
 
 #[cfg(test)]
 mod tests;

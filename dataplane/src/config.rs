@@ -98,13 +98,13 @@ pub struct RunArgs {
     #[command(flatten)]
     pub node: NodeArgs,
     /// Minimum time between syncs (bounded-frequency runner).
-    #[arg(long, env = "SVCNET_MIN_SYNC_PERIOD", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "SVCNET_MIN_SYNC_PERIOD", default_value = "1s", value_parser = runtime::duration::duration_flag)]
     pub min_sync_period: std::time::Duration,
     /// Maximum time between syncs; failed syncs are retried within this period.
-    #[arg(long, env = "SVCNET_SYNC_PERIOD", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "SVCNET_SYNC_PERIOD", default_value = "30s", value_parser = runtime::duration::duration_flag)]
     pub sync_period: std::time::Duration,
     /// Period of full resyncs that repair drift (never deleting the table).
-    #[arg(long, env = "SVCNET_FULL_SYNC_PERIOD", default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, env = "SVCNET_FULL_SYNC_PERIOD", default_value = "1h", value_parser = runtime::duration::duration_flag)]
     pub full_sync_period: std::time::Duration,
     /// Address of `/healthz` and `/livez`.
     #[arg(
@@ -123,27 +123,6 @@ pub struct RunArgs {
     /// Delete stale UDP conntrack entries (needs the `conntrack` tool).
     #[arg(long, env = "SVCNET_CONNTRACK_CLEANUP", default_value_t = true, action = clap::ArgAction::Set)]
     pub conntrack_cleanup: bool,
-}
-
-/// Parses `500ms`, `1s`, `2m`, `1h` or a plain number of seconds.
-pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("bad duration unit in {s:?}")),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("bad duration {s:?}"));
-    }
-    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 /// Resolves `--nodeport-addresses` values.

@@ -47,19 +47,9 @@ impl Shared {
 }
 
 async fn client(args: &RunArgs) -> Result<Client> {
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| Error::Config(format!("kubeconfig {}: {e}", path.display())))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|e| Error::Config(format!("kubeconfig {}: {e}", path.display())))?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| Error::Config(format!("kubernetes client configuration: {e}")))?,
-    };
-    Client::try_from(config).map_err(Error::Kube)
+    runtime::client::client(args.kubeconfig.as_deref())
+        .await
+        .map_err(|e| Error::Config(e.to_string()))
 }
 
 fn service_key(meta: &kube::api::ObjectMeta) -> Option<ServiceKey> {

@@ -37,11 +37,44 @@ use crate::types::{
     Family, NodeConfig, NodePortAddresses, Protocol, ProxyState, ServiceInfo, ServicePort,
 };
 
-/// Renders the complete desired model for every configured family.
+/// Renders the complete desired model for every configured family, straight from the
+/// Services: each family's [`skeleton`] plus every Service's [`service_fragment`]. This is the
+/// definition of the desired state. [`crate::assembly::Assembly`] computes the same model
+/// incrementally (reference-counting what Services share, and turning changes into
+/// transactions), and its tests compare the two.
 pub fn render(state: &ProxyState, node: &NodeConfig) -> Model {
-    let mut a = crate::assembly::Assembly::new(node);
-    let _ = a.update(state, state.services.keys().cloned().collect());
-    a.model()
+    let mut m = Model::default();
+    for fam in &node.families {
+        let mut t = skeleton(*fam, node);
+        let fragments: Vec<Fragment> = state
+            .services
+            .values()
+            .filter_map(|svc| service_fragment(*fam, node, state, svc))
+            .collect();
+        for f in &fragments {
+            for (name, chain) in &f.chains {
+                // Shared chains are the same in every fragment; a per-Service chain is in one.
+                t.chains.insert(name.clone(), chain.clone());
+            }
+            for (name, spec) in &f.sets {
+                t.sets.entry(name.clone()).or_insert_with(|| Set {
+                    spec: spec.clone(),
+                    elements: BTreeMap::new(),
+                });
+            }
+        }
+        for f in &fragments {
+            for (set, key, value) in &f.elements {
+                if let Some(s) = t.sets.get_mut(*set) {
+                    s.elements
+                        .entry(key.clone())
+                        .or_insert_with(|| value.clone());
+                }
+            }
+        }
+        m.tables.insert(*fam, t);
+    }
+    m
 }
 
 /// Everything one Service contributes to one family's table: elements of the shared sets and maps, the

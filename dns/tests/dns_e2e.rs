@@ -10,7 +10,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use e2e::harness::TestEnv;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -19,6 +18,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::json;
+use testkit::harness::TestEnv;
 use tokio::net::UdpSocket;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -527,11 +527,11 @@ async fn verified_pods_answer_only_existing_pod_ips() {
     let pods: Api<Pod> = Api::namespaced(env.client(), &n);
     pods.create(
         &PostParams::default(),
-        &e2e::harness::pod("web-0", "node-a", &[("app", "web")]),
+        &testkit::harness::pod("web-0", "node-a", &[("app", "web")]),
     )
     .await
     .expect("create pod");
-    e2e::harness::set_pod_ready(&pods, "web-0", "10.244.7.7", true)
+    testkit::harness::set_pod_ready(&pods, "web-0", "10.244.7.7", true)
         .await
         .expect("pod status");
     let upstream = fake_upstream().await;

@@ -1,11 +1,6 @@
-//! svcnet's test and demo infrastructure.
+//! svcnet's end-to-end suites live in `tests/`; this library is empty on purpose.
 //!
-//! * [`apiserver`] — an in-process, Kubernetes-API-compatible HTTP server (the embedded default).
-//! * [`harness`] — envtest-style helpers that hand tests a `kube::Client` from the embedded server,
-//!   a real control plane (`KUBEBUILDER_ASSETS`) or an existing cluster (`E2E_KUBECONFIG`).
-//! * [`netns`] — nodes, pods and clients built from Linux network namespaces, for dataplane tests.
-
-pub mod apiserver;
-pub mod demo;
-pub mod harness;
-pub mod netns;
+//! The suites use the test kit (`svcnet-testkit`: API backends, network namespaces, svcnet-echo),
+//! the embedded server (`svcnet-apiserver`) and the crates under test. Binaries of other packages
+//! (`svcnet`, `svcnet-controller`, `svcnet-proxy`, `svcnet-echo`) are found with
+//! `testkit::netns::bins::locate`, so build them first: `cargo build --workspace --bins`.

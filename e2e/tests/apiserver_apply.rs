@@ -10,13 +10,13 @@
 
 use std::time::Duration;
 
-use e2e::harness::{self, TestEnv};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::{Api, Client};
 use serde_json::{json, Value};
+use testkit::harness::{self, TestEnv};
 
 const T: Duration = Duration::from_secs(20);
 

@@ -24,14 +24,17 @@ async fn svcnet_apiserver_prints_a_usable_kubeconfig() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("kubeconfig");
     let mut child = Child(Some(
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_svcnet"))
-            .args(["apiserver", "--kubeconfig"])
-            .arg(&path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn svcnet"),
+        tokio::process::Command::new(
+            testkit::netns::bins::locate("svcnet")
+                .expect("svcnet is built (cargo build --workspace --bins)"),
+        )
+        .args(["apiserver", "--kubeconfig"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn svcnet"),
     ));
     let proc = child.0.as_mut().expect("child");
     let stdout = proc.stdout.take().expect("stdout");

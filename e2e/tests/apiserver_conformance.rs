@@ -10,7 +10,6 @@
 
 use std::time::Duration;
 
-use e2e::harness::{self, TestEnv};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
@@ -23,6 +22,7 @@ use kube::api::{
 use kube::core::GroupVersionKind;
 use kube::{Api, Client};
 use serde_json::json;
+use testkit::harness::{self, TestEnv};
 
 const T: Duration = Duration::from_secs(20);
 

@@ -1,6 +1,6 @@
 //! The embedded server's `/metrics` endpoint (embedded server only). No root needed.
 
-use e2e::apiserver::{ApiServer, ServerConfig};
+use apiserver::{ApiServer, ServerConfig};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::PostParams;
 use kube::Api;

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use e2e::apiserver::{ApiServer, ServerConfig};
+use apiserver::{ApiServer, ServerConfig};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::PostParams;

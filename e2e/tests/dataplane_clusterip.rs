@@ -3,16 +3,16 @@
 //! wrong port on a live ClusterIP.
 //!
 //! **Every test here needs root** (network namespaces, nftables); CI runs as root. Each test
-//! builds a 2-node cluster (`e2e::netns`), runs `svcnet-proxy apply -f` in every node namespace
+//! builds a 2-node cluster (`testkit::netns`), runs `svcnet-proxy apply -f` in every node namespace
 //! and asserts on what clients in pods observe. Needs the `svcnet-proxy` binary built
-//! (`cargo build -p svcnet-dataplane -p svcnet-e2e --bins`).
+//! (`cargo build -p svcnet-dataplane -p svcnet-testkit --bins`).
 
 #![allow(clippy::unwrap_used)]
 
 mod common_dataplane;
 
 use common_dataplane::{answered, builder, names, sa, service, slice, Cluster, Ep};
-use e2e::netns::{EchoPorts, Outcome, Proto, RefuseReason};
+use testkit::netns::{EchoPorts, Outcome, Proto, RefuseReason};
 
 /// Three backends (web-0, web-1 on node1/node2, web-2 not ready on node2) and a client pod.
 fn cluster(ports: EchoPorts) -> Cluster {

@@ -20,7 +20,7 @@
 //! **Every test here needs root** (network namespaces, nftables, conntrack); CI runs as root.
 //! The embedded API server listens on the host's loopback and is relayed into the node namespaces.
 //! Only node1 runs svcnet-proxy: the client's traffic is NATed there (the other node only routes
-//! pod traffic). Needs the binaries built (`cargo build -p svcnet-dataplane -p svcnet-e2e --bins`).
+//! pod traffic). Needs the binaries built (`cargo build -p svcnet-dataplane -p svcnet-testkit --bins`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -29,15 +29,15 @@ mod common_dataplane;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use apiserver::{ApiServer, ServerConfig};
 use common_dataplane::{
     builder, create_nodes, node_kubeconfig_embedded, poll_until, proxy_metric, sa, service, slice,
     start_proxy_run, typed, udp_conntrack, Cluster, Ep,
 };
-use e2e::apiserver::{ApiServer, ServerConfig};
-use e2e::netns::{ClientOpts, EchoPorts, Outcome, Place, Proto};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, PostParams};
+use testkit::netns::{ClientOpts, EchoPorts, Outcome, Place, Proto};
 
 const UDP: &[(&str, u16, &str)] = &[("dns", 8080, "UDP")];
 /// The fixed client source port: every send from it belongs to one UDP flow.

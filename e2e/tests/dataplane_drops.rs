@@ -4,7 +4,7 @@
 //! loadBalancerSourceRanges are dropped on the LB IP.
 //!
 //! **Every test here needs root** (network namespaces, nftables); CI runs as root. Needs the
-//! `svcnet-proxy` binary built (`cargo build -p svcnet-dataplane -p svcnet-e2e --bins`).
+//! `svcnet-proxy` binary built (`cargo build -p svcnet-dataplane -p svcnet-testkit --bins`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,7 +13,7 @@ mod common_dataplane;
 use common_dataplane::{
     builder, conntrack_entries, sa, service, service_with_status, slice, Cluster, Ep,
 };
-use e2e::netns::{EchoPorts, Outcome, Proto, RefuseReason};
+use testkit::netns::{EchoPorts, Outcome, Proto, RefuseReason};
 
 const TCP: &[(&str, u16, &str)] = &[("http", 8080, "TCP")];
 

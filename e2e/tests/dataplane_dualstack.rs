@@ -3,9 +3,9 @@
 //! preserved for Local), and a rejected IPv6 UDP Service without endpoints.
 //!
 //! **Every test here needs root** (network namespaces, nftables); CI runs as root. Each test
-//! builds a 2-node cluster (`e2e::netns`), runs `svcnet-proxy apply -f` in every node namespace
+//! builds a 2-node cluster (`testkit::netns`), runs `svcnet-proxy apply -f` in every node namespace
 //! and asserts on what clients observe. Needs the `svcnet-proxy` binary built
-//! (`cargo build -p svcnet-dataplane -p svcnet-e2e --bins`).
+//! (`cargo build -p svcnet-dataplane -p svcnet-testkit --bins`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -14,7 +14,7 @@ mod common_dataplane;
 use std::net::{IpAddr, Ipv6Addr};
 
 use common_dataplane::{answered, builder, names, sa, service, slice, Cluster, Ep};
-use e2e::netns::{EchoPorts, Outcome, Proto, RefuseReason};
+use testkit::netns::{EchoPorts, Outcome, Proto, RefuseReason};
 
 const TCP: &[(&str, u16, &str)] = &[("http", 8080, "TCP")];
 

@@ -3,9 +3,9 @@
 //! without one), LoadBalancer ingress IPs and externalIPs, loadBalancerSourceRanges.
 //!
 //! **Every test here needs root** (network namespaces, nftables); CI runs as root. Each test
-//! builds a 2-node cluster with outside clients on the LAN (`e2e::netns`), runs
+//! builds a 2-node cluster with outside clients on the LAN (`testkit::netns`), runs
 //! `svcnet-proxy apply -f` in every node namespace and asserts on what the clients observe.
-//! Needs the `svcnet-proxy` binary built (`cargo build -p svcnet-dataplane -p svcnet-e2e --bins`).
+//! Needs the `svcnet-proxy` binary built (`cargo build -p svcnet-dataplane -p svcnet-testkit --bins`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -17,7 +17,7 @@ use common_dataplane::{
     answered, builder, conntrack_entries, names, sa, service, service_with_status, slice, Cluster,
     Ep,
 };
-use e2e::netns::{EchoPorts, Proto};
+use testkit::netns::{EchoPorts, Proto};
 
 /// web-0 on node1, web-1 on node2; two outside clients routed via node1.
 fn cluster() -> Cluster {
@@ -73,7 +73,7 @@ fn nodeport_etp_cluster_balances_and_masquerades() {
 }
 
 /// node1's address on its pod bridge (the gateway of its pod CIDR).
-fn gateway(node: &e2e::netns::Node) -> std::net::Ipv4Addr {
+fn gateway(node: &testkit::netns::Node) -> std::net::Ipv4Addr {
     let IpAddr::V4(net) = node.pod_cidr_v4().addr() else {
         unreachable!("an IPv4 CIDR")
     };

@@ -6,7 +6,7 @@
 mod common_dataplane;
 
 use common_dataplane::{builder, sa, service, slice, Cluster};
-use e2e::netns::{EchoPorts, Outcome, Proto, RefuseReason};
+use testkit::netns::{EchoPorts, Outcome, Proto, RefuseReason};
 
 /// Root only: TCP over IPv6 to a Service without endpoints is refused within the 300 ms timeout.
 #[test]

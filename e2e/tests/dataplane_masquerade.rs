@@ -3,7 +3,7 @@
 //! NodePort (short-circuited to every endpoint, unmasqueraded), plus `--nodeport-addresses`.
 //!
 //! **Every test here needs root** (network namespaces, nftables); CI runs as root. Needs the
-//! `svcnet-proxy` binary built (`cargo build -p svcnet-dataplane -p svcnet-e2e --bins`).
+//! `svcnet-proxy` binary built (`cargo build -p svcnet-dataplane -p svcnet-testkit --bins`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,7 +12,7 @@ mod common_dataplane;
 use std::net::{IpAddr, Ipv4Addr};
 
 use common_dataplane::{answered, builder, names, sa, service, slice, Cluster, Ep};
-use e2e::netns::{EchoPorts, Proto};
+use testkit::netns::{EchoPorts, Proto};
 
 const TCP: &[(&str, u16, &str)] = &[("http", 8080, "TCP")];
 

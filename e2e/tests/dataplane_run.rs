@@ -6,7 +6,7 @@
 //!
 //! **Needs root** (network namespaces, nftables); CI runs as root. The API server listens on the
 //! host's loopback and is relayed into each node namespace (`forward_from_host_to_nodes`). Needs
-//! the `svcnet-proxy` binary built (`cargo build -p svcnet-dataplane -p svcnet-e2e --bins`).
+//! the `svcnet-proxy` binary built (`cargo build -p svcnet-dataplane -p svcnet-testkit --bins`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 use common_dataplane::{
     answered, builder, create_nodes, names, node_kubeconfig, sa, service, slice, typed, Cluster, Ep,
 };
-use e2e::harness::TestEnv;
-use e2e::netns::{EchoPorts, HttpOutcome, Outcome, Process, Proto, RefuseReason};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, PostParams};
+use testkit::harness::TestEnv;
+use testkit::netns::{EchoPorts, HttpOutcome, Outcome, Process, Proto, RefuseReason};
 
 const TCP: &[(&str, u16, &str)] = &[("http", 8080, "TCP")];
 
@@ -35,7 +35,7 @@ fn start_proxies(c: &Cluster, kubeconfig: &std::path::Path) -> Vec<Process> {
 }
 
 /// Starts `svcnet-proxy run` in `node` and waits for its first sync.
-fn start_proxy(c: &Cluster, node: &e2e::netns::Node, kubeconfig: &std::path::Path) -> Process {
+fn start_proxy(c: &Cluster, node: &testkit::netns::Node, kubeconfig: &std::path::Path) -> Process {
     common_dataplane::start_proxy_run(c, node, kubeconfig, &[])
 }
 

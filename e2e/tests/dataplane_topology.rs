@@ -3,14 +3,14 @@
 //! when any endpoint lacks a hint, every endpoint is used.
 //!
 //! **Needs root** (network namespaces, nftables); CI runs as root. Needs the `svcnet-proxy`
-//! binary built (`cargo build -p svcnet-dataplane -p svcnet-e2e --bins`).
+//! binary built (`cargo build -p svcnet-dataplane -p svcnet-testkit --bins`).
 
 #![allow(clippy::unwrap_used)]
 
 mod common_dataplane;
 
 use common_dataplane::{answered, builder, names, sa, service, slice, Cluster, Ep};
-use e2e::netns::{EchoPorts, Proto};
+use testkit::netns::{EchoPorts, Proto};
 
 const TCP: &[(&str, u16, &str)] = &[("http", 8080, "TCP")];
 

@@ -7,7 +7,7 @@
 mod common_dataplane;
 
 use common_dataplane::{answered, builder, names, sa, service, slice, Cluster, Ep};
-use e2e::netns::{EchoPorts, Proto};
+use testkit::netns::{EchoPorts, Proto};
 
 /// Root only: UDP and SCTP ClusterIP and NodePort balance across both nodes' endpoints.
 #[test]

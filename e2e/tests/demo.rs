@@ -6,7 +6,7 @@
 //!   allocations, slices, the Event and the rendered ruleset.
 //!
 //! The demo starts svcnet-controller and svcnet-proxy from the workspace's target directory
-//! (`e2e::netns::bins::locate`); a workspace-wide `cargo nextest run` builds them, otherwise run
+//! (`testkit::netns::bins::locate`); a workspace-wide `cargo nextest run` builds them, otherwise run
 //! `cargo build --bins --workspace` first.
 
 // Test helpers outside #[test] functions unwrap too.
@@ -18,9 +18,9 @@ use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::demo::report::{Expect, Probe, Report};
-use e2e::demo::{LB_POOL_CIDR, SERVICE_CIDR};
-use e2e::netns::{bins, Cidr};
+use cli::demo::report::{Expect, Probe, Report};
+use cli::demo::{LB_POOL_CIDR, SERVICE_CIDR};
+use testkit::netns::{bins, Cidr};
 
 /// The demo process; on drop (a failing test) it gets SIGINT — so it cleans up — then SIGKILL.
 struct Demo(Child);
@@ -46,12 +46,15 @@ impl Drop for Demo {
 
 /// Runs `svcnet demo --json <extra>`; returns the parsed report, whether it exited 0, and stderr.
 fn run_demo(extra: &[&str], limit: Duration) -> (Report, bool, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_svcnet"));
+    let mut cmd = Command::new(
+        bins::locate("svcnet").expect("svcnet is built (cargo build --workspace --bins)"),
+    );
     cmd.args(["demo", "--json", "--timeout", "20"])
         .args(extra)
         .env(
             bins::env_var("svcnet-echo"),
-            env!("CARGO_BIN_EXE_svcnet-echo"),
+            bins::locate("svcnet-echo")
+                .expect("svcnet-echo is built (cargo build --workspace --bins)"),
         )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -180,7 +183,7 @@ fn check_allocations(r: &Report) {
 /// refused.
 #[test]
 fn demo_end_to_end_as_root() {
-    e2e::netns::require_root().expect("this test needs root (network namespaces)");
+    testkit::netns::require_root().expect("this test needs root (network namespaces)");
     let (r, ok, err) = run_demo(&[], Duration::from_secs(90));
     assert!(r.root, "ran in root mode");
     assert!(

@@ -8,10 +8,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use controllers::endpointslice::metrics::ControllerMetrics;
 use controllers::endpointslice::reconcile::CONTROLLER_NAME;
+use controllers::metrics::ControllerMetrics;
 use controllers::mirroring::desired::MIRRORING_CONTROLLER_NAME;
-use e2e::harness::{self, wait_until, TestEnv};
 use futures::{stream, FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -19,6 +18,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
+use testkit::harness::{self, wait_until, TestEnv};
 use tokio::task::JoinHandle;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -54,15 +54,15 @@ async fn ensure_node(client: &Client) {
     }
 }
 
-/// The controller's write count once it has stopped moving for a second: the objects a test
-/// waits for can be in place while the controller still works off the last watch events (a
-/// real API server delivers them later than the embedded one). A controller that never stops
-/// writing fails here.
+/// The controller's write count once it has stopped moving for two seconds (longer than the
+/// one-second stale-cache retry): the objects a test waits for can be in place while the
+/// controller still works off the last watch events (a real API server delivers them later
+/// than the embedded one). A controller that never stops writing fails here.
 async fn settled(metrics: &ControllerMetrics) -> u64 {
     let mut last = metrics.total_changes();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
         let now = metrics.total_changes();
         if now == last {
             return now;
@@ -87,7 +87,11 @@ fn start(client: &Client) -> Controllers {
     let c3 = client.clone();
     let tasks = vec![
         tokio::spawn(async move {
-            let cfg = controllers::endpointslice::Config::default();
+            // Diagnostics warn after a short grace period (the default is 30 s).
+            let cfg = controllers::endpointslice::Config {
+                diagnostics_grace: Duration::from_secs(1),
+                ..Default::default()
+            };
             if let Err(e) =
                 controllers::endpointslice::run(c1, cfg, m, std::future::pending()).await
             {

@@ -14,15 +14,15 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use controllers::ipam::{Ipam, IpamConfig, IpamMetrics};
-use controllers::runtime::admin::Readiness;
 use crds::{LoadBalancerIPPool, NodePortClaim, ServiceIPClaim};
-use e2e::harness::{wait_until, TestEnv};
 use futures::{stream, StreamExt};
 use k8s_openapi::api::core::v1::{Event, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
+use runtime::admin::ReadyFlag;
 use serde_json::json;
+use testkit::harness::{wait_until, TestEnv};
 use tokio::task::JoinHandle;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -74,12 +74,12 @@ impl Drop for Controller {
 fn start_controller(client: &Client, cfg: IpamConfig) -> Controller {
     let ipam = Ipam::new(client.clone(), cfg, IpamMetrics::default()).expect("valid config");
     let handle = tokio::spawn(async move {
-        let _ = controllers::ipam::run(ipam, Readiness::default()).await;
+        let _ = controllers::ipam::run(ipam, ReadyFlag::detached("ipam")).await;
     });
     Controller(handle)
 }
 
-async fn setup(cidrs: &[&str]) -> (TestEnv, e2e::harness::TestNamespace, Api<Service>) {
+async fn setup(cidrs: &[&str]) -> (TestEnv, testkit::harness::TestNamespace, Api<Service>) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -652,7 +652,7 @@ async fn every_dual_stack_policy() {
     }
     for (name, _, fams, n_ips) in &cases {
         let n_ips = *n_ips;
-        let got = e2e::harness::wait_for(&api, name, WAIT, |s: Option<&Service>| {
+        let got = testkit::harness::wait_for(&api, name, WAIT, |s: Option<&Service>| {
             s.and_then(|s| s.spec.as_ref()).is_some_and(|s| {
                 s.ip_family_policy.is_some()
                     && s.cluster_ips
@@ -710,7 +710,7 @@ async fn every_dual_stack_policy() {
     )
     .await
     .unwrap();
-    let got = e2e::harness::wait_for(&api, "prefer-single", WAIT, |s: Option<&Service>| {
+    let got = testkit::harness::wait_for(&api, "prefer-single", WAIT, |s: Option<&Service>| {
         s.is_some_and(|s| !cluster_ips(s).is_empty())
     })
     .await
@@ -782,14 +782,14 @@ async fn load_balancer_pools_sharing_and_exhaustion() {
         "k".into(),
     )]));
     api.create(&PostParams::default(), &a).await.unwrap();
-    let got_a = e2e::harness::wait_for(&api, "share-a", WAIT, |s: Option<&Service>| {
+    let got_a = testkit::harness::wait_for(&api, "share-a", WAIT, |s: Option<&Service>| {
         s.is_some_and(|s| !ingress(s).is_empty())
     })
     .await
     .unwrap()
     .unwrap();
     api.create(&PostParams::default(), &b).await.unwrap();
-    let got_b = e2e::harness::wait_for(&api, "share-b", WAIT, |s: Option<&Service>| {
+    let got_b = testkit::harness::wait_for(&api, "share-b", WAIT, |s: Option<&Service>| {
         s.is_some_and(|s| !ingress(s).is_empty())
     })
     .await
@@ -800,7 +800,7 @@ async fn load_balancer_pools_sharing_and_exhaustion() {
     api.create(&PostParams::default(), &svc("c", lb(json!({}))))
         .await
         .unwrap();
-    let got_c = e2e::harness::wait_for(&api, "c", WAIT, |s: Option<&Service>| {
+    let got_c = testkit::harness::wait_for(&api, "c", WAIT, |s: Option<&Service>| {
         s.is_some_and(|s| !ingress(s).is_empty())
     })
     .await
@@ -829,7 +829,7 @@ async fn load_balancer_pools_sharing_and_exhaustion() {
     .expect("pool status shows 2/2 used");
     // Releasing c frees an address for d.
     api.delete("c", &DeleteParams::default()).await.unwrap();
-    e2e::harness::wait_for(&api, "d", WAIT, |s: Option<&Service>| {
+    testkit::harness::wait_for(&api, "d", WAIT, |s: Option<&Service>| {
         s.is_some_and(|s| !ingress(s).is_empty())
     })
     .await
@@ -954,7 +954,7 @@ async fn node_port_protocol_sharing_create_vs_update_and_health_check() {
     )
     .await
     .unwrap();
-    let dns = e2e::harness::wait_for(&api, "dns", WAIT, |s: Option<&Service>| {
+    let dns = testkit::harness::wait_for(&api, "dns", WAIT, |s: Option<&Service>| {
         s.is_some_and(|s| node_ports(s).len() == 2)
     })
     .await
@@ -974,7 +974,7 @@ async fn node_port_protocol_sharing_create_vs_update_and_health_check() {
     )
     .await
     .unwrap();
-    let dns2 = e2e::harness::wait_for(&api, "dns2", WAIT, |s: Option<&Service>| {
+    let dns2 = testkit::harness::wait_for(&api, "dns2", WAIT, |s: Option<&Service>| {
         s.is_some_and(|s| node_ports(s).len() == 2)
     })
     .await
@@ -988,7 +988,7 @@ async fn node_port_protocol_sharing_create_vs_update_and_health_check() {
     api.create(&PostParams::default(), &svc("web", json!({})))
         .await
         .unwrap();
-    let web = e2e::harness::wait_for(&api, "web", WAIT, |s: Option<&Service>| {
+    let web = testkit::harness::wait_for(&api, "web", WAIT, |s: Option<&Service>| {
         s.is_some_and(|s| !cluster_ips(s).is_empty())
     })
     .await
@@ -1006,7 +1006,7 @@ async fn node_port_protocol_sharing_create_vs_update_and_health_check() {
     api.replace("web", &PostParams::default(), &web)
         .await
         .unwrap();
-    let web = e2e::harness::wait_for(&api, "web", WAIT, |s: Option<&Service>| {
+    let web = testkit::harness::wait_for(&api, "web", WAIT, |s: Option<&Service>| {
         s.is_some_and(|s| node_ports(s).len() == 2)
     })
     .await
@@ -1031,7 +1031,7 @@ async fn node_port_protocol_sharing_create_vs_update_and_health_check() {
     )
     .await
     .unwrap();
-    let local = e2e::harness::wait_for(&api, "local", WAIT, |s: Option<&Service>| {
+    let local = testkit::harness::wait_for(&api, "local", WAIT, |s: Option<&Service>| {
         s.and_then(|s| s.spec.as_ref())
             .and_then(|s| s.health_check_node_port)
             .is_some()
@@ -1051,8 +1051,8 @@ async fn node_port_protocol_sharing_create_vs_update_and_health_check() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_election_hands_over_after_expiry() {
-    use controllers::runtime::leader::{try_acquire_or_renew, LeaderConfig};
     use k8s_openapi::api::coordination::v1::Lease;
+    use runtime::leader::{try_acquire_or_renew, LeaderConfig};
     let env = TestEnv::start().await.expect("test env");
     let ns = env.namespace("lease").await.expect("namespace");
     let api: Api<Lease> = Api::namespaced(env.client(), ns.name());
@@ -1187,7 +1187,7 @@ async fn requested_load_balancer_ips_and_shared_release() {
     )
     .await
     .unwrap();
-    let r1 = e2e::harness::wait_for(&api, "r1", WAIT, has_ingress)
+    let r1 = testkit::harness::wait_for(&api, "r1", WAIT, has_ingress)
         .await
         .unwrap()
         .unwrap();
@@ -1221,14 +1221,14 @@ async fn requested_load_balancer_ips_and_shared_release() {
     api.create(&PostParams::default(), &lb("s1", &key, 80))
         .await
         .unwrap();
-    let s1 = e2e::harness::wait_for(&api, "s1", WAIT, has_ingress)
+    let s1 = testkit::harness::wait_for(&api, "s1", WAIT, has_ingress)
         .await
         .unwrap()
         .unwrap();
     api.create(&PostParams::default(), &lb("s2", &key, 8080))
         .await
         .unwrap();
-    let s2 = e2e::harness::wait_for(&api, "s2", WAIT, has_ingress)
+    let s2 = testkit::harness::wait_for(&api, "s2", WAIT, has_ingress)
         .await
         .unwrap()
         .unwrap();
@@ -1237,7 +1237,7 @@ async fn requested_load_balancer_ips_and_shared_release() {
     api.create(&PostParams::default(), &lb("s3", &key, 80))
         .await
         .unwrap();
-    let s3 = e2e::harness::wait_for(&api, "s3", WAIT, has_ingress)
+    let s3 = testkit::harness::wait_for(&api, "s3", WAIT, has_ingress)
         .await
         .unwrap()
         .unwrap();

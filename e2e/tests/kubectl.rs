@@ -10,9 +10,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use e2e::harness::{self, TestEnv};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
+use testkit::harness::{self, TestEnv};
 
 fn kubectl_bin() -> String {
     let bin = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".to_string());

@@ -1,4 +1,4 @@
-//! Tests of the deployable manifests in `manifests/` (issue 7, "Manifests").
+//! Tests of the deployable manifests in `manifests/`.
 //!
 //! * They are rendered with `kubectl kustomize manifests/` (kubectl must be installed) and every
 //!   object is parsed into its k8s-openapi type; an unexpected kind fails.
@@ -26,8 +26,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use e2e::apiserver::{ApiServer, AuditRecord, ServerConfig};
-use e2e::netns::{bins, Netns, Process, Topology};
+use apiserver::{ApiServer, AuditRecord, ServerConfig};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{
     Container, Endpoints, Event, Namespace, Node, Pod, Probe, Service, ServiceAccount,
@@ -44,6 +43,7 @@ use kube::{Api, Client};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
+use testkit::netns::{bins, Netns, Process, Topology};
 
 /// Namespace of both binaries (the manifests' Namespace).
 const SYSTEM_NS: &str = "svcnet-system";
@@ -1380,13 +1380,16 @@ async fn rbac_covers_every_api_call_and_nothing_more() {
         .prefix("svmf")
         .nodes(2)
         .outside_clients(0)
-        .echo_ports(e2e::netns::EchoPorts::none())
-        .echo_binary(env!("CARGO_BIN_EXE_svcnet-echo"))
+        .echo_ports(testkit::netns::EchoPorts::none())
+        .echo_binary(
+            testkit::netns::bins::locate("svcnet-echo")
+                .expect("svcnet-echo is built (cargo build --workspace --bins)"),
+        )
         .build()
         .unwrap();
     let nodes: Api<Node> = Api::all(client.clone());
     for n in topo.nodes() {
-        create_with_status(&nodes, &e2e::netns::k8s::node(n).unwrap()).await;
+        create_with_status(&nodes, &testkit::netns::k8s::node(n).unwrap()).await;
     }
     let api_addr = topo
         .forward_from_host_to_nodes(6443, server.addr())

@@ -8,11 +8,15 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::process::{Child, Command, Output, Stdio};
 
-use e2e::netns::wire::{
+use testkit::netns::wire::{
     ClientLine, Proto, RefuseReason, EXIT_REFUSED, EXIT_REPLIED, EXIT_TIMEOUT, EXIT_USAGE,
 };
 
-const ECHO: &str = env!("CARGO_BIN_EXE_svcnet-echo");
+/// The svcnet-echo binary (built by `cargo build --workspace --bins`).
+fn echo() -> std::path::PathBuf {
+    testkit::netns::bins::locate("svcnet-echo")
+        .expect("svcnet-echo is built (cargo build --workspace --bins)")
+}
 
 /// A running server, killed on drop (also when the test fails).
 struct Server {
@@ -29,7 +33,7 @@ impl Drop for Server {
 }
 
 fn serve() -> Server {
-    let mut child = Command::new(ECHO)
+    let mut child = Command::new(echo())
         .args(["serve", "--name", "lo-echo", "--tcp", "0", "--udp", "0"])
         .args(["--bind", "127.0.0.1"])
         .stdout(Stdio::piped())
@@ -50,7 +54,7 @@ fn serve() -> Server {
 }
 
 fn client(args: &[&str]) -> (Vec<ClientLine>, i32, Output) {
-    let out = Command::new(ECHO)
+    let out = Command::new(echo())
         .arg("client")
         .args(args)
         .output()
@@ -134,7 +138,7 @@ fn bad_usage_exits_64() {
 #[test]
 fn interactive_mode_echoes_each_line_on_one_connection() {
     let s = serve();
-    let mut child = Command::new(ECHO)
+    let mut child = Command::new(echo())
         .args(["client", "--tcp", &s.tcp.to_string(), "--interactive"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -189,7 +193,7 @@ fn http_get_reports_status_headers_and_body() {
         .unwrap();
         request
     });
-    let out = Command::new(ECHO)
+    let out = Command::new(echo())
         .args(["http-get", &addr.to_string(), "--path", "/healthz"])
         .output()
         .unwrap();
@@ -208,7 +212,7 @@ fn http_get_reports_status_headers_and_body() {
         "{request}"
     );
 
-    let bad = Command::new(ECHO)
+    let bad = Command::new(echo())
         .args(["http-get", &addr.to_string(), "--path", "no-slash"])
         .output()
         .unwrap();

@@ -1,4 +1,4 @@
-//! Tests of the network-namespace harness (`e2e::netns`) with real packets.
+//! Tests of the network-namespace harness (`testkit::netns`) with real packets.
 //!
 //! **Every test here needs root** (it creates network namespaces, veths and bridges); CI runs as
 //! root. All traffic stays inside namespaces the tests create, plus the host's loopback in the
@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use e2e::netns::{
+use testkit::netns::{
     cleanup_stale, list_netns, ClientOpts, EchoPorts, Error, HttpOutcome, Outcome, Proto,
     RefuseReason, Topology, TopologyBuilder, DEFAULT_ECHO_PORT,
 };
@@ -20,7 +20,10 @@ use e2e::netns::{
 const SHORT: Duration = Duration::from_millis(300);
 
 fn builder() -> TopologyBuilder {
-    Topology::builder().echo_binary(env!("CARGO_BIN_EXE_svcnet-echo"))
+    Topology::builder().echo_binary(
+        testkit::netns::bins::locate("svcnet-echo")
+            .expect("svcnet-echo is built (cargo build --workspace --bins)"),
+    )
 }
 
 fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {

@@ -1,7 +1,7 @@
 //! EndpointSlice controller benchmark; prints one JSON object.
 //!
 //! Needs an API server: start the embedded one with
-//! `svcnet apiserver --kubeconfig /tmp/bench.kubeconfig` (crate svcnet-e2e), then
+//! `svcnet apiserver --kubeconfig /tmp/bench.kubeconfig` (crate svcnet-cli), then
 //! `endpointslice-bench --kubeconfig /tmp/bench.kubeconfig`.
 //!
 //! 1. Creates `--services` headless Services × `--pods-per-service` ready Pods (not timed).
@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use controllers::endpointslice::metrics::ControllerMetrics;
 use controllers::endpointslice::reconcile::CONTROLLER_NAME;
+use controllers::metrics::ControllerMetrics;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;

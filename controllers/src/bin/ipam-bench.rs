@@ -9,7 +9,7 @@
 //!   from start (including its initial list/watch sync) until every Service is allocated.
 //!
 //! ```text
-//! KC=$(cargo run -q -p svcnet-e2e --bin svcnet -- apiserver & ...)   # prints a kubeconfig path
+//! KC=$(cargo run -q -p svcnet-cli --bin svcnet -- apiserver & ...)   # prints a kubeconfig path
 //! cargo run --release -p svcnet-controllers --bin ipam-bench -- --kubeconfig "$KC" --services 5000
 //! ```
 
@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use controllers::ipam::{Ipam, IpamConfig, IpamMetrics};
-use controllers::runtime::admin::Readiness;
 use futures::{stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
+use runtime::admin::ReadyFlag;
 use serde_json::json;
 
 #[derive(Parser, Debug)]
@@ -137,7 +137,7 @@ async fn wait_all(api: &Api<Service>, n: usize) -> anyhow::Result<()> {
 fn start(client: &Client, cfg: IpamConfig) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let ipam = Ipam::new(client.clone(), cfg, IpamMetrics::default())?;
     Ok(tokio::spawn(async move {
-        if let Err(err) = controllers::ipam::run(ipam, Readiness::default()).await {
+        if let Err(err) = controllers::ipam::run(ipam, ReadyFlag::detached("ipam")).await {
             eprintln!("ipam stopped: {err}");
         }
     }))
@@ -146,7 +146,7 @@ fn start(client: &Client, cfg: IpamConfig) -> anyhow::Result<tokio::task::JoinHa
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let client = controllers::runtime::app::client(Some(&args.kubeconfig)).await?;
+    let client = runtime::client::client(Some(&args.kubeconfig)).await?;
     install_crds(&client).await?;
     let cfg = IpamConfig {
         service_cidrs: controllers::ipam::parse_service_cidrs(&args.service_cidr)?,

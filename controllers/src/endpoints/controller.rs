@@ -8,26 +8,23 @@
 //! Writes are create / replace-with-resourceVersion / delete.
 
 use super::desired::{reconcile_endpoints, EndpointsAction, ANNOTATION_LEADER};
-use crate::endpointslice::apply::{
-    is_namespace_terminating, is_not_found, reference_to, EventSink,
-};
-use crate::endpointslice::index::{
-    fold_pod_change, spawn_watch, Change, ObjKey, PodIndex, ServiceIndex, TaskGuard,
-};
-use crate::endpointslice::metrics::ControllerMetrics;
-use crate::endpointslice::model::{to_chrono, PodInfo};
-use crate::endpointslice::plan::EventSpec;
-use crate::endpointslice::queue::{Backoff, WorkQueue};
-use crate::endpointslice::trigger::TriggerTimeTracker;
+use crate::apply::{is_namespace_terminating, is_not_found, reference_to, EventSink};
+use crate::driver::{self, Feed, Spec, SyncGate};
+use crate::index::{fold_pod_change, Change, ObjKey, PodIndex, ServiceIndex};
+use crate::metrics::ControllerMetrics;
+use crate::model::{to_chrono, PodInfo};
+use crate::plan::EventSpec;
+use crate::trigger::TriggerTimeTracker;
+use crate::watches::Watches;
 use crate::{Error, Result};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use kube::api::{DeleteParams, PostParams};
-use kube::runtime::watcher;
 use kube::{Api, Client};
+use runtime::queue::{Backoff, WorkQueue};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{Mutex, RwLock};
 
 /// Endpoints controller settings.
@@ -39,6 +36,8 @@ pub struct Config {
     pub batch_period: Duration,
     /// Reporting instance for Events.
     pub instance: Option<String>,
+    /// Reported ready once the caches are synced and the workers run (`/readyz`).
+    pub ready: Option<runtime::admin::ReadyFlag>,
 }
 
 impl Default for Config {
@@ -47,6 +46,7 @@ impl Default for Config {
             concurrent_syncs: 5,
             batch_period: Duration::ZERO,
             instance: None,
+            ready: None,
         }
     }
 }
@@ -84,6 +84,18 @@ pub async fn run(
     metrics: ControllerMetrics,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
+    let watches = Watches::new(client.clone());
+    run_with(&watches, client, cfg, metrics, shutdown).await
+}
+
+/// Like [`run`], subscribing to the process's shared `watches` (one watch per kind).
+pub async fn run_with(
+    watches: &Watches,
+    client: Client,
+    cfg: Config,
+    metrics: ControllerMetrics,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
     if !(1..=50).contains(&cfg.concurrent_syncs) {
         return Err(Error::InvalidConfig {
             flag: "--concurrent-endpoint-syncs",
@@ -113,66 +125,60 @@ pub async fn run(
         metrics,
         events,
     });
-    let mut guard = TaskGuard::default();
-    guard.0.push(queue.spawn_timer());
-    let (mut svc_rx, svc_rx_task) = spawn_watch(
-        Api::<Service>::all(client.clone()),
-        watcher::Config::default(),
-        |s| s,
-    );
-    let (mut pod_rx, pod_rx_task) = spawn_watch(
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default(),
-        |p| PodInfo::from_pod(&p),
-    );
-    let (mut ep_rx, ep_rx_task) = spawn_watch(
-        Api::<Endpoints>::all(client.clone()),
-        watcher::Config::default(),
-        strip,
-    );
-    guard.0.push(svc_rx_task);
-    guard.0.push(pod_rx_task);
-    guard.0.push(ep_rx_task);
-    let mut synced = [false; 3];
-    let mut workers_started = false;
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            Some(c) = svc_rx.recv() => { synced[0] |= matches!(c, Change::Relist(_)); on_service(&ctx, c).await; }
-            Some(c) = pod_rx.recv() => { synced[1] |= matches!(c, Change::Relist(_)); on_pod(&ctx, c).await; }
-            Some(c) = ep_rx.recv() => { synced[2] |= matches!(c, Change::Relist(_)); on_endpoints(&ctx, c).await; }
-            else => break,
-        }
-        if !workers_started && synced.iter().all(|s| *s) {
-            let (svcs, leftovers) = {
-                let c = ctx.caches.read().await;
-                let leftovers: Vec<ObjKey> = c
-                    .endpoints
-                    .iter()
-                    .filter(|(_, e)| {
-                        !e.metadata
-                            .annotations
-                            .as_ref()
-                            .is_some_and(|a| a.contains_key(ANNOTATION_LEADER))
-                    })
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                (c.services.keys(), leftovers)
-            };
-            for k in svcs.into_iter().chain(leftovers) {
-                ctx.queue.add(k).await;
-            }
-            for _ in 0..ctx.cfg.concurrent_syncs {
-                let ctx = ctx.clone();
-                guard.0.push(tokio::spawn(async move { worker(ctx).await }));
-            }
-            workers_started = true;
-        }
-    }
-    queue.shutdown().await;
-    drop(guard);
-    Ok(())
+    let gate = SyncGate::default();
+    let feeds = vec![
+        Feed::new(
+            watches.subscribe::<Service, _>("", |s| s),
+            &gate,
+            &ctx,
+            |ctx, c| async move { on_service(&ctx, c).await },
+        ),
+        Feed::new(
+            watches.subscribe::<Pod, _>("", |p| PodInfo::from_pod(&p)),
+            &gate,
+            &ctx,
+            |ctx, c| async move { on_pod(&ctx, c).await },
+        ),
+        Feed::new(
+            watches.subscribe::<Endpoints, _>("", strip),
+            &gate,
+            &ctx,
+            |ctx, c| async move { on_endpoints(&ctx, c).await },
+        ),
+    ];
+    let spec = Spec {
+        name: "endpoints",
+        workers: ctx.cfg.concurrent_syncs,
+        queue,
+        metrics: ctx.metrics.clone(),
+        ready: ctx.cfg.ready.clone(),
+        stale_retry: None,
+    };
+    driver::run(
+        spec,
+        ctx,
+        feeds,
+        gate,
+        initial_keys,
+        |ctx, k| async move { sync(&ctx, &k).await },
+        shutdown,
+    )
+    .await
+}
+
+/// Every Service, and Endpoints left over from a Service that no longer exists (not those
+/// another component leads: they carry the leader annotation).
+async fn initial_keys(ctx: Arc<Ctx>) -> Vec<ObjKey> {
+    let c = ctx.caches.read().await;
+    let leftovers = c.endpoints.iter().filter(|(_, e)| {
+        !e.metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(ANNOTATION_LEADER))
+    });
+    let mut keys = c.services.keys();
+    keys.extend(leftovers.map(|(k, _)| k.clone()));
+    keys
 }
 
 async fn on_service(ctx: &Ctx, c: Change<Service>) {
@@ -227,29 +233,6 @@ async fn on_endpoints(ctx: &Ctx, c: Change<Endpoints>) {
     }
 }
 
-async fn worker(ctx: Arc<Ctx>) {
-    while let Some(key) = ctx.queue.get().await {
-        let started = Instant::now();
-        let res = sync(&ctx, &key).await;
-        match res {
-            Ok(()) => {
-                ctx.metrics.sync("success", started.elapsed());
-                ctx.queue.forget(&key).await;
-            }
-            Err(e) => {
-                let stale = matches!(&e, Error::Retry(m) if m.starts_with("stale"));
-                ctx.metrics
-                    .sync(if stale { "stale" } else { "error" }, started.elapsed());
-                if !stale {
-                    tracing::debug!(service = %key, error = %e, "endpoints sync failed; retrying");
-                }
-                ctx.queue.add_rate_limited(key.clone()).await;
-            }
-        }
-        ctx.queue.done(&key).await;
-    }
-}
-
 async fn sync(ctx: &Ctx, key: &ObjKey) -> Result<()> {
     let api: Api<Endpoints> = Api::namespaced(ctx.client.clone(), &key.namespace);
     let (svc, pods, existing) = {
@@ -290,8 +273,8 @@ async fn sync(ctx: &Ctx, key: &ObjKey) -> Result<()> {
         if existing.is_some() {
             created.remove(key);
         } else if created.contains(key) {
-            return Err(Error::Retry(format!(
-                "stale Endpoints cache for {key}: created object not seen yet"
+            return Err(Error::Stale(format!(
+                "Endpoints cache for {key}: created object not seen yet"
             )));
         }
     }
@@ -299,8 +282,8 @@ async fn sync(ctx: &Ctx, key: &ObjKey) -> Result<()> {
         let mut replaced = ctx.replaced.lock().await;
         match (replaced.get(key), cur.metadata.resource_version.as_ref()) {
             (Some(old), Some(rv)) if old == rv => {
-                return Err(Error::Retry(format!(
-                    "stale Endpoints cache for {key}: resourceVersion {rv} already replaced"
+                return Err(Error::Stale(format!(
+                    "Endpoints cache for {key}: resourceVersion {rv} already replaced"
                 )));
             }
             (Some(_), _) => {

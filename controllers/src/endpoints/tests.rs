@@ -1,7 +1,7 @@
 //! Tests of the pure Endpoints computation (upstream `endpoints_controller_test.go` scenarios).
 
 use super::desired::*;
-use crate::endpointslice::model::{NamedPort, PodInfo};
+use crate::model::{NamedPort, PodInfo};
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointSubset, Endpoints, Service, ServicePort, ServiceSpec,
 };
@@ -308,11 +308,7 @@ fn multi_port_subset_ports_in_md5_order() {
     assert_eq!(ports.len(), 2);
     let h: Vec<[u8; 16]> = ports
         .iter()
-        .map(|p| {
-            crate::endpointslice::hash::md5(
-                crate::endpointslice::hash::spew_core_port(p).as_bytes(),
-            )
-        })
+        .map(|p| crate::hash::md5(crate::hash::spew_core_port(p).as_bytes()))
         .collect();
     assert!(h[0] < h[1]);
 }

@@ -13,26 +13,25 @@
 //! garbage collector); slices with another managed-by are never listed,
 //! so never touched.
 
-use super::apply::{apply_slice_plan, reference_to, EventSink};
-use super::index::{
-    fold_pod_change, spawn_watch, Change, ObjKey, PodIndex, ServiceIndex, TaskGuard,
-};
-use super::metrics::ControllerMetrics;
-use super::model::{to_chrono, NodeInfo, PodInfo};
-use super::plan::{EventSpec, SlicePlan};
-use super::queue::{Backoff, WorkQueue};
 use super::reconcile::{
     reconcile_service, ReconcilerConfig, ServiceInput, LABEL_MANAGED_BY, LABEL_SERVICE_NAME,
 };
 use super::topology::TopologyCache;
-use super::tracker::{SliceTracker, SliceVersion};
-use super::trigger::TriggerTimeTracker;
+use crate::apply::{apply_slice_plan, reference_to, EventSink};
 use crate::diagnostics::{diagnose, DiagnosticsState};
+use crate::driver::{self, Feed, Spec, SyncGate};
+use crate::index::{fold_pod_change, Change, ObjKey, PodIndex, ServiceIndex};
+use crate::metrics::ControllerMetrics;
+use crate::model::{to_chrono, NodeInfo, PodInfo};
+use crate::plan::{EventSpec, SlicePlan};
+use crate::tracker::{SliceTracker, SliceVersion};
+use crate::trigger::TriggerTimeTracker;
+use crate::watches::Watches;
 use crate::{Error, Result};
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::watcher;
-use kube::{Api, Client};
+use kube::Client;
+use runtime::queue::{Backoff, WorkQueue};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
@@ -56,8 +55,12 @@ pub struct Config {
     pub topology_aware_hints: bool,
     /// Emit svcnet's "why no backends" Events.
     pub diagnostics: bool,
+    /// How long a diagnostic finding must last before its first Warning.
+    pub diagnostics_grace: Duration,
     /// Reporting instance for Events (pod name).
     pub instance: Option<String>,
+    /// Reported ready once the caches are synced and the workers run (`/readyz`).
+    pub ready: Option<runtime::admin::ReadyFlag>,
 }
 
 impl Default for Config {
@@ -70,7 +73,9 @@ impl Default for Config {
             prefer_same_traffic_distribution: true,
             topology_aware_hints: true,
             diagnostics: true,
+            diagnostics_grace: crate::diagnostics::DEFAULT_GRACE,
             instance: None,
+            ready: None,
         }
     }
 }
@@ -121,11 +126,29 @@ struct Book {
     trigger: TriggerTimeTracker,
     topo: TopologyCache,
     diag: DiagnosticsState,
+    /// Desired (endpoints, slices) per Service, and their sums (kept up to date per sync so
+    /// that a sync costs O(1) here, not O(Services)).
     totals: HashMap<ObjKey, (i64, i64)>,
+    totals_sum: (i64, i64),
     /// Services whose selector matched no Pod at their last sync, by
     /// namespace: any Pod change there re-evaluates them (the diagnostic
     /// names near-miss Pods, which the selector index cannot map back).
     no_pods: HashMap<String, std::collections::HashSet<ObjKey>>,
+}
+
+impl Book {
+    /// Records (or, with `None`, forgets) a Service's desired totals; returns the sums.
+    fn set_totals(&mut self, key: &ObjKey, now: Option<(i64, i64)>) -> (i64, i64) {
+        let before = match now {
+            Some(t) => self.totals.insert(key.clone(), t),
+            None => self.totals.remove(key),
+        }
+        .unwrap_or_default();
+        let now = now.unwrap_or_default();
+        self.totals_sum.0 += now.0 - before.0;
+        self.totals_sum.1 += now.1 - before.1;
+        self.totals_sum
+    }
 }
 
 struct Ctx {
@@ -163,6 +186,18 @@ pub async fn run(
     metrics: ControllerMetrics,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
+    let watches = Watches::new(client.clone());
+    run_with(&watches, client, cfg, metrics, shutdown).await
+}
+
+/// Like [`run`], subscribing to the process's shared `watches` (one watch per kind).
+pub async fn run_with(
+    watches: &Watches,
+    client: Client,
+    cfg: Config,
+    metrics: ControllerMetrics,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
     cfg.validate()?;
     let queue = WorkQueue::new(Backoff {
         base: Duration::from_secs(1),
@@ -175,76 +210,70 @@ pub async fn run(
         cfg.instance.clone(),
         metrics.clone(),
     );
+    let grace = cfg.diagnostics_grace;
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         rcfg: cfg.reconciler(),
         cfg,
         caches: RwLock::new(Caches::default()),
-        book: Mutex::new(Book::default()),
+        book: Mutex::new(Book {
+            diag: DiagnosticsState::with_grace(grace),
+            ..Book::default()
+        }),
         tracker: Mutex::new(SliceTracker::default()),
         waiting: Mutex::new(std::collections::HashSet::new()),
         queue: queue.clone(),
         metrics,
         events,
     });
-    let mut guard = TaskGuard::default();
-    guard.0.push(queue.spawn_timer());
-
-    let (mut svc_rx, svc_rx_task) = spawn_watch(
-        Api::<Service>::all(client.clone()),
-        watcher::Config::default(),
-        |s| s,
-    );
-    let (mut pod_rx, pod_rx_task) = spawn_watch(
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default(),
-        |p| PodInfo::from_pod(&p),
-    );
-    let (mut node_rx, node_rx_task) = spawn_watch(
-        Api::<Node>::all(client.clone()),
-        watcher::Config::default(),
-        |n| NodeInfo::from_node(&n),
-    );
-    let slice_cfg = watcher::Config::default()
-        .labels(&format!("{LABEL_MANAGED_BY}={}", ctx.cfg.controller_name));
-    let (mut slice_rx, slice_rx_task) = spawn_watch(
-        Api::<EndpointSlice>::all(client.clone()),
-        slice_cfg,
-        strip_slice,
-    );
-
-    guard.0.push(svc_rx_task);
-    guard.0.push(pod_rx_task);
-    guard.0.push(node_rx_task);
-    guard.0.push(slice_rx_task);
-    let mut synced = [false; 4];
-    let mut workers_started = false;
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            Some(c) = svc_rx.recv() => { synced[0] |= matches!(c, Change::Relist(_)); on_service(&ctx, c).await; }
-            Some(c) = pod_rx.recv() => { synced[1] |= matches!(c, Change::Relist(_)); on_pod(&ctx, c).await; }
-            Some(c) = node_rx.recv() => { synced[2] |= matches!(c, Change::Relist(_)); on_node(&ctx, c).await; }
-            Some(c) = slice_rx.recv() => { synced[3] |= matches!(c, Change::Relist(_)); on_slice(&ctx, c).await; }
-            else => break,
-        }
-        if !workers_started && synced.iter().all(|s| *s) {
-            tracing::info!("endpointslice controller caches synced; starting workers");
-            let keys = ctx.caches.read().await.services.keys();
-            for k in keys {
-                ctx.queue.add(k).await;
-            }
-            for _ in 0..ctx.cfg.concurrent_syncs {
-                let ctx = ctx.clone();
-                guard.0.push(tokio::spawn(async move { worker(ctx).await }));
-            }
-            workers_started = true;
-        }
-    }
-    queue.shutdown().await;
-    drop(guard);
-    Ok(())
+    let gate = SyncGate::default();
+    let ours = format!("{LABEL_MANAGED_BY}={}", ctx.cfg.controller_name);
+    let feeds = vec![
+        Feed::new(
+            watches.subscribe::<Service, _>("", |s| s),
+            &gate,
+            &ctx,
+            |ctx, c| async move { on_service(&ctx, c).await },
+        ),
+        Feed::new(
+            watches.subscribe::<Pod, _>("", |p| PodInfo::from_pod(&p)),
+            &gate,
+            &ctx,
+            |ctx, c| async move { on_pod(&ctx, c).await },
+        ),
+        Feed::new(
+            watches.subscribe::<Node, _>("", |n| NodeInfo::from_node(&n)),
+            &gate,
+            &ctx,
+            |ctx, c| async move { on_node(&ctx, c).await },
+        ),
+        Feed::new(
+            watches.subscribe::<EndpointSlice, _>(&ours, strip_slice),
+            &gate,
+            &ctx,
+            |ctx, c| async move { on_slice(&ctx, c).await },
+        ),
+    ];
+    let spec = Spec {
+        name: "endpointslice",
+        workers: ctx.cfg.concurrent_syncs,
+        queue,
+        metrics: ctx.metrics.clone(),
+        ready: ctx.cfg.ready.clone(),
+        // The slice event the sync waits for queues the key at once; this is a safety net.
+        stale_retry: Some(Duration::from_secs(1)),
+    };
+    let initial = |ctx: Arc<Ctx>| async move { ctx.caches.read().await.services.keys() };
+    driver::run(
+        spec,
+        ctx,
+        feeds,
+        gate,
+        initial,
+        |ctx, k| async move { sync(&ctx, &k).await },
+        shutdown,
+    )
+    .await
 }
 
 async fn on_service(ctx: &Ctx, c: Change<Service>) {
@@ -388,39 +417,6 @@ async fn on_slice(ctx: &Ctx, c: Change<EndpointSlice>) {
     }
 }
 
-async fn worker(ctx: Arc<Ctx>) {
-    while let Some(key) = ctx.queue.get().await {
-        let started = Instant::now();
-        let res = sync(&ctx, &key).await;
-        let took = started.elapsed();
-        match res {
-            Ok(()) => {
-                ctx.metrics.sync("success", took);
-                ctx.queue.forget(&key).await;
-            }
-            Err(e) => {
-                let stale = matches!(&e, Error::Retry(m) if m.starts_with("stale"));
-                ctx.metrics
-                    .sync(if stale { "stale" } else { "error" }, took);
-                if stale {
-                    // The slice event we wait for requeues the key at once;
-                    // this delayed add is only a safety net.
-                    tracing::trace!(service = %key, error = %e, "cache not caught up; retrying");
-                    ctx.queue
-                        .add_after(key.clone(), Duration::from_secs(1))
-                        .await;
-                } else if ctx.queue.add_rate_limited(key.clone()).await {
-                    tracing::debug!(service = %key, error = %e, "sync failed; retrying");
-                } else {
-                    tracing::warn!(service = %key, error = %e, "dropping service out of the queue");
-                }
-            }
-        }
-        ctx.queue.done(&key).await;
-        ctx.metrics.queue_depth.set(ctx.queue.len().await as i64);
-    }
-}
-
 /// Deletes every slice we manage for a Service that no longer exists.
 async fn cleanup_deleted(ctx: &Ctx, key: &ObjKey) -> Result<()> {
     let slices: Vec<Arc<EndpointSlice>> = ctx
@@ -439,11 +435,7 @@ async fn cleanup_deleted(ctx: &Ctx, key: &ObjKey) -> Result<()> {
         if let Some(set) = book.no_pods.get_mut(&key.namespace) {
             set.remove(key);
         }
-        book.totals.remove(key);
-        let (e, s) = book
-            .totals
-            .values()
-            .fold((0, 0), |a, v| (a.0 + v.0, a.1 + v.1));
+        let (e, s) = book.set_totals(key, None);
         ctx.metrics.endpoints_desired.set(e);
         ctx.metrics.desired_slices.set(s);
     }
@@ -497,8 +489,8 @@ async fn sync(ctx: &Ctx, key: &ObjKey) -> Result<()> {
             .collect();
         if ctx.tracker.lock().await.is_stale(&owner, &versions) {
             ctx.waiting.lock().await.insert(key.clone());
-            return Err(Error::Retry(format!(
-                "stale EndpointSlice cache for Service {owner}"
+            return Err(Error::Stale(format!(
+                "EndpointSlice cache for Service {owner}"
             )));
         }
         let mut book = ctx.book.lock().await;
@@ -514,14 +506,8 @@ async fn sync(ctx: &Ctx, key: &ObjKey) -> Result<()> {
             trigger_time,
         };
         let plan = reconcile_service(&input, &ctx.rcfg, &mut book.topo);
-        book.totals.insert(
-            key.clone(),
-            (plan.endpoints_desired as i64, plan.slices_desired as i64),
-        );
-        let (e, s) = book
-            .totals
-            .values()
-            .fold((0, 0), |a, v| (a.0 + v.0, a.1 + v.1));
+        let now = (plan.endpoints_desired as i64, plan.slices_desired as i64);
+        let (e, s) = book.set_totals(key, Some(now));
         ctx.metrics.endpoints_desired.set(e);
         ctx.metrics.desired_slices.set(s);
         let diag_events = if ctx.cfg.diagnostics {

@@ -6,10 +6,10 @@
 //! (endpoints sorted by address, slices by name) so that plans are
 //! reproducible. Counts and placement rules are the same.
 
-use super::hash;
-use super::model::{NodeInfo, PodInfo};
-use super::plan::{EventSpec, SlicePlan};
 use super::topology::{self, Heuristic, SliceInfo, TopologyCache};
+use crate::hash;
+use crate::model::{NodeInfo, PodInfo};
+use crate::plan::{EventSpec, SlicePlan};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::Service;
@@ -28,10 +28,10 @@ pub const LABEL_HEADLESS: &str = "service.kubernetes.io/headless";
 pub const ANNOTATION_TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
 /// svcnet's managed-by value for EndpointSlices it computes from selectors.
 ///
-/// design.md asked for `svcnet.io/endpointslice-controller`, but a label
-/// *value* may not contain `/` (the API server rejects such slices and such
-/// label selectors), so svcnet uses upstream's shape with its own domain:
-/// upstream writes `endpointslice-controller.k8s.io`.
+/// Upstream's shape with svcnet's domain (upstream writes
+/// `endpointslice-controller.k8s.io`). A `svcnet.io/...` value is impossible:
+/// a label *value* may not contain `/` (the API server rejects such slices and
+/// such label selectors).
 pub const CONTROLLER_NAME: &str = "endpointslice-controller.svcnet.io";
 /// Legacy Auto-hints annotation (wins over the new one when both are set).
 pub const ANNOTATION_TOPOLOGY_AWARE_HINTS: &str = "service.kubernetes.io/topology-aware-hints";

@@ -1,10 +1,10 @@
 //! Table-driven tests of the pure EndpointSlice reconciler, modelled on
 //! upstream's `reconciler_test.go` scenarios.
 
-use super::model::{NamedPort, NodeInfo, PodInfo};
-use super::plan::{EventKind, SlicePlan};
 use super::reconcile::*;
 use super::topology::TopologyCache;
+use crate::model::{NamedPort, NodeInfo, PodInfo};
+use crate::plan::{EventKind, SlicePlan};
 use chrono::{TimeZone, Utc};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;

@@ -3,8 +3,8 @@
 //! allocation with its safeguards, as upstream's `trafficdist` and
 //! `topologycache` packages do them.
 
-use super::model::NodeInfo;
-use super::plan::EventSpec;
+use crate::model::NodeInfo;
+use crate::plan::EventSpec;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointHints, EndpointSlice, ForNode, ForZone};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

@@ -1,91 +1,22 @@
-//! The running controller: watches feeding in-memory stores, a work queue of Service keys,
-//! worker tasks running [`Ipam::reconcile`], the repair loop and the pool-status / metrics loop.
+//! The running controller: watches feeding the [`Ipam`] context's stores, worker tasks running
+//! [`Ipam::reconcile`] off its queue, the repair loop and the pool-status / metrics loop.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crds::{LoadBalancerIPPool, NodePortClaim, ServiceIPClaim};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
-use kube::{Api, Client, ResourceExt};
-use tokio::sync::{Mutex, RwLock};
+use kube::{Api, ResourceExt};
+use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
-use crate::ipam::claims::ClaimApi;
-use crate::ipam::config::IpamConfig;
-use crate::ipam::metrics::IpamMetrics;
-use crate::ipam::model::{Family, SvcView};
+use crate::ipam::context::Ipam;
 use crate::ipam::plan::load_balancer::PoolView;
-use crate::ipam::queue::WorkQueue;
-use crate::ipam::state::AllocState;
-use crate::runtime::admin::Readiness;
-use crate::runtime::events::EventRecorder;
 use crate::{Error, Result};
-
-/// Shared state of the IPAM controller.
-pub struct Ipam {
-    pub(crate) client: Client,
-    pub(crate) cfg: IpamConfig,
-    pub(crate) families: Vec<Family>,
-    pub(crate) state: Mutex<AllocState>,
-    pub(crate) services: RwLock<HashMap<String, Arc<Service>>>,
-    pub(crate) namespaces: RwLock<HashMap<String, BTreeMap<String, String>>>,
-    pub(crate) pools: RwLock<Vec<PoolView>>,
-    pub(crate) raw_pools: RwLock<HashMap<String, LoadBalancerIPPool>>,
-    /// Service after its last successful reconcile, by UID (the "before" of the next one).
-    pub(crate) last: Mutex<HashMap<String, SvcView>>,
-    /// UIDs of deleted Services by key, whose claims are released on the key's next reconcile.
-    pub(crate) tombstones: Mutex<HashMap<String, Vec<String>>>,
-    pub(crate) queue: WorkQueue,
-    pub(crate) recorder: EventRecorder,
-    pub(crate) metrics: IpamMetrics,
-    pub(crate) claims: ClaimApi,
-}
-
-impl Ipam {
-    /// Builds the controller state (no I/O).
-    pub fn new(client: Client, cfg: IpamConfig, metrics: IpamMetrics) -> Result<Arc<Self>> {
-        let state = AllocState::new(&cfg)?;
-        Ok(Arc::new(Ipam {
-            recorder: EventRecorder::new(client.clone(), "svcnet-ipam", cfg.instance.clone()),
-            claims: ClaimApi::new(client.clone()),
-            families: cfg.families(),
-            client,
-            cfg,
-            state: Mutex::new(state),
-            services: RwLock::new(HashMap::new()),
-            namespaces: RwLock::new(HashMap::new()),
-            pools: RwLock::new(Vec::new()),
-            raw_pools: RwLock::new(HashMap::new()),
-            last: Mutex::new(HashMap::new()),
-            tombstones: Mutex::new(HashMap::new()),
-            queue: WorkQueue::default(),
-            metrics,
-        }))
-    }
-
-    pub(crate) fn cidr_of(&self, f: Family) -> Option<String> {
-        self.cfg
-            .service_cidrs
-            .iter()
-            .find(|c| crate::ipam::model::family_of(c.network()) == f)
-            .map(ToString::to_string)
-    }
-
-    async fn tombstone(&self, key: String, uid: Option<String>) {
-        if let Some(uid) = uid {
-            self.tombstones
-                .lock()
-                .await
-                .entry(key)
-                .or_default()
-                .push(uid);
-        }
-    }
-}
+use runtime::admin::ReadyFlag;
 
 fn svc_key(s: &Service) -> String {
     format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any())
@@ -355,28 +286,13 @@ async fn watch_namespaces(ipam: Arc<Ipam>, synced: tokio::sync::mpsc::Sender<&'s
     }
 }
 
-/// Per-key retry backoff: 250 ms doubling to 30 s.
-fn backoff(failures: u32) -> Duration {
-    let ms = 250u64.saturating_mul(1u64 << failures.min(7));
-    Duration::from_millis(ms.min(30_000))
-}
-
-async fn worker(ipam: Arc<Ipam>, failures: Arc<Mutex<HashMap<String, u32>>>) {
-    loop {
-        let key = ipam.queue.next().await;
+async fn worker(ipam: Arc<Ipam>) {
+    while let Some(key) = ipam.queue.get().await {
         let span = tracing::info_span!("reconcile", service = %key);
         let res = tracing::Instrument::instrument(ipam.reconcile(&key), span).await;
         match res {
-            Ok(()) => {
-                failures.lock().await.remove(&key);
-            }
+            Ok(()) => ipam.queue.forget(&key).await,
             Err(err) => {
-                let n = {
-                    let mut f = failures.lock().await;
-                    let n = f.entry(key.clone()).or_insert(0);
-                    *n += 1;
-                    *n
-                };
                 if !matches!(err, Error::Retry(_)) {
                     ipam.metrics.error(err.metric_label());
                 }
@@ -385,7 +301,7 @@ async fn worker(ipam: Arc<Ipam>, failures: Arc<Mutex<HashMap<String, u32>>>) {
                     Error::Allocation { .. } => tracing::info!(%err, "allocation failed"),
                     _ => tracing::warn!(%err, "reconcile failed"),
                 }
-                ipam.queue.add_after(key.clone(), backoff(n));
+                ipam.queue.add_rate_limited(key.clone()).await;
             }
         }
         ipam.queue.done(&key).await;
@@ -394,7 +310,7 @@ async fn worker(ipam: Arc<Ipam>, failures: Arc<Mutex<HashMap<String, u32>>>) {
 
 /// Runs the IPAM controller until the future is dropped (on losing leadership) or a watch
 /// stream ends. `ready` is set once all caches are synced and workers run.
-pub async fn run(ipam: Arc<Ipam>, ready: Readiness) -> Result<()> {
+pub async fn run(ipam: Arc<Ipam>, ready: ReadyFlag) -> Result<()> {
     let mut tasks = JoinSet::new();
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     tasks.spawn(watch_ip_claims(ipam.clone(), tx.clone()));
@@ -425,9 +341,9 @@ pub async fn run(ipam: Arc<Ipam>, ready: Readiness) -> Result<()> {
         }
     }
     tracing::info!("IPAM caches synced; starting workers");
-    let failures = Arc::new(Mutex::new(HashMap::new()));
+    tasks.spawn(ipam.queue.clone().run_timer());
     for _ in 0..ipam.cfg.workers.max(1) {
-        tasks.spawn(worker(ipam.clone(), failures.clone()));
+        tasks.spawn(worker(ipam.clone()));
     }
     tasks.spawn(crate::ipam::repair::repair_loop(ipam.clone()));
     tasks.spawn(crate::ipam::repair::status_loop(ipam.clone()));

@@ -10,14 +10,14 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
 
 use crate::ipam::claims::Created;
-use crate::ipam::controller::Ipam;
+use crate::ipam::context::Ipam;
 use crate::ipam::model::{family_of, Family, SvcType, SvcView};
 use crate::ipam::plan::cluster_ip::{plan_cluster_ips, ClusterIpPlan, IpSlot};
 use crate::ipam::plan::load_balancer as lb;
 use crate::ipam::plan::node_port::{plan_node_ports, HealthSlot, PortSlot};
 use crate::ipam::state::Reserve;
-use crate::runtime::events::EventRecorder;
 use crate::{Error, Result};
+use runtime::events::EventRecorder;
 
 fn alloc_err(reason: &'static str, message: impl Into<String>) -> Error {
     Error::Allocation {

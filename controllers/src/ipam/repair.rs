@@ -38,7 +38,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource};
 
-use crate::ipam::controller::Ipam;
+use crate::ipam::context::Ipam;
 use crate::ipam::model::SvcView;
 use crate::ipam::plan::load_balancer::{overlaps, overlaps_net, PoolView};
 

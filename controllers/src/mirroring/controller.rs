@@ -7,22 +7,23 @@
 //! `metrics` comes from `ControllerMetrics::register(&mut registry, "svcnet_endpointslice_mirroring")`.
 
 use super::desired::{reconcile_mirror, should_mirror, MirrorConfig, MIRRORING_CONTROLLER_NAME};
-use crate::endpointslice::apply::{apply_slice_plan, reference_to, EventSink};
-use crate::endpointslice::index::{spawn_watch, Change, ObjKey, TaskGuard};
-use crate::endpointslice::metrics::ControllerMetrics;
-use crate::endpointslice::plan::SlicePlan;
-use crate::endpointslice::queue::{Backoff, WorkQueue};
+use crate::apply::{apply_slice_plan, reference_to, EventSink};
+use crate::driver::{self, Feed, Spec, SyncGate};
 use crate::endpointslice::reconcile::{LABEL_MANAGED_BY, LABEL_SERVICE_NAME};
-use crate::endpointslice::tracker::{SliceTracker, SliceVersion};
+use crate::index::{Change, ObjKey};
+use crate::metrics::ControllerMetrics;
+use crate::plan::SlicePlan;
+use crate::tracker::{SliceTracker, SliceVersion};
+use crate::watches::Watches;
 use crate::{Error, Result};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::watcher;
-use kube::{Api, Client};
+use kube::Client;
+use runtime::queue::{Backoff, WorkQueue};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{Mutex, RwLock};
 
 /// Mirroring controller settings.
@@ -38,6 +39,8 @@ pub struct Config {
     pub controller_name: String,
     /// Reporting instance for Events.
     pub instance: Option<String>,
+    /// Reported ready once the caches are synced and the workers run (`/readyz`).
+    pub ready: Option<runtime::admin::ReadyFlag>,
 }
 
 impl Default for Config {
@@ -48,6 +51,7 @@ impl Default for Config {
             batch_period: Duration::ZERO,
             controller_name: MIRRORING_CONTROLLER_NAME.into(),
             instance: None,
+            ready: None,
         }
     }
 }
@@ -72,6 +76,18 @@ struct Ctx {
 
 /// Runs the mirroring controller until `shutdown` resolves.
 pub async fn run(
+    client: Client,
+    cfg: Config,
+    metrics: ControllerMetrics,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let watches = Watches::new(client.clone());
+    run_with(&watches, client, cfg, metrics, shutdown).await
+}
+
+/// Like [`run`], subscribing to the process's shared `watches` (one watch per kind).
+pub async fn run_with(
+    watches: &Watches,
     client: Client,
     cfg: Config,
     metrics: ControllerMetrics,
@@ -108,8 +124,6 @@ pub async fn run(
         metrics,
         events,
     });
-    let mut guard = TaskGuard::default();
-    guard.0.push(queue.spawn_timer());
     let strip_svc = |mut s: Service| {
         s.metadata.managed_fields = None;
         s
@@ -122,52 +136,81 @@ pub async fn run(
         e.metadata.managed_fields = None;
         e
     };
-    let (mut svc_rx, svc_rx_task) = spawn_watch(
-        Api::<Service>::all(client.clone()),
-        watcher::Config::default(),
-        strip_svc,
-    );
-    let (mut ep_rx, ep_rx_task) = spawn_watch(
-        Api::<Endpoints>::all(client.clone()),
-        watcher::Config::default(),
-        strip_ep,
-    );
-    let scfg = watcher::Config::default()
-        .labels(&format!("{LABEL_MANAGED_BY}={}", ctx.cfg.controller_name));
-    let (mut slice_rx, slice_rx_task) =
-        spawn_watch(Api::<EndpointSlice>::all(client.clone()), scfg, strip_slice);
-    guard.0.push(svc_rx_task);
-    guard.0.push(ep_rx_task);
-    guard.0.push(slice_rx_task);
-    let mut synced = [false; 3];
-    let mut workers_started = false;
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            Some(c) = svc_rx.recv() => { synced[0] |= matches!(c, Change::Relist(_)); on_keyed(&ctx, c, |c, k, v| { match v { Some(s) => { c.services.insert(k, Arc::new(s)); } None => { c.services.remove(&k); } } }, |c| c.services.keys().cloned().collect()).await; }
-            Some(c) = ep_rx.recv() => { synced[1] |= matches!(c, Change::Relist(_)); on_keyed(&ctx, c, |c, k, v| { match v { Some(e) => { c.endpoints.insert(k, Arc::new(e)); } None => { c.endpoints.remove(&k); } } }, |c| c.endpoints.keys().cloned().collect()).await; }
-            Some(c) = slice_rx.recv() => { synced[2] |= matches!(c, Change::Relist(_)); on_slice(&ctx, c).await; }
-            else => break,
-        }
-        if !workers_started && synced.iter().all(|s| *s) {
-            let keys: Vec<ObjKey> = {
-                let c = ctx.caches.read().await;
-                c.endpoints.keys().chain(c.slices.keys()).cloned().collect()
-            };
-            for k in keys {
-                ctx.queue.add(k).await;
-            }
-            for _ in 0..ctx.cfg.concurrent_syncs {
-                let ctx = ctx.clone();
-                guard.0.push(tokio::spawn(async move { worker(ctx).await }));
-            }
-            workers_started = true;
-        }
-    }
-    queue.shutdown().await;
-    drop(guard);
-    Ok(())
+    let gate = SyncGate::default();
+    let ours = format!("{LABEL_MANAGED_BY}={}", ctx.cfg.controller_name);
+    let feeds = vec![
+        Feed::new(
+            watches.subscribe::<Service, _>("", strip_svc),
+            &gate,
+            &ctx,
+            |ctx, c| async move {
+                on_keyed(
+                    &ctx,
+                    c,
+                    |c, k, v| match v {
+                        Some(s) => {
+                            c.services.insert(k, Arc::new(s));
+                        }
+                        None => {
+                            c.services.remove(&k);
+                        }
+                    },
+                    |c| c.services.keys().cloned().collect(),
+                )
+                .await
+            },
+        ),
+        Feed::new(
+            watches.subscribe::<Endpoints, _>("", strip_ep),
+            &gate,
+            &ctx,
+            |ctx, c| async move {
+                on_keyed(
+                    &ctx,
+                    c,
+                    |c, k, v| match v {
+                        Some(e) => {
+                            c.endpoints.insert(k, Arc::new(e));
+                        }
+                        None => {
+                            c.endpoints.remove(&k);
+                        }
+                    },
+                    |c| c.endpoints.keys().cloned().collect(),
+                )
+                .await
+            },
+        ),
+        Feed::new(
+            watches.subscribe::<EndpointSlice, _>(&ours, strip_slice),
+            &gate,
+            &ctx,
+            |ctx, c| async move { on_slice(&ctx, c).await },
+        ),
+    ];
+    let spec = Spec {
+        name: "endpointslicemirroring",
+        workers: ctx.cfg.concurrent_syncs,
+        queue,
+        metrics: ctx.metrics.clone(),
+        ready: ctx.cfg.ready.clone(),
+        stale_retry: None,
+    };
+    // Every Endpoints, and every key we still hold slices for.
+    let initial = |ctx: Arc<Ctx>| async move {
+        let c = ctx.caches.read().await;
+        c.endpoints.keys().chain(c.slices.keys()).cloned().collect()
+    };
+    driver::run(
+        spec,
+        ctx,
+        feeds,
+        gate,
+        initial,
+        |ctx, k| async move { sync(&ctx, &k).await },
+        shutdown,
+    )
+    .await
 }
 
 async fn on_keyed<T: kube::Resource>(
@@ -268,26 +311,6 @@ async fn on_slice(ctx: &Ctx, c: Change<EndpointSlice>) {
     }
 }
 
-async fn worker(ctx: Arc<Ctx>) {
-    while let Some(key) = ctx.queue.get().await {
-        let started = Instant::now();
-        match sync(&ctx, &key).await {
-            Ok(()) => {
-                ctx.metrics.sync("success", started.elapsed());
-                ctx.queue.forget(&key).await;
-            }
-            Err(e) => {
-                let stale = matches!(&e, Error::Retry(m) if m.starts_with("stale"));
-                ctx.metrics
-                    .sync(if stale { "stale" } else { "error" }, started.elapsed());
-                tracing::debug!(endpoints = %key, error = %e, "mirroring sync failed; retrying");
-                ctx.queue.add_rate_limited(key.clone()).await;
-            }
-        }
-        ctx.queue.done(&key).await;
-    }
-}
-
 async fn sync(ctx: &Ctx, key: &ObjKey) -> Result<()> {
     let owner = key.to_string();
     let (svc, ep, slices) = {
@@ -315,8 +338,8 @@ async fn sync(ctx: &Ctx, key: &ObjKey) -> Result<()> {
             })
             .collect();
         if ctx.tracker.lock().await.is_stale(&owner, &versions) {
-            return Err(Error::Retry(format!(
-                "stale EndpointSlice cache for Endpoints {owner}"
+            return Err(Error::Stale(format!(
+                "EndpointSlice cache for Endpoints {owner}"
             )));
         }
         let Some(ep) = ep.as_deref() else {

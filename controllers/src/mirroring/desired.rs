@@ -2,19 +2,19 @@
 //! a selectorless Service's user-written Endpoints → EndpointSlices.
 
 use crate::endpoints::desired::{repack_subsets, ANNOTATION_LEADER};
-use crate::endpointslice::plan::{EventSpec, SlicePlan};
 use crate::endpointslice::reconcile::{
     canonical_ip, endpoint_key, endpoints_equal_beyond_hash, port_map_key, ANNOTATION_TRIGGER_TIME,
     LABEL_MANAGED_BY, LABEL_SERVICE_NAME,
 };
+use crate::plan::{EventSpec, SlicePlan};
 use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use std::collections::BTreeMap;
 
-/// svcnet's managed-by value for mirrored slices (a label value cannot hold
-/// `/`, hence not design.md's `svcnet.io/endpointslicemirroring-controller`;
-/// upstream writes `endpointslicemirroring-controller.k8s.io`).
+/// svcnet's managed-by value for mirrored slices: upstream's shape with
+/// svcnet's domain (upstream writes `endpointslicemirroring-controller.k8s.io`;
+/// a label value cannot hold `/`).
 pub const MIRRORING_CONTROLLER_NAME: &str = "endpointslicemirroring-controller.svcnet.io";
 /// `endpointslice.kubernetes.io/skip-mirror`.
 pub const LABEL_SKIP_MIRROR: &str = "endpointslice.kubernetes.io/skip-mirror";

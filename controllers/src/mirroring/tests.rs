@@ -48,7 +48,7 @@ fn eps(ready: &[&str], not_ready: &[&str]) -> Endpoints {
     }
 }
 
-fn apply(slices: &mut Vec<EndpointSlice>, plan: &crate::endpointslice::plan::SlicePlan) {
+fn apply(slices: &mut Vec<EndpointSlice>, plan: &crate::plan::SlicePlan) {
     for (i, c) in plan.creates.iter().enumerate() {
         let mut c = c.clone();
         c.metadata.name = Some(format!("ext-{i}{}", slices.len()));

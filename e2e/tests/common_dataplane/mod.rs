@@ -3,7 +3,7 @@
 //!
 //! Everything here needs root (namespaces, veths, nftables); CI runs as root. All traffic stays
 //! inside the namespaces the tests create. Build the binaries first when running a single test
-//! binary: `cargo build -p svcnet-dataplane -p svcnet-e2e --bins`.
+//! binary: `cargo build -p svcnet-dataplane -p svcnet-testkit --bins`.
 
 // Test helpers unwrap: a failure is a test failure.
 #![allow(clippy::unwrap_used, dead_code)]
@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use e2e::netns::{bins, plan, ClientOpts, Outcome, Place, Proto, Topology, TopologyBuilder};
+use testkit::netns::{bins, plan, ClientOpts, Outcome, Place, Proto, Topology, TopologyBuilder};
 
 /// Per-attempt client timeout where a reply is expected.
 pub const REPLY_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -24,7 +24,10 @@ pub const SHORT: Duration = Duration::from_millis(300);
 /// A builder with the test binaries and a 1 s client timeout.
 pub fn builder() -> TopologyBuilder {
     Topology::builder()
-        .echo_binary(env!("CARGO_BIN_EXE_svcnet-echo"))
+        .echo_binary(
+            testkit::netns::bins::locate("svcnet-echo")
+                .expect("svcnet-echo is built (cargo build --workspace --bins)"),
+        )
         .client_timeout(REPLY_TIMEOUT)
 }
 
@@ -48,7 +51,7 @@ impl Cluster {
     pub fn new(builder: TopologyBuilder) -> Self {
         let topo = builder.build().expect("build the topology (needs root)");
         let proxy = bins::locate("svcnet-proxy").expect(
-            "svcnet-proxy binary (run `cargo build -p svcnet-dataplane -p svcnet-e2e --bins`)",
+            "svcnet-proxy binary (run `cargo build -p svcnet-dataplane -p svcnet-testkit --bins`)",
         );
         Cluster {
             topo,
@@ -349,15 +352,19 @@ fn relay_kubeconfig(c: &Cluster, host_kubeconfig: &str, dir: &std::path::Path) -
 /// [`relay_kubeconfig`] for the embedded server `server`.
 pub fn node_kubeconfig_embedded(
     c: &Cluster,
-    server: &e2e::apiserver::ApiServer,
+    server: &apiserver::ApiServer,
     dir: &std::path::Path,
 ) -> PathBuf {
-    let yaml = e2e::apiserver::kubeconfig_yaml(&format!("http://{}", server.addr()));
+    let yaml = apiserver::kubeconfig_yaml(&format!("http://{}", server.addr()));
     relay_kubeconfig(c, &yaml, dir)
 }
 
 /// [`relay_kubeconfig`] for the test environment `env` (embedded or real control plane).
-pub fn node_kubeconfig(c: &Cluster, env: &e2e::harness::TestEnv, dir: &std::path::Path) -> PathBuf {
+pub fn node_kubeconfig(
+    c: &Cluster,
+    env: &testkit::harness::TestEnv,
+    dir: &std::path::Path,
+) -> PathBuf {
     let yaml = std::fs::read_to_string(env.kubeconfig_path()).expect("the test kubeconfig");
     relay_kubeconfig(c, &yaml, dir)
 }
@@ -365,13 +372,13 @@ pub fn node_kubeconfig(c: &Cluster, env: &e2e::harness::TestEnv, dir: &std::path
 /// Starts `svcnet-proxy run` in `node` against the API server of `kubeconfig` (with extra flags
 /// `extra`, e.g. `["--conntrack-cleanup", "false"]`) and waits for its first sync. Its `/metrics`
 /// listens on 127.0.0.1:10249 and `/healthz` on 127.0.0.1:10256 inside the node's namespace. The
-/// process is killed when the returned [`e2e::netns::Process`] (or the topology) is dropped.
+/// process is killed when the returned [`testkit::netns::Process`] (or the topology) is dropped.
 pub fn start_proxy_run(
     c: &Cluster,
-    node: &e2e::netns::Node,
+    node: &testkit::netns::Node,
     kubeconfig: &std::path::Path,
     extra: &[&str],
-) -> e2e::netns::Process {
+) -> testkit::netns::Process {
     let cluster_cidr = format!("{},{}", plan::CLUSTER_CIDR_V4, plan::CLUSTER_CIDR_V6);
     let service_cidr = format!("{},{}", plan::SERVICE_CIDR_V4, plan::SERVICE_CIDR_V6);
     let kubeconfig = kubeconfig.display().to_string();
