@@ -10,11 +10,12 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-# System packages: nft, ip, conntrack for the dataplane tests.
+# System packages: nft, ip, conntrack for the dataplane tests; dig for the DNS tests.
 missing=()
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v conntrack >/dev/null 2>&1 || missing+=(conntrack)
+command -v dig >/dev/null 2>&1 || missing+=(bind9-dnsutils)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   apt-get update -qq
@@ -50,8 +51,8 @@ api_suites=(apiserver_conformance apiserver_apply endpointslice_e2e ipam_e2e kub
 # Only meaningful with upstream's binaries: svcnet's endpoint controllers compared object by
 # object with kube-controller-manager's on the same inputs (it says SKIPPED without them).
 real_only_suites=(endpoints_differential)
-filter=""
-for s in "${api_suites[@]}"; do filter+="${filter:+ | }binary(=$s)"; done
+filter="binary(=dns_e2e)"
+for s in "${api_suites[@]}"; do filter+=" | binary(=$s)"; done
 embedded_count=$(cargo nextest list --workspace --locked -E "$filter" --message-format oneline 2>/dev/null | grep -c . || true)
 
 # Real control plane: KUBEBUILDER_ASSETS if set, else the binaries beside the checkout.
@@ -72,6 +73,10 @@ if [ -n "$assets" ] && [ -x "$assets/kube-apiserver" ] && [ -x "$assets/etcd" ];
   set +e
   KUBEBUILDER_ASSETS="$assets" cargo test -p svcnet-e2e --locked --no-fail-fast "${args[@]}" -- --test-threads=1 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
+  # svcnet-dns's end-to-end suite lives in its own package.
+  KUBEBUILDER_ASSETS="$assets" cargo test -p svcnet-dns --locked --no-fail-fast --test dns_e2e -- --test-threads=1 2>&1 | tee -a "$log"
+  rc_dns=${PIPESTATUS[0]}
+  [ "$rc" -ne 0 ] || rc=$rc_dns
   set -e
   passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
   failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')

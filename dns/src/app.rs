@@ -13,8 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config as KubeConfig};
+use kube::Client;
 use prometheus_client::registry::Registry;
 
 use crate::answer::{Config, PodMode};
@@ -54,7 +53,7 @@ pub struct Args {
     pub upstream: Option<String>,
 
     /// Deadline of one upstream resolution (all upstreams together), e.g. `2s`, `500ms`.
-    #[arg(long, env = "SVCNET_DNS_UPSTREAM_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "SVCNET_DNS_UPSTREAM_TIMEOUT", default_value = "2s", value_parser = runtime::duration::duration_flag)]
     pub upstream_timeout: Duration,
 
     /// Pod records `a-b-c-d.<ns>.pod.<zone>`: `disabled`, `insecure` or `verified`.
@@ -72,22 +71,6 @@ pub struct Args {
     /// Log format: `text` or `json`.
     #[arg(long, env = "SVCNET_DNS_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
-}
-
-/// Parses `500ms`, `2s`, `1m` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        _ => Err(format!("invalid duration unit in {s:?} (use ms, s, m)")),
-    }
 }
 
 /// Everything [`run`] needs, checked.
@@ -240,20 +223,15 @@ impl Args {
 
 /// A client from `--kubeconfig`, else in-cluster / `$KUBECONFIG`.
 pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let shown = path.display().to_string();
-            let kc = Kubeconfig::read_from(path)
-                .map_err(|e| invalid("--kubeconfig", &shown, e.to_string()))?;
-            KubeConfig::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-                .await
-                .map_err(|e| invalid("--kubeconfig", &shown, e.to_string()))?
-        }
-        None => KubeConfig::infer()
-            .await
-            .map_err(|e| invalid("--kubeconfig", "", e.to_string()))?,
-    };
-    Ok(Client::try_from(config)?)
+    runtime::client::client(kubeconfig).await.map_err(|e| {
+        invalid(
+            "--kubeconfig",
+            &kubeconfig
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            e.to_string(),
+        )
+    })
 }
 
 async fn shutdown_signal() {
@@ -298,7 +276,8 @@ pub async fn run(settings: Settings) -> Result<()> {
     let registry = Arc::new(registry);
     let index = Arc::new(RwLock::new(Index::new()));
     let synced = Arc::new(AtomicBool::new(false));
-    let ready = Arc::new(AtomicBool::new(false));
+    let readiness = admin::Readiness::default();
+    let ready = readiness.component("index");
     let handler = Arc::new(Handler {
         index: index.clone(),
         config: settings.answer.clone(),
@@ -321,9 +300,9 @@ pub async fn run(settings: Settings) -> Result<()> {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "admin server listening");
         }
-        let (registry, ready) = (registry.clone(), ready.clone());
+        let (registry, readiness) = (registry.clone(), readiness.clone());
         tasks.spawn(async move {
-            if let Err(err) = admin::serve(listener, registry, ready).await {
+            if let Err(err) = admin::serve(listener, registry, readiness).await {
                 tracing::error!(%err, "admin server failed");
             }
         });
@@ -338,13 +317,13 @@ pub async fn run(settings: Settings) -> Result<()> {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             tracing::info!("every watched kind listed; ready");
-            ready.store(true, Ordering::Release);
+            ready.set_ready(true);
         });
     }
 
     shutdown_signal().await;
     tracing::info!("shutting down");
-    ready.store(false, Ordering::Release);
+    ready.set_ready(false);
     tasks.abort_all();
     Ok(())
 }
@@ -404,7 +383,5 @@ mod tests {
         .expect("valid");
         assert_eq!(s.listen.len(), 2);
         assert_eq!(s.admin, None);
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert!(parse_duration("5h").is_err());
     }
 }

@@ -132,6 +132,16 @@ pub async fn serve(
     ready: Readiness,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    serve_on(listener, registry, ready).await
+}
+
+/// Serves the admin endpoints on a listener bound earlier (to fail fast on a busy port before
+/// anything else starts) until the task is dropped.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    registry: Arc<Registry>,
+    ready: Readiness,
+) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "admin server listening");
     axum::serve(listener, router(registry, ready)).await
 }
