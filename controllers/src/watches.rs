@@ -44,10 +44,38 @@ trait AnyHub: Send + Sync {
     fn stop(&self);
 }
 
+/// What the shared watcher sends each subscriber: kube-runtime's events, objects one by one,
+/// so that a re-list is never buffered as full objects (each subscriber converts every object
+/// as it arrives and buffers only its own stripped view).
+enum Event<K> {
+    /// A (re)list begins.
+    Init,
+    /// One object of the list.
+    InitApply(K),
+    /// The list is complete.
+    InitDone,
+    /// Added or modified.
+    Apply(K),
+    /// Deleted.
+    Delete(K),
+}
+
+impl<K: Clone> Event<K> {
+    fn copy(&self) -> Self {
+        match self {
+            Event::Init => Event::Init,
+            Event::InitApply(o) => Event::InitApply(o.clone()),
+            Event::InitDone => Event::InitDone,
+            Event::Apply(o) => Event::Apply(o.clone()),
+            Event::Delete(o) => Event::Delete(o.clone()),
+        }
+    }
+}
+
 struct Hub<K> {
     api: Api<K>,
     labels: String,
-    subscribers: Mutex<Vec<mpsc::Sender<Change<K>>>>,
+    subscribers: Mutex<Vec<mpsc::Sender<Event<K>>>>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -89,44 +117,30 @@ where
             cfg = cfg.labels(&self.labels);
         }
         let mut stream = watcher(self.api.clone(), cfg).default_backoff().boxed();
-        let mut buf: Vec<K> = Vec::new();
         while let Some(ev) = stream.next().await {
-            let change = match ev {
-                Ok(watcher::Event::Apply(o)) => Change::Apply(strip(o)),
-                Ok(watcher::Event::Delete(o)) => Change::Delete(strip(o)),
-                Ok(watcher::Event::Init) => {
-                    buf.clear();
-                    continue;
-                }
-                Ok(watcher::Event::InitApply(o)) => {
-                    buf.push(strip(o));
-                    continue;
-                }
-                Ok(watcher::Event::InitDone) => Change::Relist(std::mem::take(&mut buf)),
+            let ev = match ev {
+                Ok(watcher::Event::Apply(o)) => Event::Apply(strip(o)),
+                Ok(watcher::Event::Delete(o)) => Event::Delete(strip(o)),
+                Ok(watcher::Event::Init) => Event::Init,
+                Ok(watcher::Event::InitApply(o)) => Event::InitApply(strip(o)),
+                Ok(watcher::Event::InitDone) => Event::InitDone,
                 Err(e) => {
                     tracing::warn!(error = %e, "watch failed; retrying with backoff");
                     continue;
                 }
             };
-            self.send(change).await;
+            self.send(ev).await;
         }
     }
 
-    /// Sends `change` to every subscriber, dropping those that went away.
-    async fn send(&self, change: Change<K>) {
+    /// Sends `ev` to every subscriber, dropping those that went away.
+    async fn send(&self, ev: Event<K>) {
         let subscribers: Vec<_> = lock(&self.subscribers).clone();
-        let mut gone = Vec::new();
-        for (i, tx) in subscribers.iter().enumerate() {
-            let copy = match &change {
-                Change::Apply(o) => Change::Apply(o.clone()),
-                Change::Delete(o) => Change::Delete(o.clone()),
-                Change::Relist(l) => Change::Relist(l.clone()),
-            };
-            if tx.send(copy).await.is_err() {
-                gone.push(i);
-            }
+        let mut gone = false;
+        for tx in &subscribers {
+            gone |= tx.send(ev.copy()).await.is_err();
         }
-        if !gone.is_empty() {
+        if gone {
             lock(&self.subscribers).retain(|tx| !tx.is_closed());
         }
     }
@@ -159,16 +173,25 @@ impl Watches {
         T: Send + 'static,
     {
         let hub = self.hub::<K>(labels);
-        let (raw_tx, mut raw_rx) = mpsc::channel::<Change<K>>(1024);
+        let (raw_tx, mut raw_rx) = mpsc::channel::<Event<K>>(1024);
         lock(&hub.subscribers).push(raw_tx);
         hub.restart();
         let (tx, rx) = mpsc::channel(1024);
         let task = tokio::spawn(async move {
-            while let Some(c) = raw_rx.recv().await {
-                let c = match c {
-                    Change::Apply(o) => Change::Apply(convert(o)),
-                    Change::Delete(o) => Change::Delete(convert(o)),
-                    Change::Relist(l) => Change::Relist(l.into_iter().map(&convert).collect()),
+            let mut list: Vec<T> = Vec::new();
+            while let Some(ev) = raw_rx.recv().await {
+                let c = match ev {
+                    Event::Init => {
+                        list.clear();
+                        continue;
+                    }
+                    Event::InitApply(o) => {
+                        list.push(convert(o));
+                        continue;
+                    }
+                    Event::InitDone => Change::Relist(std::mem::take(&mut list)),
+                    Event::Apply(o) => Change::Apply(convert(o)),
+                    Event::Delete(o) => Change::Delete(convert(o)),
                 };
                 if tx.send(c).await.is_err() {
                     return;
