@@ -72,11 +72,6 @@ struct Ctx {
     events: EventSink,
 }
 
-fn strip(mut e: Endpoints) -> Endpoints {
-    e.metadata.managed_fields = None;
-    e
-}
-
 /// Runs the Endpoints controller until `shutdown` resolves.
 pub async fn run(
     client: Client,
@@ -140,7 +135,7 @@ pub async fn run_with(
             |ctx, c| async move { on_pod(&ctx, c).await },
         ),
         Feed::new(
-            watches.subscribe::<Endpoints, _>("", strip),
+            watches.subscribe::<Endpoints, _>("", |o| o),
             &gate,
             &ctx,
             |ctx, c| async move { on_endpoints(&ctx, c).await },

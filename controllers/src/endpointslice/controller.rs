@@ -174,11 +174,6 @@ fn slice_owner(s: &EndpointSlice) -> Option<ObjKey> {
     ))
 }
 
-fn strip_slice(mut s: EndpointSlice) -> EndpointSlice {
-    s.metadata.managed_fields = None;
-    s
-}
-
 /// Runs the EndpointSlice controller until `shutdown` resolves.
 pub async fn run(
     client: Client,
@@ -248,7 +243,7 @@ pub async fn run_with(
             |ctx, c| async move { on_node(&ctx, c).await },
         ),
         Feed::new(
-            watches.subscribe::<EndpointSlice, _>(&ours, strip_slice),
+            watches.subscribe::<EndpointSlice, _>(&ours, |o| o),
             &gate,
             &ctx,
             |ctx, c| async move { on_slice(&ctx, c).await },

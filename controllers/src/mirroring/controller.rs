@@ -124,65 +124,24 @@ pub async fn run_with(
         metrics,
         events,
     });
-    let strip_svc = |mut s: Service| {
-        s.metadata.managed_fields = None;
-        s
-    };
-    let strip_ep = |mut e: Endpoints| {
-        e.metadata.managed_fields = None;
-        e
-    };
-    let strip_slice = |mut e: EndpointSlice| {
-        e.metadata.managed_fields = None;
-        e
-    };
+    // The shared watches deliver objects without managedFields; nothing else is dropped here.
     let gate = SyncGate::default();
     let ours = format!("{LABEL_MANAGED_BY}={}", ctx.cfg.controller_name);
     let feeds = vec![
         Feed::new(
-            watches.subscribe::<Service, _>("", strip_svc),
+            watches.subscribe::<Service, _>("", |s| s),
             &gate,
             &ctx,
-            |ctx, c| async move {
-                on_keyed(
-                    &ctx,
-                    c,
-                    |c, k, v| match v {
-                        Some(s) => {
-                            c.services.insert(k, Arc::new(s));
-                        }
-                        None => {
-                            c.services.remove(&k);
-                        }
-                    },
-                    |c| c.services.keys().cloned().collect(),
-                )
-                .await
-            },
+            |ctx, c| async move { on_keyed(&ctx, c, |c| &mut c.services).await },
         ),
         Feed::new(
-            watches.subscribe::<Endpoints, _>("", strip_ep),
+            watches.subscribe::<Endpoints, _>("", |e| e),
             &gate,
             &ctx,
-            |ctx, c| async move {
-                on_keyed(
-                    &ctx,
-                    c,
-                    |c, k, v| match v {
-                        Some(e) => {
-                            c.endpoints.insert(k, Arc::new(e));
-                        }
-                        None => {
-                            c.endpoints.remove(&k);
-                        }
-                    },
-                    |c| c.endpoints.keys().cloned().collect(),
-                )
-                .await
-            },
+            |ctx, c| async move { on_keyed(&ctx, c, |c| &mut c.endpoints).await },
         ),
         Feed::new(
-            watches.subscribe::<EndpointSlice, _>(&ours, strip_slice),
+            watches.subscribe::<EndpointSlice, _>(&ours, |s| s),
             &gate,
             &ctx,
             |ctx, c| async move { on_slice(&ctx, c).await },
@@ -213,39 +172,36 @@ pub async fn run_with(
     .await
 }
 
+/// Folds a Service or Endpoints change into its map of the caches (`map` picks which) and
+/// queues every key it touched.
 async fn on_keyed<T: kube::Resource>(
     ctx: &Ctx,
     c: Change<T>,
-    set: impl Fn(&mut Caches, ObjKey, Option<T>),
-    keys: impl Fn(&Caches) -> Vec<ObjKey>,
+    map: impl Fn(&mut Caches) -> &mut HashMap<ObjKey, Arc<T>>,
 ) {
     let mut queued = Vec::new();
     {
         let mut caches = ctx.caches.write().await;
+        let m = map(&mut caches);
         match c {
             Change::Apply(o) => {
                 let k = ObjKey::of(&o);
                 queued.push(k.clone());
-                set(&mut caches, k, Some(o));
+                m.insert(k, Arc::new(o));
             }
             Change::Delete(o) => {
                 let k = ObjKey::of(&o);
-                queued.push(k.clone());
-                set(&mut caches, k, None);
+                m.remove(&k);
+                queued.push(k);
             }
             Change::Relist(list) => {
-                let new: std::collections::HashSet<ObjKey> = list.iter().map(ObjKey::of).collect();
-                for k in keys(&caches) {
-                    if !new.contains(&k) {
-                        set(&mut caches, k.clone(), None);
-                        queued.push(k);
-                    }
-                }
-                for o in list {
-                    let k = ObjKey::of(&o);
-                    queued.push(k.clone());
-                    set(&mut caches, k, Some(o));
-                }
+                let new: HashMap<ObjKey, Arc<T>> = list
+                    .into_iter()
+                    .map(|o| (ObjKey::of(&o), Arc::new(o)))
+                    .collect();
+                queued.extend(m.keys().filter(|k| !new.contains_key(*k)).cloned());
+                queued.extend(new.keys().cloned());
+                *m = new;
             }
         }
     }
