@@ -4,17 +4,20 @@
 //!   object is parsed into its k8s-openapi type; an unexpected kind fails.
 //! * Structural requirements: the controller Deployment (2 replicas, leader election, probes,
 //!   requests and limits, non-root, read-only root filesystem, no capabilities), the proxy
-//!   DaemonSet (hostNetwork, only NET_ADMIN, probes, tolerates every taint), bindings that
+//!   DaemonSet (hostNetwork, only NET_ADMIN, probes, tolerates every taint), the svcnet-dns
+//!   Deployment and its `kube-dns` Service (kube-system, 10.96.0.10, DNS ports mapped onto the
+//!   port the binary listens on, probes on its admin port, no capabilities), bindings that
 //!   reference existing roles and ServiceAccounts, and args/env the binaries' CLIs accept.
 //! * RBAC coverage ([`rbac_covers_every_api_call_and_nothing_more`], **needs root**): the real
-//!   `svcnet-controller` and `svcnet-proxy run` binaries, started with the args and env of the
+//!   `svcnet-controller`, `svcnet-proxy run` and `svcnet-dns` binaries, started with the args
+//!   and env of the
 //!   manifests, run in network namespaces against the embedded API server with its request
 //!   audit on, while a workload exercises their code paths. Every request each binary made must
 //!   be allowed by the RBAC bound to its ServiceAccount, and every permission the manifests grant
 //!   must have been used, or be listed in [`JUSTIFIED_UNUSED`] with the reason.
 //!
 //! The binaries must be built first (`cargo build -p svcnet-controllers -p svcnet-dataplane
-//! --bins`; a workspace-wide `cargo nextest run` does it). The root test takes ~15 s.
+//! -p svcnet-dns --bins`; a workspace-wide `cargo nextest run` does it). The root test takes ~15 s.
 
 // Test code: unwrap/expect failures are test failures.
 #![allow(clippy::unwrap_used)]
@@ -45,8 +48,12 @@ use serde::Deserialize;
 use serde_json::json;
 use testkit::netns::{bins, Netns, Process, Topology};
 
-/// Namespace of both binaries (the manifests' Namespace).
+/// Namespace of the controller and the proxy (the manifests' Namespace).
 const SYSTEM_NS: &str = "svcnet-system";
+/// Namespace of svcnet-dns and its `kube-dns` Service (where kubelets' clusterDNS points).
+const DNS_NS: &str = "kube-system";
+/// The `kube-dns` Service's ClusterIP, the conventional `clusterDNS` of a 10.96.0.0/12 cluster.
+const DNS_CLUSTER_IP: &str = "10.96.0.10";
 
 /// Permissions the manifests grant that the workload does not exercise, each with the reason
 /// it is kept: (role "Kind/name", apiGroup, resource, verb) → why.
@@ -101,6 +108,7 @@ struct Manifests {
     role_bindings: Vec<RoleBinding>,
     deployments: Vec<Deployment>,
     daemonsets: Vec<DaemonSet>,
+    services: Vec<Service>,
 }
 
 fn workspace_dir() -> PathBuf {
@@ -168,6 +176,7 @@ fn parse(yaml: &str) -> Manifests {
             }
             ("apps/v1", "Deployment") => m.deployments.push(typed(doc, &kind, &name)),
             ("apps/v1", "DaemonSet") => m.daemonsets.push(typed(doc, &kind, &name)),
+            ("v1", "Service") => m.services.push(typed(doc, &kind, &name)),
             _ => panic!("unexpected object {api_version} {kind} {name:?} in the manifests"),
         }
     }
@@ -191,6 +200,28 @@ fn controller_deployment(m: &Manifests) -> &Deployment {
         .collect();
     assert_eq!(found.len(), 1, "exactly one Deployment svcnet-controller");
     found[0]
+}
+
+fn dns_deployment(m: &Manifests) -> &Deployment {
+    let found: Vec<_> = m
+        .deployments
+        .iter()
+        .filter(|d| name_of(&d.metadata) == "svcnet-dns")
+        .collect();
+    assert_eq!(found.len(), 1, "exactly one Deployment svcnet-dns");
+    found[0]
+}
+
+fn dns_container(m: &Manifests) -> (Container, String) {
+    let spec = dns_deployment(m)
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("Deployment has a pod spec");
+    (
+        only_container(spec, "svcnet-dns"),
+        spec.service_account_name.clone().unwrap_or_default(),
+    )
 }
 
 fn proxy_daemonset(m: &Manifests) -> &DaemonSet {
@@ -260,6 +291,14 @@ fn every_object_parses_and_all_expected_objects_exist() {
         names(m.namespaces.iter().map(|n| name_of(&n.metadata)).collect()),
         names(vec![SYSTEM_NS])
     );
+    let scoped = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        format!(
+            "{}/{}",
+            meta.namespace.as_deref().unwrap_or_default(),
+            name_of(meta)
+        )
+    };
+    let sa_ns = |n: &str| if n == "svcnet-dns" { DNS_NS } else { SYSTEM_NS };
     assert_eq!(
         names(
             m.service_accounts
@@ -267,14 +306,31 @@ fn every_object_parses_and_all_expected_objects_exist() {
                 .map(|n| name_of(&n.metadata))
                 .collect()
         ),
-        names(vec!["svcnet-controller", "svcnet-proxy"])
+        names(vec!["svcnet-controller", "svcnet-dns", "svcnet-proxy"])
     );
     for sa in &m.service_accounts {
-        assert_eq!(sa.metadata.namespace.as_deref(), Some(SYSTEM_NS));
+        let n = name_of(&sa.metadata);
+        assert_eq!(sa.metadata.namespace.as_deref(), Some(sa_ns(n)), "{n}");
     }
-    for d in &m.deployments {
-        assert_eq!(d.metadata.namespace.as_deref(), Some(SYSTEM_NS));
-    }
+    assert_eq!(
+        m.deployments
+            .iter()
+            .map(|d| scoped(&d.metadata))
+            .collect::<BTreeSet<_>>(),
+        [
+            format!("{SYSTEM_NS}/svcnet-controller"),
+            format!("{DNS_NS}/svcnet-dns")
+        ]
+        .into_iter()
+        .collect::<BTreeSet<_>>()
+    );
+    assert_eq!(
+        m.services
+            .iter()
+            .map(|s| scoped(&s.metadata))
+            .collect::<Vec<_>>(),
+        [format!("{DNS_NS}/kube-dns")]
+    );
     for d in &m.daemonsets {
         assert_eq!(d.metadata.namespace.as_deref(), Some(SYSTEM_NS));
     }
@@ -470,6 +526,163 @@ fn proxy_daemonset_meets_the_issue() {
 }
 
 #[test]
+fn dns_deployment_and_service_meet_the_issue() {
+    let m = manifests();
+    let d = dns_deployment(m);
+    let spec = d.spec.as_ref().expect("spec");
+    assert_eq!(spec.replicas, Some(2), "2 replicas");
+    let pod = spec.template.spec.as_ref().expect("pod spec");
+    let (c, sa) = dns_container(m);
+    assert_eq!(sa, "svcnet-dns");
+    let args = resolved_args(&c, &fake_field_refs("svcnet-dns-abcde", "node1"));
+    // Non-ClusterFirst: names outside the zone go to the node's resolvers, not back to itself.
+    assert_eq!(pod.dns_policy.as_deref(), Some("Default"), "dnsPolicy");
+    assert_ne!(pod.host_network, Some(true));
+    // The default pod mode watches no Pods (the RBAC grants none); verified mode would.
+    let pods = flag_value(&args, "--pods").unwrap_or_else(|| "insecure".into());
+    assert_ne!(pods, "verified", "--pods=verified needs list/watch on pods");
+    // Probes on the admin port, which is also the metrics port.
+    let admin = flag_value(&args, "--admin-listen").expect("--admin-listen");
+    let live = c.liveness_probe.as_ref().expect("livenessProbe");
+    let ready = c.readiness_probe.as_ref().expect("readinessProbe");
+    assert_eq!(probe_port(&c, live, "liveness"), port_of(&admin));
+    assert_eq!(probe_port(&c, ready, "readiness"), port_of(&admin));
+    assert_eq!(probe_path(live), "/healthz");
+    assert_eq!(probe_path(ready), "/readyz");
+    let res = c.resources.as_ref().expect("resources");
+    assert!(has_quantity(&res.requests, "cpu") && has_quantity(&res.requests, "memory"));
+    assert!(has_quantity(&res.limits, "memory"), "a memory limit");
+    // Non-root, read-only, every capability dropped; NET_BIND_SERVICE only when it binds a
+    // privileged port.
+    let psc = pod.security_context.clone().unwrap_or_default();
+    let csc = c
+        .security_context
+        .clone()
+        .expect("container securityContext");
+    assert_eq!(
+        csc.run_as_non_root.or(psc.run_as_non_root),
+        Some(true),
+        "runAsNonRoot"
+    );
+    let uid = csc.run_as_user.or(psc.run_as_user);
+    assert!(uid.is_some_and(|u| u != 0), "a non-zero runAsUser: {uid:?}");
+    assert_eq!(csc.read_only_root_filesystem, Some(true));
+    assert_eq!(csc.allow_privilege_escalation, Some(false));
+    assert_ne!(csc.privileged, Some(true));
+    let caps = csc.capabilities.clone().expect("capabilities");
+    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
+    let listen = flag_value(&args, "--listen").expect("--listen");
+    let listen_ports: BTreeSet<i32> = listen.split(',').map(port_of).collect();
+    let privileged = listen_ports.iter().any(|p| *p < 1024);
+    let added = caps.add.clone().unwrap_or_default();
+    if privileged {
+        assert_eq!(added, ["NET_BIND_SERVICE"], "binds {listen}");
+    } else {
+        assert!(
+            added.is_empty(),
+            "binds {listen}: adds no capability: {added:?}"
+        );
+    }
+    // Spread over nodes.
+    let anti = pod
+        .affinity
+        .as_ref()
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+        .and_then(|a| {
+            a.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        anti.iter()
+            .any(|t| t.pod_affinity_term.topology_key == "kubernetes.io/hostname"),
+        "preferred podAntiAffinity by hostname"
+    );
+    // The kube-dns Service.
+    let svc = &m.services[0];
+    assert_eq!(name_of(&svc.metadata), "kube-dns");
+    assert_eq!(svc.metadata.namespace.as_deref(), Some(DNS_NS));
+    assert_eq!(
+        svc.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("k8s-app"))
+            .map(String::as_str),
+        Some("kube-dns")
+    );
+    let sspec = svc.spec.as_ref().expect("Service spec");
+    assert_eq!(sspec.cluster_ip.as_deref(), Some(DNS_CLUSTER_IP));
+    let selector = sspec.selector.clone().unwrap_or_default();
+    assert!(!selector.is_empty(), "a selector");
+    let pod_labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone());
+    let pod_labels = pod_labels.unwrap_or_default();
+    for (k, v) in &selector {
+        assert_eq!(
+            pod_labels.get(k),
+            Some(v),
+            "the selector matches the pods: {k}"
+        );
+    }
+    let deploy_selector = spec.selector.match_labels.clone().unwrap_or_default();
+    for (k, v) in &deploy_selector {
+        assert_eq!(
+            pod_labels.get(k),
+            Some(v),
+            "the Deployment selects its pods: {k}"
+        );
+    }
+    // Each Service port targets a container port of that protocol; DNS ports on what
+    // --listen binds, metrics on the admin port.
+    let target = |p: &k8s_openapi::api::core::v1::ServicePort| -> (i32, String) {
+        let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+        let port = match &p.target_port {
+            Some(IntOrString::Int(n)) => *n,
+            Some(IntOrString::String(name)) => {
+                let cp = c
+                    .ports
+                    .iter()
+                    .flatten()
+                    .find(|cp| cp.name.as_deref() == Some(name))
+                    .unwrap_or_else(|| panic!("targetPort {name:?} is not a container port"));
+                assert_eq!(
+                    cp.protocol.as_deref().unwrap_or("TCP"),
+                    proto,
+                    "targetPort {name:?}: protocol"
+                );
+                cp.container_port
+            }
+            None => p.port,
+        };
+        (port, proto)
+    };
+    let ports: BTreeMap<String, (i32, i32, String)> = sspec
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| {
+            let (t, proto) = target(p);
+            (p.name.clone().unwrap_or_default(), (p.port, t, proto))
+        })
+        .collect();
+    let dns_udp = ports.get("dns").expect("port dns");
+    let dns_tcp = ports.get("dns-tcp").expect("port dns-tcp");
+    assert_eq!((dns_udp.0, dns_udp.2.as_str()), (53, "UDP"));
+    assert_eq!((dns_tcp.0, dns_tcp.2.as_str()), (53, "TCP"));
+    assert!(listen_ports.contains(&dns_udp.1), "dns targets {listen}");
+    assert!(
+        listen_ports.contains(&dns_tcp.1),
+        "dns-tcp targets {listen}"
+    );
+    let metrics = ports.get("metrics").expect("port metrics");
+    assert_eq!((metrics.0, metrics.1), (9153, port_of(&admin)));
+}
+
+#[test]
 fn bindings_reference_existing_roles_and_service_accounts() {
     let m = manifests();
     let sas: BTreeSet<(String, String)> = m
@@ -555,9 +768,13 @@ fn bindings_reference_existing_roles_and_service_accounts() {
             "Role {n} is bound by nothing"
         );
     }
-    for (_, sa) in [controller_container(m), proxy_container(m)] {
-        assert!(sas.contains(&(SYSTEM_NS.to_string(), sa.clone())), "{sa}");
-        assert!(!grants_for(m, SYSTEM_NS, &sa).is_empty(), "{sa} is bound");
+    for (ns, (_, sa)) in [
+        (SYSTEM_NS, controller_container(m)),
+        (SYSTEM_NS, proxy_container(m)),
+        (DNS_NS, dns_container(m)),
+    ] {
+        assert!(sas.contains(&(ns.to_string(), sa.clone())), "{sa}");
+        assert!(!grants_for(m, ns, &sa).is_empty(), "{sa} is bound");
     }
 }
 
@@ -656,7 +873,10 @@ fn parse_with_help(bin: &Path, sub: &[String], args: &[String]) -> (bool, String
 
 fn locate(name: &str) -> PathBuf {
     bins::locate(name).unwrap_or_else(|e| {
-        panic!("{e} (build it first: cargo build -p svcnet-controllers -p svcnet-dataplane --bins)")
+        panic!(
+            "{e} (build it first: cargo build -p svcnet-controllers -p svcnet-dataplane \
+             -p svcnet-dns --bins)"
+        )
     })
 }
 
@@ -664,7 +884,11 @@ fn locate(name: &str) -> PathBuf {
 fn args_and_env_are_accepted_by_the_binaries() {
     let m = manifests();
     let fields = fake_field_refs("svcnet-x-abcde", "node1");
-    for (c, _) in [controller_container(m), proxy_container(m)] {
+    for (c, _) in [
+        controller_container(m),
+        proxy_container(m),
+        dns_container(m),
+    ] {
         let (name, sub) = binary_of(&c);
         let bin = locate(&name);
         let args = resolved_args(&c, &fields);
@@ -932,6 +1156,7 @@ fn rbac_evaluation_follows_the_rules() {
 /// Bearer tokens that tell the binaries' requests apart in the audit log.
 const CONTROLLER_TOKEN: &str = "svcnet-controller-token";
 const PROXY_TOKEN: &str = "svcnet-proxy-token";
+const DNS_TOKEN: &str = "svcnet-dns-token";
 /// Workload namespace.
 const APP_NS: &str = "shop";
 /// The LoadBalancer IP two Services share (inside the test pool 192.0.2.0/28).
@@ -1404,9 +1629,12 @@ async fn rbac_covers_every_api_call_and_nothing_more() {
     )
     .unwrap();
     std::fs::write(&proxy_kc, kubeconfig_with_token(&url, PROXY_TOKEN)).unwrap();
+    let dns_kc = dir.join("dns.kubeconfig");
+    std::fs::write(&dns_kc, kubeconfig_with_token(&url, DNS_TOKEN)).unwrap();
 
     let (controller_c, controller_sa) = controller_container(m);
     let (proxy_c, proxy_sa) = proxy_container(m);
+    let (dns_c, dns_sa) = dns_container(m);
     let node1 = topo.node(1).unwrap();
     let node2 = topo.node(2).unwrap();
     // Declared after `topo`: dropped (killed) before the namespaces are deleted.
@@ -1446,6 +1674,17 @@ async fn rbac_covers_every_api_call_and_nothing_more() {
         &proxy_kc,
     );
 
+    // svcnet-dns beside the controller (its ports, 5353 and 9153, are free there); it reads
+    // the host's resolv.conf for upstreams, as `dnsPolicy: Default` gives it the node's.
+    let mut dns = spawn_workload(
+        &topo,
+        node2.netns(),
+        &dns_c,
+        "svcnet-dns-5c8f-abcde",
+        node2.name(),
+        &dns_kc,
+    );
+
     workload(&client, &topo).await;
 
     // Leader election: the Lease was created and renewed.
@@ -1467,6 +1706,7 @@ async fn rbac_covers_every_api_call_and_nothing_more() {
         (node2.netns(), &controller_c),
         (node1.netns(), &controller_c),
         (node1.netns(), &proxy_c),
+        (node2.netns(), &dns_c),
     ] {
         for (port, path) in probes(c) {
             let ns = ns.clone();
@@ -1483,6 +1723,7 @@ async fn rbac_covers_every_api_call_and_nothing_more() {
     assert!(controller.is_running(), "svcnet-controller exited");
     assert!(proxy.is_running(), "svcnet-proxy exited");
     assert!(standby.is_running(), "the standby svcnet-controller exited");
+    assert!(dns.is_running(), "svcnet-dns exited");
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(client.clone(), SYSTEM_NS);
     let holders: Vec<String> = leases
@@ -1501,19 +1742,27 @@ async fn rbac_covers_every_api_call_and_nothing_more() {
     drop(standby);
     drop(controller);
     drop(proxy);
+    drop(dns);
 
     let mut report = Vec::new();
     let mut failures = Vec::new();
-    for (who, token, sa) in [
-        ("svcnet-controller", CONTROLLER_TOKEN, &controller_sa),
-        ("svcnet-proxy", PROXY_TOKEN, &proxy_sa),
-    ] {
+    let workloads = [
+        (
+            "svcnet-controller",
+            CONTROLLER_TOKEN,
+            SYSTEM_NS,
+            &controller_sa,
+        ),
+        ("svcnet-proxy", PROXY_TOKEN, SYSTEM_NS, &proxy_sa),
+        ("svcnet-dns", DNS_TOKEN, DNS_NS, &dns_sa),
+    ];
+    for (who, token, ns, sa) in workloads {
         let log = audit_of(&server, token);
         assert!(
             !log.is_empty(),
             "{who} made no request (is its token sent?)"
         );
-        let grants = grants_for(m, SYSTEM_NS, sa);
+        let grants = grants_for(m, ns, sa);
         let distinct: BTreeSet<String> = log
             .iter()
             .map(|r| {
@@ -1544,8 +1793,8 @@ async fn rbac_covers_every_api_call_and_nothing_more() {
     }
     // A justification must name a permission the manifests still grant.
     for (role, group, res, verb, _) in JUSTIFIED_UNUSED {
-        let granted = [&controller_sa, &proxy_sa].iter().any(|sa| {
-            grants_for(m, SYSTEM_NS, sa).iter().any(|g| {
+        let granted = workloads.iter().any(|(_, _, ns, sa)| {
+            grants_for(m, ns, sa).iter().any(|g| {
                 g.role == *role
                     && g.rule.api_groups.iter().flatten().any(|x| x == group)
                     && g.rule.resources.iter().flatten().any(|x| x == res)
