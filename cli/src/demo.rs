@@ -9,8 +9,12 @@
 //! diagnostic Event of the broken Service. Every claim in the report is checked by a step
 //! ([`checks`]); any failed step makes the demo exit non-zero.
 //!
+//! As root it then runs svcnet-dns in a pod behind the `kube-dns` Service, gives every pod a
+//! resolv.conf pointing at that Service, and resolves the example Services with `dig` from a pod
+//! ([`dns`]).
+//!
 //! Without root it says so, runs the control-plane half and prints the ruleset
-//! `svcnet-proxy render` would program on node1 instead of sending traffic.
+//! `svcnet-proxy render` would program on node1 instead of sending traffic (and no DNS).
 //!
 //! Cleanup: everything the demo starts is owned by a value dropped when the demo ends — the
 //! [`testkit::netns::Topology`] (namespaces, echo servers, proxies and their nft tables), the
@@ -21,6 +25,7 @@
 
 pub mod checks;
 pub mod control;
+pub mod dns;
 pub mod report;
 pub mod traffic;
 
@@ -163,6 +168,7 @@ impl DemoArgs {
 /// topology, the controller, the API server).
 #[derive(Default)]
 struct Running {
+    dns: Vec<netns::Process>,
     proxies: Vec<netns::Process>,
     topo: Option<Topology>,
     controller: Option<control::Controller>,
@@ -361,6 +367,14 @@ async fn phases(
         Some(topo) if !running.proxies.is_empty() => {
             progress("sending requests through the dataplane");
             send_traffic(topo, report, wait);
+            progress("starting svcnet-dns and resolving from a pod");
+            match tokio::task::block_in_place(|| dns::start(topo, api_addr, dir, report, wait)) {
+                Ok(started) => {
+                    running.dns = started.processes;
+                    tokio::task::block_in_place(|| dns::query(topo, report, wait));
+                }
+                Err(e) => report.step("cluster DNS", false, e.to_string()),
+            }
         }
         Some(_) | None if report.root => {
             report.step(
@@ -370,6 +384,10 @@ async fn phases(
             );
         }
         _ => {
+            let why = "not root (or --no-dataplane): no pod network namespaces to resolve from, \
+                       so svcnet-dns and the DNS queries are skipped";
+            progress(why);
+            report.dns_skipped = Some(why.replace("  ", ""));
             progress("rendering node1's ruleset with svcnet-proxy render");
             match render(&client, dir).await {
                 Ok(rs) => {

@@ -128,8 +128,8 @@ fn check_allocations(r: &Report) {
         }
     }
     assert_eq!(
-        with_ip, 6,
-        "six Services need a ClusterIP: {:?}",
+        with_ip, 7,
+        "seven Services need a ClusterIP: {:?}",
         r.services
     );
     let np = r.service("web-nodeport").expect("web-nodeport");
@@ -233,6 +233,71 @@ fn demo_end_to_end_as_root() {
         assert!(p.attempts.iter().all(|a| a.outcome.starts_with("refused")));
     }
     assert!(r.ruleset.is_none());
+    check_dns(&r);
+}
+
+/// The DNS queries of the root demo, checked against the report's API objects.
+fn check_dns(r: &Report) {
+    assert!(r.dns_skipped.is_none());
+    assert_eq!(r.dns.len(), 6, "six DNS queries: {:?}", r.dns);
+    for q in &r.dns {
+        assert!(q.ok, "{} answered {:?}", q.question, q.answers);
+        assert!(q.from.starts_with("pod client"), "{}", q.from);
+    }
+    let answers = |question: &str| -> Vec<String> {
+        r.dns
+            .iter()
+            .find(|q| q.question == question)
+            .unwrap_or_else(|| panic!("no query {question:?}: {:?}", r.dns))
+            .answers
+            .clone()
+    };
+    let web_ip = r.service("web").unwrap().cluster_ips[0].clone();
+    assert_eq!(answers("+search web A"), [format!("A {web_ip}")]);
+    assert_eq!(
+        answers("web.demo.svc.cluster.local. A"),
+        [format!("A {web_ip}")]
+    );
+    let mut peers = answers("+search db-peers A");
+    peers.sort();
+    let mut db_ips: Vec<String> = ["db-0", "db-1"]
+        .iter()
+        .map(|p| format!("A {}", r.pod(p).unwrap().ips[0]))
+        .collect();
+    db_ips.sort();
+    assert_eq!(peers, db_ips, "headless: both db pods, db-1 not ready");
+    assert_eq!(
+        answers(&format!("-x {web_ip}")),
+        ["PTR web.demo.svc.cluster.local."]
+    );
+    assert_eq!(
+        answers("_http._tcp.web.demo.svc.cluster.local. SRV"),
+        ["SRV 0 100 80 web.demo.svc.cluster.local."]
+    );
+    let ext = answers("+search external-database A");
+    assert!(
+        ext.contains(&"CNAME db.example.com.".to_string())
+            && ext.iter().any(|a| a.starts_with("A ")),
+        "ExternalName: CNAME and the chased A: {ext:?}"
+    );
+    // The pods' resolv.conf named the kube-dns ClusterIP, and are gone after the demo.
+    let dns_ip = &r.service("kube-dns").unwrap().cluster_ips[0];
+    assert!(r
+        .steps
+        .iter()
+        .any(|s| s.name == "resolv.conf in every pod" && s.detail.contains(dns_ip.as_str())));
+    for e in std::fs::read_dir("/etc/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let conf = std::fs::read_to_string(e.path().join("resolv.conf")).unwrap_or_default();
+        assert!(
+            !conf.contains(&format!("nameserver {dns_ip}")),
+            "{} left behind",
+            e.path().display()
+        );
+    }
 }
 
 /// No root needed: `--no-dataplane` runs the control-plane half and prints the ruleset
@@ -248,6 +313,11 @@ fn demo_control_plane_only() {
     );
     check_allocations(&r);
     assert!(r.traffic.is_empty(), "no traffic without the dataplane");
+    assert!(r.dns.is_empty(), "no DNS queries without the dataplane");
+    assert!(
+        r.dns_skipped.is_some(),
+        "the report says why DNS was skipped"
+    );
     let rs = r.ruleset.as_deref().expect("the rendered ruleset");
     let web_ip = &r.service("web").unwrap().cluster_ips[0];
     assert!(

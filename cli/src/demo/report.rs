@@ -33,6 +33,12 @@ pub struct Report {
     pub traffic: Vec<Probe>,
     /// `svcnet-proxy render` output for the first node (without root, instead of traffic).
     pub ruleset: Option<String>,
+    /// Cluster-DNS queries from a pod through the `kube-dns` Service (root only).
+    #[serde(default)]
+    pub dns: Vec<DnsQuery>,
+    /// Why the DNS queries did not run, when they did not.
+    #[serde(default)]
+    pub dns_skipped: Option<String>,
     /// Every step and its verdict.
     pub steps: Vec<Step>,
     /// Where the logs of the child processes are.
@@ -63,6 +69,23 @@ impl Report {
     pub fn pod(&self, name: &str) -> Option<&PodSummary> {
         self.pods.iter().find(|p| p.name == name)
     }
+}
+
+/// One DNS query sent with `dig` from a pod, and its answer.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DnsQuery {
+    /// Where it was sent from (`pod client (10.244.1.8)`).
+    pub from: String,
+    /// `dig` arguments (name, type, `+search`, `-x`).
+    pub question: String,
+    /// The record type asked for.
+    pub rtype: String,
+    /// The answer section, `TYPE data` each.
+    pub answers: Vec<String>,
+    /// What the API objects say it must contain, `TYPE data` each.
+    pub expected: Vec<String>,
+    /// Whether the answer matched.
+    pub ok: bool,
 }
 
 /// One step of the demo and whether it worked.
@@ -391,6 +414,30 @@ pub fn render_text(r: &Report) -> String {
                 }
             }
         }
+    }
+    if !r.dns.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n-- Cluster DNS (dig in a pod → kube-dns ClusterIP → svcnet-proxy → svcnet-dns) --"
+        );
+        for q in &r.dns {
+            let _ = writeln!(
+                o,
+                "  [{}] {} from {}",
+                if q.ok { "ok" } else { "FAIL" },
+                q.question,
+                q.from
+            );
+            for a in &q.answers {
+                let _ = writeln!(o, "      {a}");
+            }
+            if !q.ok {
+                let _ = writeln!(o, "      expected: {}", q.expected.join(", "));
+            }
+        }
+    }
+    if let Some(why) = &r.dns_skipped {
+        let _ = writeln!(o, "\n-- Cluster DNS --\n  skipped: {why}");
     }
     if let Some(rs) = &r.ruleset {
         let _ = writeln!(o, "\n-- Rendered ruleset (svcnet-proxy render, node1) --");

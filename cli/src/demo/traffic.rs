@@ -61,6 +61,13 @@ pub const PODS: &[DemoPod] = &[
         app: "nginx",
         ready: true,
     },
+    // svcnet-dns runs in this pod's namespace: the kube-dns Service selects it.
+    DemoPod {
+        name: "dns-0",
+        node: 2,
+        app: "kube-dns",
+        ready: true,
+    },
     DemoPod {
         name: "client",
         node: 1,

@@ -386,6 +386,7 @@ impl TopologyBuilder {
             next_veth: 0,
             spawned: AtomicU32::new(0),
             relays: Mutex::new(Vec::new()),
+            resolv_confs: Mutex::new(Vec::new()),
             echo_binary,
             echo_ports: self.echo.clone(),
             client_timeout: self.client_timeout,
@@ -435,6 +436,7 @@ pub struct Topology {
     next_veth: u32,
     spawned: AtomicU32,
     relays: Mutex<Vec<Process>>,
+    resolv_confs: Mutex<Vec<PathBuf>>,
     echo_binary: PathBuf,
     echo_ports: EchoPorts,
     client_timeout: Duration,
@@ -872,6 +874,23 @@ impl Topology {
         Ok(listen)
     }
 
+    /// Gives `at`'s namespace its own resolver configuration: writes
+    /// `/etc/netns/<namespace>/resolv.conf`, which `ip netns exec` (every command this harness
+    /// runs there) bind-mounts over `/etc/resolv.conf`. Removed when the topology is dropped
+    /// (and the directory too when nothing else is left in it).
+    pub fn set_resolv_conf(&self, at: &impl Place, text: &str) -> Result<PathBuf> {
+        let dir = Path::new("/etc/netns").join(at.netns().name());
+        let io = |context: String| move |source| Error::Io { context, source };
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        let path = dir.join("resolv.conf");
+        std::fs::write(&path, text).map_err(io(format!("writing {}", path.display())))?;
+        self.resolv_confs
+            .lock()
+            .map_err(|_| Error::Session("resolv.conf list poisoned by a panic".into()))?
+            .push(path.clone());
+        Ok(path)
+    }
+
     /// Opens a long-lived TCP connection from `from` to `target` (see [`TcpSession`]).
     pub fn session(&self, from: &impl Place, target: SocketAddr) -> Result<TcpSession> {
         let mut cmd = from.netns().command(&self.echo_binary);
@@ -889,6 +908,19 @@ impl Drop for Topology {
         match self.relays.get_mut() {
             Ok(relays) => relays.clear(),
             Err(poisoned) => poisoned.into_inner().clear(),
+        }
+        let confs = match self.resolv_confs.get_mut() {
+            Ok(c) => std::mem::take(c),
+            Err(poisoned) => std::mem::take(poisoned.into_inner()),
+        };
+        for path in confs {
+            if let Err(e) = std::fs::remove_file(&path) {
+                eprintln!("netns harness: cannot remove {}: {e}", path.display());
+            }
+            // The directory only when nothing else is in it.
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
         }
         for ns in self.created.iter().rev() {
             if let Err(e) = delete_netns(ns) {
