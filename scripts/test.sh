@@ -10,12 +10,14 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-# System packages: nft, ip, conntrack for the dataplane tests; dig for the DNS tests.
+# System packages: nft, ip, conntrack for the dataplane tests; dig for the DNS tests; nsd as the
+# demo's fake upstream DNS server.
 missing=()
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v conntrack >/dev/null 2>&1 || missing+=(conntrack)
 command -v dig >/dev/null 2>&1 || missing+=(bind9-dnsutils)
+command -v nsd >/dev/null 2>&1 || missing+=(nsd)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   apt-get update -qq
