@@ -398,6 +398,33 @@ fn has_quantity(
     r.as_ref().is_some_and(|m| m.contains_key(key))
 }
 
+/// Asserts what every svcnet workload without kernel duties has: CPU and memory requests, a
+/// memory limit, non-root (pod or container level), a read-only root filesystem, no privilege
+/// escalation, every capability dropped. Returns the capabilities the container adds back.
+fn assert_hardened(pod: &k8s_openapi::api::core::v1::PodSpec, c: &Container) -> Vec<String> {
+    let res = c.resources.as_ref().expect("resources");
+    assert!(has_quantity(&res.requests, "cpu") && has_quantity(&res.requests, "memory"));
+    assert!(has_quantity(&res.limits, "memory"), "a memory limit");
+    let psc = pod.security_context.clone().unwrap_or_default();
+    let csc = c
+        .security_context
+        .clone()
+        .expect("container securityContext");
+    assert_eq!(
+        csc.run_as_non_root.or(psc.run_as_non_root),
+        Some(true),
+        "runAsNonRoot"
+    );
+    let uid = csc.run_as_user.or(psc.run_as_user);
+    assert!(uid.is_some_and(|u| u != 0), "a non-zero runAsUser: {uid:?}");
+    assert_eq!(csc.read_only_root_filesystem, Some(true));
+    assert_eq!(csc.allow_privilege_escalation, Some(false));
+    assert_ne!(csc.privileged, Some(true));
+    let caps = csc.capabilities.clone().expect("capabilities");
+    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
+    caps.add.unwrap_or_default()
+}
+
 #[test]
 fn controller_deployment_meets_the_issue() {
     let m = manifests();
@@ -441,28 +468,8 @@ fn controller_deployment_meets_the_issue() {
     // The binary serves /readyz too, but it is 503 on a standby replica; the RBAC test checks
     // both replicas answer 200 on the probes.
     assert_eq!(probe_path(ready), "/healthz");
-    let res = c.resources.as_ref().expect("resources");
-    assert!(has_quantity(&res.requests, "cpu") && has_quantity(&res.requests, "memory"));
-    assert!(has_quantity(&res.limits, "memory"), "a memory limit");
-    // Non-root, read-only, no capabilities (pod or container level).
-    let psc = pod.security_context.clone().unwrap_or_default();
-    let csc = c
-        .security_context
-        .clone()
-        .expect("container securityContext");
-    assert_eq!(
-        csc.run_as_non_root.or(psc.run_as_non_root),
-        Some(true),
-        "runAsNonRoot"
-    );
-    let uid = csc.run_as_user.or(psc.run_as_user);
-    assert!(uid.is_some_and(|u| u != 0), "a non-zero runAsUser: {uid:?}");
-    assert_eq!(csc.read_only_root_filesystem, Some(true));
-    assert_eq!(csc.allow_privilege_escalation, Some(false));
-    assert_ne!(csc.privileged, Some(true));
-    let caps = csc.capabilities.clone().expect("capabilities");
-    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
-    assert!(caps.add.as_ref().is_none_or(Vec::is_empty), "adds none");
+    let added = assert_hardened(pod, &c);
+    assert!(added.is_empty(), "adds no capability: {added:?}");
     assert_ne!(pod.host_network, Some(true));
 }
 
@@ -549,32 +556,11 @@ fn dns_deployment_and_service_meet_the_issue() {
     assert_eq!(probe_port(&c, ready, "readiness"), port_of(&admin));
     assert_eq!(probe_path(live), "/healthz");
     assert_eq!(probe_path(ready), "/readyz");
-    let res = c.resources.as_ref().expect("resources");
-    assert!(has_quantity(&res.requests, "cpu") && has_quantity(&res.requests, "memory"));
-    assert!(has_quantity(&res.limits, "memory"), "a memory limit");
-    // Non-root, read-only, every capability dropped; NET_BIND_SERVICE only when it binds a
-    // privileged port.
-    let psc = pod.security_context.clone().unwrap_or_default();
-    let csc = c
-        .security_context
-        .clone()
-        .expect("container securityContext");
-    assert_eq!(
-        csc.run_as_non_root.or(psc.run_as_non_root),
-        Some(true),
-        "runAsNonRoot"
-    );
-    let uid = csc.run_as_user.or(psc.run_as_user);
-    assert!(uid.is_some_and(|u| u != 0), "a non-zero runAsUser: {uid:?}");
-    assert_eq!(csc.read_only_root_filesystem, Some(true));
-    assert_eq!(csc.allow_privilege_escalation, Some(false));
-    assert_ne!(csc.privileged, Some(true));
-    let caps = csc.capabilities.clone().expect("capabilities");
-    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
+    // Hardened like the controller; NET_BIND_SERVICE only when it binds a privileged port.
+    let added = assert_hardened(pod, &c);
     let listen = flag_value(&args, "--listen").expect("--listen");
     let listen_ports: BTreeSet<i32> = listen.split(',').map(port_of).collect();
     let privileged = listen_ports.iter().any(|p| *p < 1024);
-    let added = caps.add.clone().unwrap_or_default();
     if privileged {
         assert_eq!(added, ["NET_BIND_SERVICE"], "binds {listen}");
     } else {
