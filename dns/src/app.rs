@@ -19,8 +19,9 @@ use prometheus_client::registry::Registry;
 use crate::answer::{Config, PodMode};
 use crate::forward::{parse_resolv_conf, ForwardConfig, Forwarder};
 use crate::index::Index;
+use crate::listen;
 use crate::metrics::Metrics;
-use crate::server::{self, Handler};
+use crate::server::Handler;
 use crate::{admin, watch, Error, Result};
 
 /// svcnet-dns's command line.
@@ -68,6 +69,11 @@ pub struct Args {
     #[arg(long, env = "SVCNET_DNS_CACHE_SIZE", default_value_t = 10_000)]
     pub cache_size: usize,
 
+    /// Encoded cluster-zone answers cached per transport (`0` disables the cache). Any change
+    /// to the cluster data empties it, so it never serves an outdated answer.
+    #[arg(long, env = "SVCNET_DNS_ANSWER_CACHE_SIZE", default_value_t = crate::server::DEFAULT_ANSWER_CACHE)]
+    pub answer_cache_size: usize,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "SVCNET_DNS_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -86,6 +92,8 @@ pub struct Settings {
     pub forward: ForwardConfig,
     /// `--admin-listen` (`None`: disabled).
     pub admin: Option<SocketAddr>,
+    /// `--answer-cache-size`.
+    pub answer_cache: usize,
 }
 
 fn invalid(flag: &'static str, value: &str, reason: impl Into<String>) -> Error {
@@ -185,6 +193,13 @@ impl Args {
                 "at most 10000000",
             ));
         }
+        if self.answer_cache_size > 10_000_000 {
+            return Err(invalid(
+                "--answer-cache-size",
+                &self.answer_cache_size.to_string(),
+                "at most 10000000",
+            ));
+        }
         let admin = match self.admin_listen.as_str() {
             "" | "0" => None,
             s => Some(
@@ -217,6 +232,7 @@ impl Args {
             listen,
             forward,
             admin,
+            answer_cache: self.answer_cache_size,
         })
     }
 }
@@ -262,7 +278,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     // Bind first: a busy port fails before anything else starts.
     let mut sockets = Vec::new();
     for addr in &settings.listen {
-        sockets.push(server::bind(*addr).await?);
+        sockets.push(listen::bind(*addr).await?);
     }
     let admin_listener = match settings.admin {
         Some(addr) => Some(admin::bind(addr).await?),
@@ -278,13 +294,15 @@ pub async fn run(settings: Settings) -> Result<()> {
     let synced = Arc::new(AtomicBool::new(false));
     let readiness = admin::Readiness::default();
     let ready = readiness.component("index");
-    let handler = Arc::new(Handler {
-        index: index.clone(),
-        config: settings.answer.clone(),
-        forwarder: Forwarder::new(settings.forward.clone(), metrics.clone()),
+    let handler = Arc::new(Handler::new(
+        index.clone(),
+        settings.answer.clone(),
+        Forwarder::new(settings.forward.clone(), metrics.clone()),
         metrics,
-        synced: synced.clone(),
-    });
+        synced.clone(),
+        settings.answer_cache,
+    ));
+    let udp_loops = listen::default_udp_loops();
 
     let mut tasks = tokio::task::JoinSet::new();
     for (udp, tcp) in sockets {
@@ -293,8 +311,8 @@ pub async fn run(settings: Settings) -> Result<()> {
             source,
         })?;
         tracing::info!(addr = %local, "DNS listening (UDP and TCP)");
-        tasks.spawn(server::serve_udp(handler.clone(), udp));
-        tasks.spawn(server::serve_tcp(handler.clone(), tcp));
+        tasks.spawn(listen::serve_udp(handler.clone(), udp, udp_loops));
+        tasks.spawn(listen::serve_tcp(handler.clone(), tcp));
     }
     if let Some(listener) = admin_listener {
         if let Ok(addr) = listener.local_addr() {

@@ -4,8 +4,9 @@
 //! * [`index`] — the in-memory index of Namespaces, Services, EndpointSlices and Pods (pure).
 //! * [`answer`] — the answer to one question from the index (pure).
 //! * [`forward`] — upstream resolution with a bounded cache and a bounded deadline.
-//! * [`server`] — the request path (decode, answer or forward, EDNS0, truncation) and the UDP
-//!   and TCP listeners.
+//! * [`server`] — the request path (decode, answer or forward, EDNS0, truncation).
+//! * [`answer_cache`] — encoded cluster answers, per index generation.
+//! * [`listen`] — the UDP and TCP listeners.
 //! * [`watch`] — the Kubernetes watchers that keep the index current.
 //! * [`metrics`] — CoreDNS-compatible Prometheus metrics.
 //! * [`admin`] — `/metrics`, `/healthz`, `/readyz`.
@@ -13,9 +14,11 @@
 
 pub mod admin;
 pub mod answer;
+pub mod answer_cache;
 pub mod app;
 pub mod forward;
 pub mod index;
+pub mod listen;
 pub mod metrics;
 pub mod server;
 pub mod watch;

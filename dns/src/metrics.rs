@@ -17,6 +17,10 @@
 //! as CoreDNS reports them for its default Corefile. Query types outside the common set are
 //! counted as `other`, which bounds the label's values.
 
+use std::sync::{Arc, OnceLock};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -121,6 +125,86 @@ fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.00025, 2.0, 16))
 }
 
+/// The query types with a `type` label of their own; every other type is `other`.
+const KNOWN_TYPES: [RecordType; 17] = [
+    RecordType::A,
+    RecordType::AAAA,
+    RecordType::SRV,
+    RecordType::PTR,
+    RecordType::CNAME,
+    RecordType::TXT,
+    RecordType::SOA,
+    RecordType::NS,
+    RecordType::MX,
+    RecordType::ANY,
+    RecordType::HTTPS,
+    RecordType::SVCB,
+    RecordType::CAA,
+    RecordType::DS,
+    RecordType::DNSKEY,
+    RecordType::AXFR,
+    RecordType::IXFR,
+];
+/// Slots of the per-type handle arrays: the known types, then `other`.
+const TYPE_SLOTS: usize = KNOWN_TYPES.len() + 1;
+/// Response codes with a cached handle (the ones defined by RFC 1035 / 2136 / 6891 / 8490).
+const RCODE_SLOTS: usize = 24;
+
+fn type_slot(t: RecordType) -> usize {
+    KNOWN_TYPES
+        .iter()
+        .position(|k| *k == t)
+        .unwrap_or(KNOWN_TYPES.len())
+}
+
+/// Which part of the server produced a response (the `plugin` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plugin {
+    /// The cluster zone.
+    Kubernetes,
+    /// An upstream.
+    Forward,
+    /// The server itself (bad requests, refused types).
+    Server,
+}
+
+impl Plugin {
+    fn label(self) -> &'static str {
+        match self {
+            Plugin::Kubernetes => "kubernetes",
+            Plugin::Forward => "forward",
+            Plugin::Server => "",
+        }
+    }
+
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+/// Handles of the per-request series, looked up once per label set and kept, so that the
+/// request path neither builds label strings nor hashes them.
+struct Handles {
+    /// `[udp, tcp][IPv4, IPv6][type]`.
+    requests: [[[OnceLock<Counter>; TYPE_SLOTS]; 2]; 2],
+    /// `[rcode][plugin]`.
+    responses: [[OnceLock<Counter>; 3]; RCODE_SLOTS],
+    /// `[type]`.
+    duration: [OnceLock<Histogram>; TYPE_SLOTS],
+}
+
+impl Default for Handles {
+    fn default() -> Self {
+        Self {
+            requests: std::array::from_fn(|_| {
+                std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new()))
+            }),
+            responses: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
+            duration: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+}
+
 /// Every metric of the server. Cheap to clone (the metrics are shared handles).
 #[derive(Clone)]
 pub struct Metrics {
@@ -144,6 +228,11 @@ pub struct Metrics {
     pub forward_responses: Family<ForwardResponseLabels, Counter>,
     /// `coredns_forward_upstream_failures_total`.
     pub forward_failures: Family<FailureLabels, Counter>,
+    /// `svcnet_dns_answer_cache_hits_total`: cluster answers served from the answer cache.
+    pub answer_cache_hits: Counter,
+    /// `svcnet_dns_answer_cache_misses_total`: cluster answers computed from the index.
+    pub answer_cache_misses: Counter,
+    handles: Arc<Handles>,
 }
 
 /// The zone label: one server block serves every name.
@@ -163,6 +252,9 @@ impl Metrics {
             forward_requests: Family::default(),
             forward_responses: Family::default(),
             forward_failures: Family::default(),
+            answer_cache_hits: Counter::default(),
+            answer_cache_misses: Counter::default(),
+            handles: Arc::default(),
         }
     }
 
@@ -210,6 +302,16 @@ impl Metrics {
             m.forward_responses.clone(),
         );
         registry.register(
+            "svcnet_dns_answer_cache_hits",
+            "Cluster-zone answers served from the answer cache.",
+            m.answer_cache_hits.clone(),
+        );
+        registry.register(
+            "svcnet_dns_answer_cache_misses",
+            "Cluster-zone answers computed from the index.",
+            m.answer_cache_misses.clone(),
+        );
+        registry.register(
             "coredns_forward_upstream_failures",
             "Counter of upstream exchanges that failed (timeout, I/O error, malformed reply).",
             m.forward_failures.clone(),
@@ -218,33 +320,60 @@ impl Metrics {
     }
 
     /// The bounded `type` label of a query type.
-    pub fn type_label(t: hickory_proto::rr::RecordType) -> TypeLabel {
-        use hickory_proto::rr::RecordType as T;
-        let known = matches!(
-            t,
-            T::A | T::AAAA
-                | T::SRV
-                | T::PTR
-                | T::CNAME
-                | T::TXT
-                | T::SOA
-                | T::NS
-                | T::MX
-                | T::ANY
-                | T::HTTPS
-                | T::SVCB
-                | T::CAA
-                | T::DS
-                | T::DNSKEY
-                | T::AXFR
-                | T::IXFR
-        );
+    pub fn type_label(t: RecordType) -> TypeLabel {
         TypeLabel {
-            r#type: if known {
-                t.to_string()
-            } else {
-                "other".to_string()
+            r#type: match KNOWN_TYPES.get(type_slot(t)) {
+                Some(known) => known.to_string(),
+                None => "other".to_string(),
             },
         }
+    }
+
+    /// Counts a request (`coredns_dns_requests_total`).
+    pub fn count_request(&self, tcp: bool, ipv6: bool, qtype: RecordType) {
+        let slot = &self.handles.requests[usize::from(tcp)][usize::from(ipv6)][type_slot(qtype)];
+        slot.get_or_init(|| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    server: self.server.clone(),
+                    zone: ZONE.to_string(),
+                    proto: if tcp { "tcp" } else { "udp" }.to_string(),
+                    family: if ipv6 { "2" } else { "1" }.to_string(),
+                    qtype: Self::type_label(qtype),
+                })
+                .clone()
+        })
+        .inc();
+    }
+
+    /// Counts a response (`coredns_dns_responses_total`).
+    pub fn count_response(&self, rcode: ResponseCode, plugin: Plugin) {
+        let labels = || ResponseLabels {
+            server: self.server.clone(),
+            zone: ZONE.to_string(),
+            rcode: rcode.to_str().to_string(),
+            plugin: plugin.label().to_string(),
+        };
+        match self.handles.responses.get(usize::from(u16::from(rcode))) {
+            Some(row) => row[plugin.slot()]
+                .get_or_init(|| self.responses.get_or_create(&labels()).clone())
+                .inc(),
+            None => self.responses.get_or_create(&labels()).inc(),
+        };
+    }
+
+    /// Records how long a request took (`coredns_dns_request_duration_seconds`).
+    pub fn observe_duration(&self, qtype: RecordType, seconds: f64) {
+        self.handles.duration[type_slot(qtype)]
+            .get_or_init(|| {
+                self.duration
+                    .get_or_create(&DurationLabels {
+                        server: self.server.clone(),
+                        zone: ZONE.to_string(),
+                        qtype: Self::type_label(qtype),
+                    })
+                    .clone()
+            })
+            .observe(seconds);
     }
 }

@@ -1,6 +1,4 @@
-//! The request path and the UDP / TCP listeners.
-//!
-//! [`Handler::handle`] turns one request packet into one response packet (or none):
+//! The request path: one request packet in, one response packet (or none) out.
 //!
 //! * A packet that does not decode is answered FORMERR when its 12-byte header does (echoing
 //!   the id and opcode) and is a query; otherwise it is dropped. Responses are never answered
@@ -16,40 +14,35 @@
 //!   answer is computed (updates take the write lock briefly per watch event; requests never
 //!   wait on one another). Until every watched kind has been listed once, cluster names answer
 //!   SERVFAIL, so that clients neither cache nor trust an answer from incomplete data.
+//!   Encoded cluster answers are memoised in the [`AnswerCache`] for the index generation they
+//!   came from, so a repeated question costs a lookup and a copy.
 //! * Everything else goes to the [`Forwarder`]; a failure there answers SERVFAIL.
 //!
-//! Listeners: one task reads the UDP socket and spawns a task per request (at most
-//! [`MAX_INFLIGHT_UDP`] at once; more are dropped, as an overloaded resolver does); TCP
-//! accepts at most [`MAX_TCP_CONNECTIONS`] connections, each serving any number of
-//! length-prefixed requests until it idles for [`TCP_IDLE`].
+//! [`Handler::handle_local`] does everything that needs no network and hands back a
+//! [`Pending`] request only when an upstream must be asked; the UDP listener answers the first
+//! kind inline and spawns a task only for the second.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::RecordType;
+use hickory_proto::rr::{DNSClass, Name, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::Semaphore;
 
 use crate::answer::{self, Answer, Config, Outcome};
+use crate::answer_cache::{self, AnswerCache};
 use crate::forward::{Forwarder, Upstream};
 use crate::index::Index;
-use crate::metrics::{DurationLabels, Metrics, RequestLabels, ResponseLabels, ZONE};
+use crate::metrics::{Metrics, Plugin};
 
 /// The EDNS payload size this server advertises.
 pub const ADVERTISED_PAYLOAD: u16 = 1232;
 /// Largest UDP response sent whatever the client advertises.
 pub const MAX_UDP_PAYLOAD: u16 = 4096;
-/// UDP requests handled at once.
-pub const MAX_INFLIGHT_UDP: usize = 10_000;
-/// Open TCP connections at most.
-pub const MAX_TCP_CONNECTIONS: usize = 1_000;
-/// A TCP connection idle this long is closed.
-pub const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Answers kept by [`AnswerCache`] per transport unless configured otherwise.
+pub const DEFAULT_ANSWER_CACHE: usize = 10_000;
 
 /// The transport a request came over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,24 +65,49 @@ pub struct Handler {
     pub metrics: Metrics,
     /// Whether every watched kind has been listed once.
     pub synced: Arc<AtomicBool>,
+    /// Encoded cluster answers.
+    pub answers: AnswerCache,
 }
 
-/// Which part produced a response (the `plugin` metric label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
-    Kubernetes,
+/// What [`Handler::handle_local`] did with a request.
+pub enum Handled {
+    /// The response to send (`None`: send nothing).
+    Done(Option<Vec<u8>>),
+    /// An upstream must be asked first: pass this to [`Handler::resolve`].
+    Upstream(Box<Pending>),
+}
+
+/// A request waiting on an upstream.
+pub struct Pending {
+    req: Message,
+    resp: Message,
+    lookup: Lookup,
+    proto: Proto,
+    started: Instant,
+}
+
+/// What to ask the upstream.
+enum Lookup {
+    /// Append the answer for an ExternalName's target to the CNAME already in the response.
+    Chase {
+        target: Name,
+        qtype: RecordType,
+        qclass: DNSClass,
+    },
+    /// The whole answer comes from upstream.
     Forward,
-    Server,
 }
 
-impl Source {
-    fn label(self) -> &'static str {
-        match self {
-            Source::Kubernetes => "kubernetes",
-            Source::Forward => "forward",
-            Source::Server => "",
-        }
-    }
+/// The locally computed part of a response.
+enum Local {
+    /// Complete. `generation`: the index generation of a cacheable cluster answer.
+    Done {
+        resp: Message,
+        plugin: Plugin,
+        generation: Option<u64>,
+    },
+    /// Needs an upstream.
+    Upstream(Message, Lookup),
 }
 
 fn error_response(id: u16, op_code: OpCode, rcode: ResponseCode) -> Message {
@@ -144,36 +162,164 @@ pub fn encode_limited(msg: &mut Message, limit: usize) -> Option<Vec<u8>> {
     msg.to_vec().ok().filter(|b| b.len() <= limit)
 }
 
+fn qtype_of(req: &Message) -> RecordType {
+    req.queries
+        .first()
+        .map_or(RecordType::Unknown(0), Query::query_type)
+}
+
 impl Handler {
-    /// Answers one request packet. `None`: send nothing.
+    /// A handler with an answer cache of `answer_cache` entries per transport (0: none).
+    pub fn new(
+        index: Arc<RwLock<Index>>,
+        config: Config,
+        forwarder: Forwarder,
+        metrics: Metrics,
+        synced: Arc<AtomicBool>,
+        answer_cache: usize,
+    ) -> Self {
+        Self {
+            index,
+            config,
+            forwarder,
+            metrics,
+            synced,
+            answers: AnswerCache::new(answer_cache),
+        }
+    }
+
+    fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        // A poisoned lock means a writer panicked mid-update; the index is still a consistent
+        // value for reading (each method leaves it whole), so keep serving.
+        self.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Answers one request packet, asking an upstream if needed. `None`: send nothing.
     pub async fn handle(&self, packet: &[u8], proto: Proto, peer: SocketAddr) -> Option<Vec<u8>> {
+        match self.handle_local(packet, proto, peer) {
+            Handled::Done(bytes) => bytes,
+            Handled::Upstream(pending) => self.resolve(pending).await,
+        }
+    }
+
+    /// Everything that needs no upstream, without waiting on anything but the index lock.
+    pub fn handle_local(&self, packet: &[u8], proto: Proto, peer: SocketAddr) -> Handled {
         let started = Instant::now();
+        let synced = self.synced.load(Ordering::Acquire);
+        if synced {
+            let generation = self.read_index().generation();
+            if let Some((bytes, meta)) = self.answers.get(packet, proto, generation) {
+                self.metrics.answer_cache_hits.inc();
+                self.metrics
+                    .count_request(proto == Proto::Tcp, peer.is_ipv6(), meta.qtype);
+                self.metrics.count_response(meta.rcode, Plugin::Kubernetes);
+                self.metrics
+                    .observe_duration(meta.qtype, started.elapsed().as_secs_f64());
+                return Handled::Done(Some(bytes));
+            }
+        }
         let Ok(req) = Message::from_vec(packet) else {
-            return undecodable(packet);
+            return Handled::Done(undecodable(packet));
         };
         if req.metadata.message_type != MessageType::Query {
-            return None;
+            return Handled::Done(None);
         }
-        let qtype = req
-            .queries
-            .first()
-            .map_or(RecordType::Unknown(0), Query::query_type);
-        let type_label = Metrics::type_label(qtype);
+        let qtype = qtype_of(&req);
         self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                server: self.metrics.server.clone(),
-                zone: ZONE.to_string(),
-                proto: match proto {
-                    Proto::Udp => "udp",
-                    Proto::Tcp => "tcp",
+            .count_request(proto == Proto::Tcp, peer.is_ipv6(), qtype);
+        match self.respond_local(&req, synced) {
+            Local::Done {
+                mut resp,
+                plugin,
+                generation,
+            } => {
+                let bytes = self.finish(&req, &mut resp, plugin, proto, started);
+                if let (Some(generation), Some(bytes)) = (generation, &bytes) {
+                    self.metrics.answer_cache_misses.inc();
+                    let meta = answer_cache::Meta {
+                        qtype,
+                        rcode: resp.metadata.response_code,
+                    };
+                    self.answers.insert(packet, proto, generation, bytes, meta);
                 }
-                .to_string(),
-                family: if peer.is_ipv4() { "1" } else { "2" }.to_string(),
-                qtype: type_label.clone(),
-            })
-            .inc();
-        let (mut resp, source) = self.respond(&req).await;
+                Handled::Done(bytes)
+            }
+            Local::Upstream(resp, lookup) => Handled::Upstream(Box::new(Pending {
+                req,
+                resp,
+                lookup,
+                proto,
+                started,
+            })),
+        }
+    }
+
+    /// Completes a request that needed an upstream.
+    pub async fn resolve(&self, pending: Box<Pending>) -> Option<Vec<u8>> {
+        let Pending {
+            req,
+            mut resp,
+            lookup,
+            proto,
+            started,
+        } = *pending;
+        let plugin = match lookup {
+            Lookup::Chase {
+                target,
+                qtype,
+                qclass,
+            } => {
+                match self.forwarder.resolve(&target, qtype, qclass).await {
+                    Ok(up) => {
+                        if matches!(up.rcode, ResponseCode::NoError | ResponseCode::NXDomain) {
+                            resp.metadata.response_code = up.rcode;
+                            resp.answers.extend(up.answers);
+                        }
+                    }
+                    Err(err) => {
+                        tracing::debug!(%target, %err, "chasing an ExternalName target failed");
+                    }
+                }
+                Plugin::Kubernetes
+            }
+            Lookup::Forward => {
+                let q = &req.queries[0];
+                match self
+                    .forwarder
+                    .resolve(q.name(), q.query_type(), q.query_class())
+                    .await
+                {
+                    Ok(Upstream {
+                        rcode,
+                        answers,
+                        authorities,
+                        additionals,
+                    }) => {
+                        resp.metadata.response_code = rcode;
+                        resp.answers = answers;
+                        resp.authorities = authorities;
+                        resp.additionals = additionals;
+                    }
+                    Err(err) => {
+                        tracing::debug!(name = %q.name(), %err, "forwarding failed");
+                        resp.metadata.response_code = ResponseCode::ServFail;
+                    }
+                }
+                Plugin::Forward
+            }
+        };
+        self.finish(&req, &mut resp, plugin, proto, started)
+    }
+
+    /// Encodes `resp` within the transport's size limit and records its metrics.
+    fn finish(
+        &self,
+        req: &Message,
+        resp: &mut Message,
+        plugin: Plugin,
+        proto: Proto,
+        started: Instant,
+    ) -> Option<Vec<u8>> {
         let limit = match proto {
             Proto::Tcp => usize::from(u16::MAX),
             Proto::Udp => {
@@ -182,7 +328,7 @@ impl Handler {
             }
         };
         let rcode = resp.metadata.response_code;
-        let bytes = match encode_limited(&mut resp, limit) {
+        let bytes = match encode_limited(resp, limit) {
             Some(b) => Some(b),
             None => {
                 // Nothing fits (a question too long for the limit): SERVFAIL without records.
@@ -192,33 +338,25 @@ impl Handler {
                 encode_limited(&mut fail, limit).or_else(|| fail.to_vec().ok())
             }
         };
+        self.metrics.count_response(rcode, plugin);
         self.metrics
-            .responses
-            .get_or_create(&ResponseLabels {
-                server: self.metrics.server.clone(),
-                zone: ZONE.to_string(),
-                rcode: rcode.to_str().to_string(),
-                plugin: source.label().to_string(),
-            })
-            .inc();
-        self.metrics
-            .duration
-            .get_or_create(&DurationLabels {
-                server: self.metrics.server.clone(),
-                zone: ZONE.to_string(),
-                qtype: type_label,
-            })
-            .observe(started.elapsed().as_secs_f64());
+            .observe_duration(qtype_of(req), started.elapsed().as_secs_f64());
         bytes
     }
 
-    async fn respond(&self, req: &Message) -> (Message, Source) {
+    fn respond_local(&self, req: &Message, synced: bool) -> Local {
         let id = req.metadata.id;
+        let server = |resp| Local::Done {
+            resp,
+            plugin: Plugin::Server,
+            generation: None,
+        };
         if req.metadata.op_code != OpCode::Query {
-            return (
-                error_response(id, req.metadata.op_code, ResponseCode::NotImp),
-                Source::Server,
-            );
+            return server(error_response(
+                id,
+                req.metadata.op_code,
+                ResponseCode::NotImp,
+            ));
         }
         let mut resp = Message::response(id, OpCode::Query);
         resp.metadata.recursion_desired = req.metadata.recursion_desired;
@@ -231,40 +369,51 @@ impl Handler {
             resp.set_edns(ours);
             if edns.version() > 0 {
                 resp.metadata.response_code = ResponseCode::BADVERS;
-                return (resp, Source::Server);
+                return server(resp);
             }
         }
         if req.queries.len() != 1 {
             resp.metadata.response_code = ResponseCode::FormErr;
-            return (resp, Source::Server);
+            return server(resp);
         }
         let q = &req.queries[0];
         let (qname, qtype, qclass) = (q.name(), q.query_type(), q.query_class());
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
             resp.metadata.response_code = ResponseCode::Refused;
-            return (resp, Source::Server);
+            return server(resp);
         }
-        let outcome = if answer::class_supported(qclass) {
-            let in_zone = self.config.zone.zone_of(&qname.to_lowercase());
-            if in_zone && !self.synced.load(Ordering::Acquire) {
-                resp.metadata.response_code = ResponseCode::ServFail;
-                return (resp, Source::Kubernetes);
+        let in_zone = self.config.zone.zone_of(&qname.to_lowercase());
+        if !answer::class_supported(qclass) {
+            if in_zone {
+                resp.metadata.response_code = ResponseCode::Refused;
+                return server(resp);
             }
-            // A poisoned lock means a writer panicked mid-update; the index is still a
-            // consistent value for reading (each method leaves it whole), so keep serving.
-            let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-            answer::answer(&index, &self.config, qname, qtype)
-        } else if self.config.zone.zone_of(&qname.to_lowercase()) {
-            resp.metadata.response_code = ResponseCode::Refused;
-            return (resp, Source::Server);
-        } else {
-            Outcome::Forward
+            return Local::Upstream(resp, Lookup::Forward);
+        }
+        if in_zone && !synced {
+            resp.metadata.response_code = ResponseCode::ServFail;
+            return Local::Done {
+                resp,
+                plugin: Plugin::Kubernetes,
+                generation: None,
+            };
+        }
+        let (outcome, generation) = {
+            let index = self.read_index();
+            (
+                answer::answer(&index, &self.config, qname, qtype),
+                index.generation(),
+            )
         };
         match outcome {
             Outcome::Answer(a) => {
                 fill(&mut resp, a);
                 resp.metadata.authoritative = true;
-                (resp, Source::Kubernetes)
+                Local::Done {
+                    resp,
+                    plugin: Plugin::Kubernetes,
+                    generation: Some(generation),
+                }
             }
             Outcome::Chase {
                 answer,
@@ -273,38 +422,16 @@ impl Handler {
             } => {
                 fill(&mut resp, answer);
                 resp.metadata.authoritative = true;
-                match self.forwarder.resolve(&target, qtype, qclass).await {
-                    Ok(up) => {
-                        if matches!(up.rcode, ResponseCode::NoError | ResponseCode::NXDomain) {
-                            resp.metadata.response_code = up.rcode;
-                            resp.answers.extend(up.answers);
-                        }
-                    }
-                    Err(err) => {
-                        tracing::debug!(%target, %err, "chasing an ExternalName target failed");
-                    }
-                }
-                (resp, Source::Kubernetes)
+                Local::Upstream(
+                    resp,
+                    Lookup::Chase {
+                        target,
+                        qtype,
+                        qclass,
+                    },
+                )
             }
-            Outcome::Forward => match self.forwarder.resolve(qname, qtype, qclass).await {
-                Ok(Upstream {
-                    rcode,
-                    answers,
-                    authorities,
-                    additionals,
-                }) => {
-                    resp.metadata.response_code = rcode;
-                    resp.answers = answers;
-                    resp.authorities = authorities;
-                    resp.additionals = additionals;
-                    (resp, Source::Forward)
-                }
-                Err(err) => {
-                    tracing::debug!(name = %qname, %err, "forwarding failed");
-                    resp.metadata.response_code = ResponseCode::ServFail;
-                    (resp, Source::Forward)
-                }
-            },
+            Outcome::Forward => Local::Upstream(resp, Lookup::Forward),
         }
     }
 }
@@ -316,117 +443,6 @@ fn fill(resp: &mut Message, a: Answer) {
     resp.additionals = a.additionals;
 }
 
-/// Binds the UDP socket and the TCP listener of `addr` (fails fast on a busy port).
-pub async fn bind(addr: SocketAddr) -> crate::Result<(UdpSocket, TcpListener)> {
-    let udp = UdpSocket::bind(addr)
-        .await
-        .map_err(|source| crate::Error::Io {
-            what: format!("binding UDP {addr}"),
-            source,
-        })?;
-    // The same port for TCP (`:0` picks one for UDP first).
-    let tcp_addr = udp.local_addr().map_err(|source| crate::Error::Io {
-        what: format!("address of UDP {addr}"),
-        source,
-    })?;
-    let tcp = TcpListener::bind(tcp_addr)
-        .await
-        .map_err(|source| crate::Error::Io {
-            what: format!("binding TCP {tcp_addr}"),
-            source,
-        })?;
-    Ok((udp, tcp))
-}
-
-/// Serves UDP requests on `sock` forever.
-pub async fn serve_udp(handler: Arc<Handler>, sock: UdpSocket) {
-    let sock = Arc::new(sock);
-    let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_UDP));
-    let mut buf = vec![0u8; 65535];
-    loop {
-        let (len, peer) = match sock.recv_from(&mut buf).await {
-            Ok(x) => x,
-            Err(err) => {
-                // ICMP errors of earlier sends surface here on some systems; keep reading.
-                tracing::debug!(%err, "UDP receive failed");
-                continue;
-            }
-        };
-        let Ok(permit) = inflight.clone().try_acquire_owned() else {
-            continue;
-        };
-        let packet = buf[..len].to_vec();
-        let (handler, sock) = (handler.clone(), sock.clone());
-        tokio::spawn(async move {
-            if let Some(resp) = handler.handle(&packet, Proto::Udp, peer).await {
-                if let Err(err) = sock.send_to(&resp, peer).await {
-                    tracing::debug!(%peer, %err, "UDP send failed");
-                }
-            }
-            drop(permit);
-        });
-    }
-}
-
-/// Serves TCP connections on `listener` forever.
-pub async fn serve_tcp(handler: Arc<Handler>, listener: TcpListener) {
-    let conns = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(err) => {
-                tracing::warn!(%err, "TCP accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = conns.clone().try_acquire_owned() else {
-            drop(stream);
-            continue;
-        };
-        let handler = handler.clone();
-        tokio::spawn(async move {
-            if let Err(err) = tcp_connection(&handler, stream, peer).await {
-                tracing::debug!(%peer, %err, "TCP connection ended");
-            }
-            drop(permit);
-        });
-    }
-}
-
-async fn tcp_connection(
-    handler: &Handler,
-    mut stream: TcpStream,
-    peer: SocketAddr,
-) -> std::io::Result<()> {
-    loop {
-        let mut len = [0u8; 2];
-        match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut len)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Ok(()),
-        }
-        let mut packet = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut packet)).await {
-            Ok(r) => {
-                r?;
-            }
-            Err(_) => return Ok(()),
-        }
-        let Some(resp) = handler.handle(&packet, Proto::Tcp, peer).await else {
-            continue;
-        };
-        let Ok(rlen) = u16::try_from(resp.len()) else {
-            continue;
-        };
-        let mut framed = Vec::with_capacity(resp.len() + 2);
-        framed.extend_from_slice(&rlen.to_be_bytes());
-        framed.extend_from_slice(&resp);
-        stream.write_all(&framed).await?;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,6 +451,7 @@ mod tests {
     use crate::index::tests::{cluster_ip, ep, headless, port, slice};
     use hickory_proto::rr::Name;
     use proptest::prelude::*;
+    use std::time::Duration;
 
     fn handler() -> Handler {
         let mut idx = Index::new();
@@ -464,13 +481,14 @@ mod tests {
         ));
         let mut fcfg = ForwardConfig::new(vec![]);
         fcfg.timeout = Duration::from_millis(100);
-        Handler {
-            index: Arc::new(RwLock::new(idx)),
-            config: Config::new("cluster.local", 5, PodMode::Insecure).expect("zone"),
-            forwarder: Forwarder::new(fcfg, Metrics::unregistered("test")),
-            metrics: Metrics::unregistered("test"),
-            synced: Arc::new(AtomicBool::new(true)),
-        }
+        Handler::new(
+            Arc::new(RwLock::new(idx)),
+            Config::new("cluster.local", 5, PodMode::Insecure).expect("zone"),
+            Forwarder::new(fcfg, Metrics::unregistered("test")),
+            Metrics::unregistered("test"),
+            Arc::new(AtomicBool::new(true)),
+            DEFAULT_ANSWER_CACHE,
+        )
     }
 
     fn query(name: &str, t: RecordType, edns: Option<u16>) -> Vec<u8> {
@@ -520,6 +538,43 @@ mod tests {
             r.edns.as_ref().map(Edns::max_payload),
             Some(ADVERTISED_PAYLOAD)
         );
+    }
+
+    #[tokio::test]
+    async fn repeated_questions_come_from_the_cache_until_the_index_changes() {
+        let h = handler();
+        let name = "web.ns.svc.cluster.local.";
+        let addr = |r: &Message| r.answers.first().map(|a| a.data.to_string());
+        let first = ask(&h, &query(name, RecordType::A, None), Proto::Udp).await;
+        assert_eq!(addr(&first).as_deref(), Some("10.96.0.10"));
+        assert_eq!(h.answers.len(), 1, "the answer was stored");
+        // Same question, another id: served from the cache with that id.
+        let mut again = query(name, RecordType::A, None);
+        again[..2].copy_from_slice(&[0xab, 0xcd]);
+        let r = ask(&h, &again, Proto::Udp).await;
+        assert_eq!(r.metadata.id, 0xabcd);
+        assert_eq!(h.metrics.answer_cache_hits.get(), 1);
+        // Another letter case is another key and keeps its case in the answer.
+        let r = ask(
+            &h,
+            &query("WEB.ns.svc.cluster.local.", RecordType::A, None),
+            Proto::Udp,
+        )
+        .await;
+        assert_eq!(r.queries[0].name().to_ascii(), "WEB.ns.svc.cluster.local.");
+        // A change to the Service is answered at once.
+        h.index.write().expect("lock").apply_service(cluster_ip(
+            "ns",
+            "web",
+            &["10.96.0.99"],
+            vec![port("http", "TCP", 80)],
+        ));
+        let r = ask(&h, &query(name, RecordType::A, None), Proto::Udp).await;
+        assert_eq!(addr(&r).as_deref(), Some("10.96.0.99"));
+        // Unsynced: never from the cache.
+        h.synced.store(false, Ordering::Release);
+        let r = ask(&h, &query(name, RecordType::A, None), Proto::Udp).await;
+        assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
     }
 
     #[tokio::test]

@@ -72,13 +72,14 @@ fn handler() -> &'static (Handler, tokio::runtime::Runtime) {
         });
         // No upstream: forwarded names fail at once (SERVFAIL) instead of waiting on a network.
         let forwarder = Forwarder::new(ForwardConfig::new(vec![]), Metrics::unregistered("fuzz"));
-        let h = Handler {
-            index: Arc::new(RwLock::new(idx)),
-            config: Config::new("cluster.local", 5, PodMode::Insecure).unwrap(),
+        let h = Handler::new(
+            Arc::new(RwLock::new(idx)),
+            Config::new("cluster.local", 5, PodMode::Insecure).unwrap(),
             forwarder,
-            metrics: Metrics::unregistered("fuzz"),
-            synced: Arc::new(AtomicBool::new(true)),
-        };
+            Metrics::unregistered("fuzz"),
+            Arc::new(AtomicBool::new(true)),
+            dns::server::DEFAULT_ANSWER_CACHE,
+        );
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -33,6 +33,7 @@ use clap::Parser;
 use dns::answer::{Config, PodMode};
 use dns::forward::{ForwardConfig, Forwarder};
 use dns::index::{Endpoint, EndpointSlice, Index, Port, Service, ServiceKind};
+use dns::listen;
 use dns::metrics::Metrics;
 use dns::server::{self, Handler};
 
@@ -298,6 +299,21 @@ fn run_nsd(
     Ok((res?, rss))
 }
 
+/// Serves `handler` on a loopback port (UDP and TCP) the way svcnet-dns does.
+async fn serve(handler: Handler) -> anyhow::Result<(SocketAddr, [tokio::task::JoinHandle<()>; 2])> {
+    let handler = Arc::new(handler);
+    let (udp, tcp) = listen::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let addr = udp.local_addr()?;
+    let loops = listen::default_udp_loops();
+    Ok((
+        addr,
+        [
+            tokio::spawn(listen::serve_udp(handler.clone(), udp, loops)),
+            tokio::spawn(listen::serve_tcp(handler, tcp)),
+        ],
+    ))
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = std::env::temp_dir().join(format!("svcnet-dns-bench-{}", std::process::id()));
@@ -320,22 +336,27 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let port = rt.block_on(async {
-        let handler = Arc::new(Handler {
-            index: Arc::new(RwLock::new(index)),
-            config: Config::new("cluster.local", 5, PodMode::Insecure)?,
-            forwarder: Forwarder::new(ForwardConfig::new(vec![]), Metrics::unregistered("bench")),
-            metrics: Metrics::unregistered("bench"),
-            synced: Arc::new(AtomicBool::new(true)),
-        });
-        let (udp, tcp) = server::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-        let port = udp.local_addr()?.port();
-        tokio::spawn(server::serve_udp(handler.clone(), udp));
-        tokio::spawn(server::serve_tcp(handler, tcp));
-        anyhow::Ok(port)
-    })?;
+    let index = Arc::new(RwLock::new(index));
+    let start = |answer_cache: usize| {
+        rt.block_on(async {
+            let handler = Handler::new(
+                index.clone(),
+                Config::new("cluster.local", 5, PodMode::Insecure)?,
+                Forwarder::new(ForwardConfig::new(vec![]), Metrics::unregistered("bench")),
+                Metrics::unregistered("bench"),
+                Arc::new(AtomicBool::new(true)),
+                answer_cache,
+            );
+            let (addr, _tasks) = serve(handler).await?;
+            anyhow::Ok(addr.port())
+        })
+    };
+    // The default configuration (answer cache on), then every answer computed from the index.
+    let port = start(server::DEFAULT_ANSWER_CACHE)?;
     let (ours, ours_half) = max_and_half(&args, port, &queries)?;
     let rss_serving = rss_kib(std::process::id());
+    let uncached = start(0)?;
+    let (ours_uncached, ours_uncached_half) = max_and_half(&args, uncached, &queries)?;
     let nsd = if args.no_nsd {
         None
     } else {
@@ -350,20 +371,24 @@ fn main() -> anyhow::Result<()> {
     let mut out = format!(
         "{{\"services\": {}, \"endpoints\": {}, \"seconds\": {}, \"index_build_ms\": {build_ms:.1}, \
 \"svcnet_dns\": {{{}, \"rss_kib\": {rss_serving}, \"index_rss_kib\": {}, \
-\"half_load\": {{{}}}}}",
+\"half_load\": {{{}}}}}, \"svcnet_dns_uncached\": {{{}, \"half_load\": {{{}}}}}",
         args.services,
         u64::from(args.services) * u64::from(args.endpoints_per_service),
         args.seconds,
         perf_json(&ours),
         rss_index.saturating_sub(rss_before),
         perf_json(&ours_half),
+        perf_json(&ours_uncached),
+        perf_json(&ours_uncached_half),
     );
     if let Some(((n, n_half), rss)) = nsd {
-        let ratio = if n.qps > 0.0 { ours.qps / n.qps } else { 0.0 };
+        let ratio = |q: f64| if n.qps > 0.0 { q / n.qps } else { 0.0 };
         out.push_str(&format!(
-            ", \"nsd\": {{{}, \"rss_kib\": {rss}, \"half_load\": {{{}}}}}, \"qps_ratio_vs_nsd\": {ratio:.3}",
+            ", \"nsd\": {{{}, \"rss_kib\": {rss}, \"half_load\": {{{}}}}}, \"qps_ratio_vs_nsd\": {:.3}, \"uncached_qps_ratio_vs_nsd\": {:.3}",
             perf_json(&n),
-            perf_json(&n_half)
+            perf_json(&n_half),
+            ratio(ours.qps),
+            ratio(ours_uncached.qps),
         ));
     }
     if let Some(c) = churn {
@@ -567,19 +592,15 @@ mod churn {
             synced.clone(),
             false,
         ));
-        let handler = Arc::new(Handler {
+        let handler = Handler::new(
             index,
-            config: Config::new("cluster.local", 5, PodMode::Insecure)?,
-            forwarder: Forwarder::new(ForwardConfig::new(vec![]), Metrics::unregistered("churn")),
-            metrics: Metrics::unregistered("churn"),
-            synced: synced.clone(),
-        });
-        let (udp, tcp) = server::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-        let server_addr = udp.local_addr()?;
-        let serving = [
-            tokio::spawn(server::serve_udp(handler.clone(), udp)),
-            tokio::spawn(server::serve_tcp(handler, tcp)),
-        ];
+            Config::new("cluster.local", 5, PodMode::Insecure)?,
+            Forwarder::new(ForwardConfig::new(vec![]), Metrics::unregistered("churn")),
+            Metrics::unregistered("churn"),
+            synced.clone(),
+            server::DEFAULT_ANSWER_CACHE,
+        );
+        let (server_addr, serving) = super::serve(handler).await?;
         let sock = UdpSocket::bind("127.0.0.1:0").await?;
         let started = Instant::now();
         while !synced.load(Ordering::Acquire) {
