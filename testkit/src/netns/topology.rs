@@ -879,7 +879,7 @@ impl Topology {
     /// runs there) bind-mounts over `/etc/resolv.conf`. Removed when the topology is dropped
     /// (and the directory too when nothing else is left in it).
     pub fn set_resolv_conf(&self, at: &impl Place, text: &str) -> Result<PathBuf> {
-        let dir = Path::new("/etc/netns").join(at.netns().name());
+        let dir = Path::new(super::cleanup::NETNS_ETC).join(at.netns().name());
         let io = |context: String| move |source| Error::Io { context, source };
         std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
         let path = dir.join("resolv.conf");
