@@ -52,10 +52,13 @@
 //!
 //! Writes never use server-side apply (our embedded API server refuses it).
 
+pub mod apply;
+pub mod claim_io;
 pub mod claims;
 pub mod config;
 pub mod context;
 pub mod controller;
+pub mod lb_io;
 pub mod metrics;
 pub mod model;
 pub mod plan;

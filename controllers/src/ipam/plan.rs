@@ -8,12 +8,14 @@
 //! * [`load_balancer`] — LoadBalancer IPs from pools: class, requested IPs, sharing keys, pool
 //!   selection.
 //!
-//! What to *release* is not planned here: the executor releases every claim a Service holds that
-//! its plan no longer needs (type change, port removal, dual → single stack, deletion).
+//! * [`steps`] — the ordered steps of one reconcile (claims, the Service write,
+//!   confirm-then-release) and what to release at its end: every claim a Service holds that
+//!   its plan no longer needs (type change, port removal, dual → single stack, deletion).
 
 pub mod cluster_ip;
 pub mod load_balancer;
 pub mod node_port;
+pub mod steps;
 
 use std::fmt;
 
