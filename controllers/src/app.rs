@@ -364,11 +364,17 @@ pub struct Selected {
 }
 
 /// Runs one IPAM term: a fresh controller until it fails or `stop` resolves.
-async fn ipam_term(client: Client, cfg: IpamConfig, metrics: IpamMetrics, ready: ReadyFlag) {
+async fn ipam_term(
+    watches: &crate::watches::Watches,
+    client: Client,
+    cfg: IpamConfig,
+    metrics: IpamMetrics,
+    ready: ReadyFlag,
+) {
     loop {
         match Ipam::new(client.clone(), cfg.clone(), metrics.clone()) {
             Ok(ipam) => {
-                if let Err(err) = crate::ipam::run(ipam, ready.clone()).await {
+                if let Err(err) = crate::ipam::run_with(watches, ipam, ready.clone()).await {
                     tracing::warn!(%err, "IPAM controller stopped; restarting");
                 }
             }
@@ -454,11 +460,12 @@ impl ReadyFlags {
 
 impl Term {
     async fn run(&self) {
-        // One watch per kind for the endpoint controllers of this term.
+        // One watch per kind for every controller of this term.
         let watches = crate::watches::Watches::new(self.client.clone());
         let ipam = async {
             if self.selected.ipam {
                 ipam_term(
+                    &watches,
                     self.client.clone(),
                     self.ipam_cfg.clone(),
                     self.ipam_metrics.clone(),

@@ -68,5 +68,5 @@ pub mod state;
 
 pub use config::{parse_service_cidrs, IpamConfig};
 pub use context::Ipam;
-pub use controller::run;
+pub use controller::{run, run_with};
 pub use metrics::IpamMetrics;

@@ -27,10 +27,18 @@ fn free_port() -> u16 {
 }
 
 fn start(kubeconfig: &std::path::Path, admin: u16) -> Proc {
+    start_with(
+        kubeconfig,
+        admin,
+        &["--controllers=endpointslice,endpoints,endpointslicemirroring"],
+    )
+}
+
+fn start_with(kubeconfig: &std::path::Path, admin: u16, args: &[&str]) -> Proc {
     let bin = bins::locate("svcnet-controller").expect("svcnet-controller is built");
     let child = Command::new(bin)
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .arg("--controllers=endpointslice,endpoints,endpointslicemirroring")
+        .args(args)
         .arg("--leader-elect=false")
         .arg(format!("--metrics-bind-address=127.0.0.1:{admin}"))
         .stdout(Stdio::null())
@@ -98,10 +106,11 @@ async fn not_ready_until_the_endpoint_controllers_have_synced() {
     .expect("svcnet-controller becomes ready");
 }
 
-/// The three endpoint controllers of one process share one watch per kind (and label
-/// selector): Services, Pods, Nodes, Endpoints once each; EndpointSlices twice (each
-/// controller watches only the slices carrying its own managed-by value). Embedded server only:
-/// it records the requests it serves.
+/// Every controller of one process (IPAM and the three endpoint controllers) shares one watch
+/// per kind (and label selector): Services, Pods, Nodes, Endpoints, Namespaces and IPAM's own
+/// kinds once each; EndpointSlices twice (each endpoint controller watches only the slices
+/// carrying its own managed-by value). Embedded server only: it records the requests it
+/// serves.
 #[tokio::test]
 async fn one_watch_per_kind_per_process() {
     let env = TestEnv::embedded(Default::default())
@@ -110,7 +119,7 @@ async fn one_watch_per_kind_per_process() {
     let server = env.server().expect("embedded");
     server.enable_audit();
     let port = free_port();
-    let _proc = start(env.kubeconfig_path(), port);
+    let _proc = start_with(env.kubeconfig_path(), port, &["--install-crds"]);
     wait_until(
         "/readyz turns 200",
         Duration::from_secs(60),
@@ -125,8 +134,12 @@ async fn one_watch_per_kind_per_process() {
     let want: std::collections::BTreeMap<String, usize> = [
         ("endpoints", 1),
         ("endpointslices", 2),
+        ("loadbalancerippools", 1),
+        ("namespaces", 1),
+        ("nodeportclaims", 1),
         ("nodes", 1),
         ("pods", 1),
+        ("serviceipclaims", 1),
         ("services", 1),
     ]
     .into_iter()

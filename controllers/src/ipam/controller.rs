@@ -13,8 +13,10 @@ use kube::{Api, ResourceExt};
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
+use crate::index::{Change, TaskGuard};
 use crate::ipam::context::Ipam;
 use crate::ipam::plan::load_balancer::PoolView;
+use crate::watches::Watches;
 use crate::{Error, Result};
 use runtime::admin::ReadyFlag;
 
@@ -30,18 +32,21 @@ where
     watcher::watcher(api, watcher::Config::default()).default_backoff()
 }
 
-async fn watch_services(ipam: Arc<Ipam>, synced: tokio::sync::mpsc::Sender<&'static str>) {
-    let api: Api<Service> = Api::all(ipam.client.clone());
-    let mut stream = std::pin::pin!(watch(api));
-    let mut buffer: HashMap<String, Arc<Service>> = HashMap::new();
-    while let Some(ev) = stream.next().await {
-        match ev {
-            Ok(Event::Init) => buffer.clear(),
-            Ok(Event::InitApply(s)) => {
-                buffer.insert(svc_key(&s), Arc::new(s));
-            }
-            Ok(Event::InitDone) => {
-                let fresh = std::mem::take(&mut buffer);
+/// Folds the process's shared Service watch into the IPAM store: every change enqueues the
+/// Service; a Service that disappeared (or was recreated under another uid) is tombstoned so
+/// its claims are released.
+async fn watch_services(
+    ipam: Arc<Ipam>,
+    mut changes: tokio::sync::mpsc::Receiver<Change<Service>>,
+    synced: tokio::sync::mpsc::Sender<&'static str>,
+) {
+    while let Some(change) = changes.recv().await {
+        match change {
+            Change::Relist(list) => {
+                let fresh: HashMap<String, Arc<Service>> = list
+                    .into_iter()
+                    .map(|s| (svc_key(&s), Arc::new(s)))
+                    .collect();
                 let removed: Vec<(String, Option<String>)> = {
                     let mut store = ipam.services.write().await;
                     let removed = store
@@ -64,21 +69,18 @@ async fn watch_services(ipam: Arc<Ipam>, synced: tokio::sync::mpsc::Sender<&'sta
                 }
                 let _ = synced.send("services").await;
             }
-            Ok(Event::Apply(s)) => {
+            Change::Apply(s) => {
                 let key = svc_key(&s);
-                let prev = ipam
-                    .services
-                    .write()
-                    .await
-                    .insert(key.clone(), Arc::new(s.clone()));
+                let uid = s.metadata.uid.clone();
+                let prev = ipam.services.write().await.insert(key.clone(), Arc::new(s));
                 if let Some(prev) = prev {
-                    if prev.metadata.uid != s.metadata.uid {
+                    if prev.metadata.uid != uid {
                         ipam.tombstone(key.clone(), prev.metadata.uid.clone()).await;
                     }
                 }
                 ipam.queue.add(key).await;
             }
-            Ok(Event::Delete(s)) => {
+            Change::Delete(s) => {
                 let key = svc_key(&s);
                 {
                     let mut store = ipam.services.write().await;
@@ -91,7 +93,6 @@ async fn watch_services(ipam: Arc<Ipam>, synced: tokio::sync::mpsc::Sender<&'sta
                 ipam.tombstone(key.clone(), s.metadata.uid.clone()).await;
                 ipam.queue.add(key).await;
             }
-            Err(err) => tracing::warn!(%err, "service watch error"),
         }
     }
 }
@@ -308,36 +309,36 @@ async fn worker(ipam: Arc<Ipam>) {
     }
 }
 
-/// Runs the IPAM controller until the future is dropped (on losing leadership) or a watch
-/// stream ends. `ready` is set once all caches are synced and workers run.
+/// [`run_with`] on watches of its own.
 pub async fn run(ipam: Arc<Ipam>, ready: ReadyFlag) -> Result<()> {
+    let watches = Watches::new(ipam.client.clone());
+    run_with(&watches, ipam, ready).await
+}
+
+/// Runs the IPAM controller until the future is dropped (on losing leadership) or a watch
+/// stream ends. Services come from the process's shared `watches` (the endpoint controllers
+/// watch them too); its claims, pools and Namespaces only IPAM reads. `ready` is set once all
+/// caches are synced and workers run.
+pub async fn run_with(watches: &Watches, ipam: Arc<Ipam>, ready: ReadyFlag) -> Result<()> {
     let mut tasks = JoinSet::new();
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     tasks.spawn(watch_ip_claims(ipam.clone(), tx.clone()));
     tasks.spawn(watch_port_claims(ipam.clone(), tx.clone()));
     tasks.spawn(watch_pools(ipam.clone(), tx.clone()));
     tasks.spawn(watch_namespaces(ipam.clone(), tx.clone()));
-    // Services last, so the first reconciles see the claims.
+    // Subscribed together with the other controllers of the process, so that they share one
+    // list. Services seen before the claims are synced only wait in the queue: no worker runs
+    // before every cache is synced, so the first reconciles see the claims.
+    let (services, feed) = watches.subscribe::<Service, _>("", |s| s);
+    let _feed = TaskGuard(vec![feed]);
+    tasks.spawn(watch_services(ipam.clone(), services, tx.clone()));
     let mut synced = std::collections::HashSet::new();
-    while synced.len() < 4 {
+    while synced.len() < 5 {
         match rx.recv().await {
             Some(what) => {
                 synced.insert(what);
             }
             None => return Err(Error::Retry("watches ended before syncing".to_string())),
-        }
-    }
-    tasks.spawn(watch_services(ipam.clone(), tx.clone()));
-    while !synced.contains("services") {
-        match rx.recv().await {
-            Some(what) => {
-                synced.insert(what);
-            }
-            None => {
-                return Err(Error::Retry(
-                    "service watch ended before syncing".to_string(),
-                ))
-            }
         }
     }
     tracing::info!("IPAM caches synced; starting workers");
