@@ -331,11 +331,16 @@ impl Handler {
         let bytes = match encode_limited(resp, limit) {
             Some(b) => Some(b),
             None => {
-                // Nothing fits (a question too long for the limit): SERVFAIL without records.
+                // Nothing fits (the question section alone is too long for the limit):
+                // SERVFAIL with the question when that fits, else the bare header, which
+                // always does.
                 let mut fail =
                     error_response(req.metadata.id, OpCode::Query, ResponseCode::ServFail);
                 fail.queries = req.queries.clone();
-                encode_limited(&mut fail, limit).or_else(|| fail.to_vec().ok())
+                encode_limited(&mut fail, limit).or_else(|| {
+                    fail.queries.clear();
+                    fail.to_vec().ok()
+                })
             }
         };
         self.metrics.count_response(rcode, plugin);
@@ -373,6 +378,8 @@ impl Handler {
             }
         }
         if req.queries.len() != 1 {
+            // Echoing several questions could itself exceed the size limit; none is needed.
+            resp.queries.clear();
             resp.metadata.response_code = ResponseCode::FormErr;
             return server(resp);
         }
@@ -654,6 +661,31 @@ mod tests {
         let r = ask(&h, &query("example.com.", RecordType::A, None), Proto::Udp).await;
         assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
         assert!(!r.metadata.authoritative);
+    }
+
+    #[tokio::test]
+    async fn many_questions_get_a_formerr_that_fits_512_bytes() {
+        let h = handler();
+        let mut m = Message::new(5, MessageType::Query, OpCode::Query);
+        // Distinct names, so that compression cannot shrink them.
+        for i in 0..7u8 {
+            let label = char::from(b'a' + i).to_string().repeat(60);
+            let name = format!("{label}.{label}.ns.svc.cluster.local.");
+            m.add_query(Query::query(
+                Name::from_ascii(&name).expect("name"),
+                RecordType::A,
+            ));
+        }
+        let bytes = m.to_vec().expect("encode");
+        assert!(bytes.len() > 512);
+        let resp = h
+            .handle(&bytes, Proto::Udp, peer())
+            .await
+            .expect("a response");
+        assert!(resp.len() <= 512, "{} bytes", resp.len());
+        let r = Message::from_vec(&resp).expect("decodes");
+        assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
+        assert_eq!(r.metadata.id, 5);
     }
 
     #[tokio::test]
