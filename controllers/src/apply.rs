@@ -1,7 +1,7 @@
 //! The thin layer that applies a [`SlicePlan`] to the API server: create,
 //! replace-with-resourceVersion and delete (no server-side apply), in the
 //! order creates → updates → deletes, recording what the cache must show
-//! next in the [`SliceTracker`], and Events through kube-runtime's Recorder.
+//! next in the [`SliceTracker`], and Events through svcnet-runtime's [`EventRecorder`].
 
 use crate::metrics::ControllerMetrics;
 use crate::plan::{EventKind, EventSpec, SlicePlan};
@@ -10,8 +10,9 @@ use crate::{Error, Result};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, PostParams, Preconditions};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource};
+use runtime::events::{EventRecorder, EventType};
+use std::sync::Arc;
 use tokio::sync::Mutex;
 
 /// The API answered 404.
@@ -94,10 +95,10 @@ pub async fn apply_slice_plan(
     Ok(())
 }
 
-/// Publishes Events (events.k8s.io/v1) and counts them; failures are logged.
+/// Publishes Events and counts them (`events_total`); failures are logged.
 #[derive(Clone)]
 pub struct EventSink {
-    recorder: Recorder,
+    recorder: Arc<EventRecorder>,
     metrics: ControllerMetrics,
 }
 
@@ -110,13 +111,11 @@ impl EventSink {
         metrics: ControllerMetrics,
     ) -> Self {
         EventSink {
-            recorder: Recorder::new(
+            recorder: Arc::new(EventRecorder::new(
                 client,
-                Reporter {
-                    controller: controller.into(),
-                    instance,
-                },
-            ),
+                controller,
+                instance.unwrap_or_default(),
+            )),
             metrics,
         }
     }
@@ -128,22 +127,9 @@ impl EventSink {
             EventKind::Warning => (EventType::Warning, "Warning"),
         };
         self.metrics.event(ts, &ev.reason);
-        let e = Event {
-            type_: t,
-            reason: ev.reason.clone(),
-            note: Some(ev.message.chars().take(1000).collect()),
-            // kube's Recorder folds events with the same (reason, action) into
-            // one series and keeps the first note; a note-derived action keeps
-            // a changed message visible while repeats still form a series.
-            action: format!(
-                "Reconcile-{}",
-                &crate::hash::hex(&crate::hash::fnv128a(ev.message.as_bytes()))[..8]
-            ),
-            secondary: None,
-        };
-        if let Err(err) = self.recorder.publish(&e, regarding).await {
-            tracing::warn!(error = %err, reason = %ev.reason, "failed to record event");
-        }
+        self.recorder
+            .publish(regarding, t, &ev.reason, &ev.message)
+            .await;
     }
 }
 

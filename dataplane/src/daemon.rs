@@ -310,20 +310,15 @@ pub async fn run(mut args: RunArgs) -> Result<()> {
         shared.clone(),
     ));
     tracing::info!(node = %args.node.node_name, "svcnet-proxy started");
-    let recorder = kube::runtime::events::Recorder::new(
-        client.clone(),
-        kube::runtime::events::Reporter {
-            controller: "svcnet-proxy".into(),
-            instance: Some(args.node.node_name.clone()),
-        },
-    );
+    let recorder =
+        runtime::events::EventRecorder::new(client.clone(), "svcnet-proxy", &args.node.node_name);
     sync_loop(args, shared, recorder).await
 }
 
 /// Records the Events of health-check servers that could not listen (failures to record are logged:
 /// an Event is a diagnostic, never a reason to stop syncing).
 async fn report_listen_failures(
-    recorder: &kube::runtime::events::Recorder,
+    recorder: &runtime::events::EventRecorder,
     node_name: &str,
     failures: Vec<crate::health::ListenFailure>,
 ) {
@@ -335,16 +330,22 @@ async fn report_listen_failures(
             name: Some(f.service.name.clone()),
             ..Default::default()
         };
-        if let Err(e) = recorder.publish(&f.event(node_name), &reference).await {
-            tracing::warn!(service = %f.service, error = %e, "cannot record health-check Event");
-        }
+        recorder
+            .record(
+                &reference,
+                runtime::events::EventType::Warning,
+                crate::health::ListenFailure::REASON,
+                crate::health::ListenFailure::ACTION,
+                &f.message(node_name),
+            )
+            .await;
     }
 }
 
 async fn sync_loop(
     args: RunArgs,
     shared: Arc<Shared>,
-    recorder: kube::runtime::events::Recorder,
+    recorder: runtime::events::EventRecorder,
 ) -> Result<()> {
     let initial = args.node.resolve(None, vec![])?;
     let mut proxier = Proxier::new(ExecNft::new(), initial);

@@ -325,18 +325,18 @@ pub struct ListenFailure {
 }
 
 impl ListenFailure {
-    /// The Event upstream kube-proxy records on the Service for this failure.
-    pub fn event(&self, node_name: &str) -> kube::runtime::events::Event {
-        kube::runtime::events::Event {
-            type_: kube::runtime::events::EventType::Warning,
-            reason: "FailedToStartServiceHealthcheck".into(),
-            note: Some(format!(
-                "node {node_name} failed to start healthcheck \"{}/{}\" on port {}: {}",
-                self.service.namespace, self.service.name, self.port, self.error
-            )),
-            action: "Listen".into(),
-            secondary: None,
-        }
+    /// Reason of the Warning Event upstream kube-proxy records on the Service for this
+    /// failure; its action is [`ListenFailure::ACTION`].
+    pub const REASON: &'static str = "FailedToStartServiceHealthcheck";
+    /// Action of that Event.
+    pub const ACTION: &'static str = "Listen";
+
+    /// The message of that Event.
+    pub fn message(&self, node_name: &str) -> String {
+        format!(
+            "node {node_name} failed to start healthcheck \"{}/{}\" on port {}: {}",
+            self.service.namespace, self.service.name, self.port, self.error
+        )
     }
 }
 
@@ -505,10 +505,7 @@ mod tests {
         assert_eq!(failures.len(), 1, "{failures:?}");
         assert_eq!(failures[0].port, port);
         assert_eq!(failures[0].service, health.service);
-        let ev = failures[0].event("node-a");
-        assert_eq!(ev.reason, "FailedToStartServiceHealthcheck");
-        assert_eq!(ev.action, "Listen");
-        let note = ev.note.unwrap();
+        let note = failures[0].message("node-a");
         assert!(
             note.starts_with(&format!(
                 "node node-a failed to start healthcheck \"ns/web\" on port {port}: "

@@ -457,13 +457,13 @@ async fn health_check_port_in_use_is_reported_as_an_event() {
         start_proxy(&c, node1, &kubeconfig)
     });
 
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), ns);
     let deadline = Instant::now() + Duration::from_secs(10);
     let found = loop {
         let list = events.list(&Default::default()).await.unwrap();
         let hit = list.items.into_iter().find(|e| {
             e.reason.as_deref() == Some("FailedToStartServiceHealthcheck")
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("busy")
+                && e.involved_object.name.as_deref() == Some("busy")
         });
         if hit.is_some() || Instant::now() > deadline {
             break hit;
@@ -473,7 +473,7 @@ async fn health_check_port_in_use_is_reported_as_an_event() {
     let ev = found.expect("a FailedToStartServiceHealthcheck Event on Service busy");
     assert_eq!(ev.type_.as_deref(), Some("Warning"));
     assert_eq!(ev.action.as_deref(), Some("Listen"));
-    let note = ev.note.unwrap_or_default();
+    let note = ev.message.unwrap_or_default();
     assert!(
         note.starts_with(&format!(
             "node node1 failed to start healthcheck \"{ns}/busy\" on port 32031"

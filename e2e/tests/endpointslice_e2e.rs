@@ -12,9 +12,9 @@ use controllers::endpointslice::reconcile::CONTROLLER_NAME;
 use controllers::metrics::ControllerMetrics;
 use controllers::mirroring::desired::MIRRORING_CONTROLLER_NAME;
 use futures::{stream, FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Event;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
@@ -392,7 +392,7 @@ async fn selector_and_port_changes_with_diagnostics() {
             .map(|l| {
                 l.items
                     .iter()
-                    .any(|e| e.note.as_deref() == Some(want.as_str()))
+                    .any(|e| e.message.as_deref() == Some(want.as_str()))
             })
             .unwrap_or(false)
     })

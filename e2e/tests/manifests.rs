@@ -68,27 +68,12 @@ const JUSTIFIED_UNUSED: &[(&str, &str, &str, &str, &str)] = &[
          neither happens in a short, conflict-free run",
     ),
     (
-        "ClusterRole/svcnet-controller",
-        "events.k8s.io",
-        "events",
-        "patch",
-        "kube-runtime's Recorder patches an Event when the same (object, reason, action) \
-         repeats within its series window; the workload's diagnostics fire once",
-    ),
-    (
         "ClusterRole/svcnet-proxy",
-        "events.k8s.io",
+        "",
         "events",
         "create",
         "svcnet-proxy records FailedToStartServiceHealthcheck only when a healthCheckNodePort \
          cannot be bound (dataplane/src/health.rs tests it); a healthy run records nothing",
-    ),
-    (
-        "ClusterRole/svcnet-proxy",
-        "events.k8s.io",
-        "events",
-        "patch",
-        "kube-runtime's Recorder patches a repeated FailedToStartServiceHealthcheck Event",
     ),
 ];
 

@@ -1,4 +1,6 @@
-//! Recording `core/v1` Events.
+//! Recording `core/v1` Events: the one Event mechanism of every svcnet binary (the controllers,
+//! as kube-controller-manager's do, and the proxy; on a real cluster they are also listed
+//! through `events.k8s.io/v1`).
 //!
 //! [`EventRecorder`] creates one Event per distinct (object, type, reason, message) and suppresses
 //! identical repeats for [`EventRecorder::DEDUP_WINDOW`], so a reconcile that keeps failing the same
@@ -14,6 +16,21 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::Mutex;
+
+/// Longest message recorded (the API's limit on an Event note).
+pub const MAX_MESSAGE: usize = 1024;
+
+/// `s` cut to at most `max` bytes on a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
 
 /// `Normal` or `Warning`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,7 +87,8 @@ impl EventRecorder {
         self.publish(obj, EventType::Normal, reason, message).await;
     }
 
-    /// Records an Event unless an identical one was recorded within the dedup window.
+    /// Records an Event (its action is its reason) unless an identical one was recorded
+    /// within the dedup window.
     pub async fn publish(
         &self,
         obj: &ObjectReference,
@@ -78,6 +96,21 @@ impl EventRecorder {
         reason: &str,
         message: &str,
     ) {
+        self.record(obj, type_, reason, reason, message).await;
+    }
+
+    /// Records an Event with an explicit `action` (what was being attempted, e.g. `Listen`)
+    /// unless an identical one was recorded within the dedup window. Messages are cut to the
+    /// 1,024 bytes the API accepts for an Event note.
+    pub async fn record(
+        &self,
+        obj: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        message: &str,
+    ) {
+        let message = truncate(message, MAX_MESSAGE);
         let key = (
             obj.uid.clone().unwrap_or_else(|| {
                 format!(
@@ -119,7 +152,7 @@ impl EventRecorder {
             first_timestamp: Some(Time(now)),
             last_timestamp: Some(Time(now)),
             event_time: Some(MicroTime(now)),
-            action: Some(reason.to_string()),
+            action: Some(action.to_string()),
             reporting_component: Some(self.component.clone()),
             reporting_instance: Some(self.instance.clone()),
             source: Some(EventSource {
@@ -133,5 +166,18 @@ impl EventRecorder {
             Ok(e) => tracing::debug!(event = %e.name_any(), reason, "recorded event"),
             Err(err) => tracing::warn!(%err, reason, message, "failed to record event"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate("short", 10), "short");
+        let s = "é".repeat(10); // 2 bytes each
+        assert_eq!(truncate(&s, 5), "éé");
+        assert_eq!(truncate(&s, 4), "éé");
     }
 }

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::events::v1::Event as NewEvent;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -420,30 +419,6 @@ pub async fn collect(
             message: e.message.clone().unwrap_or_default(),
         })
         .collect();
-    // kube's event Recorder (the EndpointSlice controller's diagnostics) writes events.k8s.io/v1.
-    let events = Api::<NewEvent>::namespaced(client.clone(), NAMESPACE)
-        .list(&lp)
-        .await?;
-    report.events.extend(
-        events
-            .items
-            .iter()
-            .filter(|e| {
-                e.regarding
-                    .as_ref()
-                    .is_some_and(|r| r.kind.as_deref() == Some("Service"))
-            })
-            .map(|e| EventSummary {
-                service: e
-                    .regarding
-                    .as_ref()
-                    .and_then(|r| r.name.clone())
-                    .unwrap_or_default(),
-                type_: e.type_.clone().unwrap_or_default(),
-                reason: e.reason.clone().unwrap_or_default(),
-                message: e.note.clone().unwrap_or_default(),
-            }),
-    );
     report
         .events
         .sort_by(|a, b| (&a.service, &a.reason).cmp(&(&b.service, &b.reason)));
