@@ -359,6 +359,7 @@ async fn sync_loop(
     let mut udp_prev: Option<UdpEndpoints> = None;
     let mut retry: Option<Duration> = None;
     let mut ready = false;
+    let mut mirror: Option<ProxyState> = None;
     loop {
         let wait = if ready {
             retry
@@ -406,13 +407,22 @@ async fn sync_loop(
         }
         let changed = std::mem::take(&mut t.changed);
         let triggers = std::mem::take(&mut t.triggers);
+        // The sync works on its own copy, so the watchers keep folding events into the
+        // tracker while nft runs: the copy takes only the changed Services (all of them once).
+        match &mut mirror {
+            Some(m) => m.copy_keys_from(&t.state, &changed),
+            None => mirror = Some(t.state.clone()),
+        }
+        drop(t);
+        let Some(state) = mirror.as_ref() else {
+            continue;
+        };
         shared.metrics.pending_changes.set(0);
         let started = SystemTime::now();
         last_sync = Some(Instant::now());
         let span = tracing::info_span!("sync", full, services = changed.len());
-        let result = span.in_scope(|| {
-            tokio::task::block_in_place(|| proxier.sync(&t.state, Some(&changed), full))
-        });
+        let result = span
+            .in_scope(|| tokio::task::block_in_place(|| proxier.sync(state, Some(&changed), full)));
         match result {
             Ok(out) => {
                 retry = None;
@@ -449,9 +459,8 @@ async fn sync_loop(
                 } else {
                     tracing::debug!(kind, ops = out.ops, seconds = secs, "synced");
                 }
-                let wanted = wanted_health_servers(&t.state, &args.node.node_name);
-                let udp_now = conntrack::udp_endpoints(&t.state, proxier.node());
-                drop(t);
+                let wanted = wanted_health_servers(state, &args.node.node_name);
+                let udp_now = conntrack::udp_endpoints(state, proxier.node());
                 let failures = health_servers.sync(wanted).await;
                 report_listen_failures(&recorder, &args.node.node_name, failures).await;
                 let stale = match &udp_prev {
@@ -473,9 +482,11 @@ async fn sync_loop(
             }
             Err(e) => {
                 // Everything will be re-rendered by the forced full sync; keep the change list anyway.
-                t.changed.extend(changed);
-                t.triggers.extend(triggers);
-                drop(t);
+                {
+                    let mut t = shared.tracker.lock().await;
+                    t.changed.extend(changed);
+                    t.triggers.extend(triggers);
+                }
                 shared
                     .metrics
                     .sync_failures

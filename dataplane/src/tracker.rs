@@ -211,4 +211,48 @@ mod tests {
         t.node_synced = true;
         assert!(t.ready());
     }
+
+    /// The sync loop's private copy, fed only the changed keys, stays equal to the tracker's
+    /// state through adds, updates, slice moves, deletes and relists.
+    #[test]
+    fn a_copy_fed_the_changed_keys_stays_equal() {
+        let mut t = Tracker::default();
+        let mut copy = t.state.clone();
+        let sync = |t: &mut Tracker, copy: &mut ProxyState| {
+            let changed = std::mem::take(&mut t.changed);
+            copy.copy_keys_from(&t.state, &changed);
+            assert_eq!(*copy, t.state);
+        };
+        let names = ["a", "b", "c", "d"];
+        for round in 0..40usize {
+            let n = names[round % names.len()];
+            let other = names[(round * 7 + 1) % names.len()];
+            match round % 5 {
+                0 => {
+                    t.apply_service(ServiceKey::new("ns", n), Some(info(n)));
+                }
+                1 => {
+                    t.apply_slice("ns", &format!("{n}-1"), Some(slice(&format!("{n}-1"), n)));
+                }
+                2 => {
+                    // Moves a slice to another Service.
+                    t.apply_slice(
+                        "ns",
+                        &format!("{n}-1"),
+                        Some(slice(&format!("{n}-1"), other)),
+                    );
+                }
+                3 => {
+                    t.apply_service(ServiceKey::new("ns", other), None);
+                    t.apply_slice("ns", &format!("{other}-1"), None);
+                }
+                _ => {
+                    let keep: BTreeMap<ServiceKey, ServiceInfo> =
+                        [(ServiceKey::new("ns", n), info(n))].into();
+                    t.reset_services(keep);
+                }
+            }
+            sync(&mut t, &mut copy);
+        }
+    }
 }

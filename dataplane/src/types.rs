@@ -1,7 +1,7 @@
 //! Small internal structs that the renderer works on. They hold only what the dataplane needs; the
 //! `convert` module builds them from Kubernetes objects, tests build them directly.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -285,6 +285,30 @@ impl ProxyState {
             self.slices.remove(service);
         }
         removed
+    }
+
+    /// Makes the entries of `keys` (Services and their slices) equal to `source`'s: after a
+    /// whole copy, applying every changed key keeps a copy identical to `source` at the cost
+    /// of the changes alone.
+    pub fn copy_keys_from(&mut self, source: &ProxyState, keys: &BTreeSet<ServiceKey>) {
+        for key in keys {
+            match source.services.get(key) {
+                Some(svc) => {
+                    self.services.insert(key.clone(), svc.clone());
+                }
+                None => {
+                    self.services.remove(key);
+                }
+            }
+            match source.slices.get(key) {
+                Some(slices) => {
+                    self.slices.insert(key.clone(), slices.clone());
+                }
+                None => {
+                    self.slices.remove(key);
+                }
+            }
+        }
     }
 
     /// Slices of one Service, in slice-name order.
