@@ -33,12 +33,10 @@ pub const UDP_RECV_BUFFER: usize = 4 << 20;
 
 /// Binds the UDP socket and the TCP listener of `addr` (fails fast on a busy port).
 pub async fn bind(addr: SocketAddr) -> crate::Result<(UdpSocket, TcpListener)> {
+    let io = |what: String| move |source| crate::Error::Io { what, source };
     let udp = UdpSocket::bind(addr)
         .await
-        .map_err(|source| crate::Error::Io {
-            what: format!("binding UDP {addr}"),
-            source,
-        })?;
+        .map_err(io(format!("binding UDP {addr}")))?;
     // Bursts above what one scheduling slice drains would otherwise overflow the default
     // receive buffer (~208 KiB) and be dropped by the kernel; the kernel caps the request at
     // net.core.rmem_max, and failing to enlarge it only costs headroom.
@@ -46,16 +44,12 @@ pub async fn bind(addr: SocketAddr) -> crate::Result<(UdpSocket, TcpListener)> {
         tracing::debug!(%err, "enlarging the UDP receive buffer failed");
     }
     // The same port for TCP (`:0` picks one for UDP first).
-    let tcp_addr = udp.local_addr().map_err(|source| crate::Error::Io {
-        what: format!("address of UDP {addr}"),
-        source,
-    })?;
+    let tcp_addr = udp
+        .local_addr()
+        .map_err(io(format!("address of UDP {addr}")))?;
     let tcp = TcpListener::bind(tcp_addr)
         .await
-        .map_err(|source| crate::Error::Io {
-            what: format!("binding TCP {tcp_addr}"),
-            source,
-        })?;
+        .map_err(io(format!("binding TCP {tcp_addr}")))?;
     Ok((udp, tcp))
 }
 

@@ -226,6 +226,16 @@ impl Ipam {
         }
     }
 
+    /// Puts the Service as the API returned it from a write into the store.
+    async fn stored(&self, view: &SvcView, written: Service) -> Arc<Service> {
+        let current = Arc::new(written);
+        self.services
+            .write()
+            .await
+            .insert(view.key(), current.clone());
+        current
+    }
+
     /// Replaces the Service with `updated` (conditional on the version read).
     async fn write_spec(
         &self,
@@ -238,14 +248,7 @@ impl Ipam {
             .replace(&view.name, &PostParams::default(), updated)
             .await
         {
-            Ok(s) => {
-                let current = Arc::new(s);
-                self.services
-                    .write()
-                    .await
-                    .insert(view.key(), current.clone());
-                Ok(current)
-            }
+            Ok(s) => Ok(self.stored(view, s).await),
             Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Err(changed(view, s)),
             Err(kube::Error::Api(s)) if s.code == 422 || s.code == 400 => {
                 let msg = format!("the API server rejected the allocation: {}", s.message);
@@ -288,14 +291,7 @@ impl Ipam {
             .patch_status(&view.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(s) => {
-                let current = Arc::new(s);
-                self.services
-                    .write()
-                    .await
-                    .insert(view.key(), current.clone());
-                Ok(Some(current))
-            }
+            Ok(s) => Ok(Some(self.stored(view, s).await)),
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Err(changed(view, s)),
             Err(e) => Err(e.into()),
         }

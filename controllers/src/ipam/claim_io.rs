@@ -136,9 +136,9 @@ impl Ipam {
                     fam_tag(ip),
                     ranges.join(",")
                 );
-                self.metrics.error("out_of_range");
-                self.warn(svc, "ClusterIPOutOfRange", &msg).await;
-                Err(alloc_err("out_of_range", msg))
+                Err(self
+                    .refuse(svc, "out_of_range", "ClusterIPOutOfRange", msg)
+                    .await)
             }
             Reserve::Reserved => {
                 let res = self
@@ -200,9 +200,8 @@ impl Ipam {
             fam_tag(ip),
             holders.join(", ")
         );
-        self.metrics.error("already_allocated");
-        self.warn(svc, "ClusterIPAlreadyAllocated", &msg).await;
-        alloc_err("already_allocated", msg)
+        self.refuse(svc, "already_allocated", "ClusterIPAlreadyAllocated", msg)
+            .await
     }
 
     pub(super) async fn alloc_cluster_ip(
@@ -267,9 +266,9 @@ impl Ipam {
                     "{field}: Invalid value: {port}: provided port is already allocated (held by {}/{})",
                     info.parent.namespace, info.parent.name
                 );
-                self.metrics.error("already_allocated");
-                self.warn(svc, "PortAlreadyAllocated", &msg).await;
-                Err(alloc_err("already_allocated", msg))
+                Err(self
+                    .refuse(svc, "already_allocated", "PortAlreadyAllocated", msg)
+                    .await)
             }
             Reserve::Busy => Err(Error::Retry(format!("port {port} is being claimed"))),
             Reserve::OutOfRange => {
@@ -280,9 +279,9 @@ impl Ipam {
                 let msg = format!(
                     "{field}: Invalid value: {port}: provided port is not in the valid range. The range of valid ports is {range}"
                 );
-                self.metrics.error("out_of_range");
-                self.warn(svc, "PortOutOfRange", &msg).await;
-                Err(alloc_err("out_of_range", msg))
+                Err(self
+                    .refuse(svc, "out_of_range", "PortOutOfRange", msg)
+                    .await)
             }
             Reserve::Reserved => {
                 let res = self
@@ -310,9 +309,9 @@ impl Ipam {
                                 "{field}: Invalid value: {port}: provided port is already allocated (held by {}/{})",
                                 c.spec.parent_ref.namespace, c.spec.parent_ref.name
                             );
-                            self.metrics.error("already_allocated");
-                            self.warn(svc, "PortAlreadyAllocated", &msg).await;
-                            Err(alloc_err("already_allocated", msg))
+                            Err(self
+                                .refuse(svc, "already_allocated", "PortAlreadyAllocated", msg)
+                                .await)
                         }
                     }
                     Err(e) => {

@@ -26,9 +26,9 @@ impl Ipam {
         let requested = match lb::requested_ips(view) {
             Ok(r) => r,
             Err(e) => {
-                self.metrics.error("invalid_spec");
-                self.warn(svc, e.reason, &e.to_string()).await;
-                return Err(alloc_err("invalid_spec", e.to_string()));
+                return Err(self
+                    .refuse(svc, "invalid_spec", e.reason, e.to_string())
+                    .await);
             }
         };
         let pools = self.pools.read().await.clone();
@@ -61,9 +61,9 @@ impl Ipam {
                     let msg = format!(
                         "requested LoadBalancer IP {ip} is not in any LoadBalancerIPPool that serves this Service"
                     );
-                    self.metrics.error("not_in_pool");
-                    self.warn(svc, "LoadBalancerIPNotAllowed", &msg).await;
-                    return Err(alloc_err("not_in_pool", msg));
+                    return Err(self
+                        .refuse(svc, "not_in_pool", "LoadBalancerIPNotAllowed", msg)
+                        .await);
                 };
                 self.claim_lb_ip(svc, view, ip, &pool.name, key.clone(), true)
                     .await?;
@@ -166,9 +166,9 @@ impl Ipam {
                             names.join(", ")
                         )
                     };
-                    self.metrics.error("pool_exhausted");
-                    self.warn(svc, "LoadBalancerIPAllocationFailed", &msg).await;
-                    return Err(alloc_err("pool_exhausted", msg));
+                    return Err(self
+                        .refuse(svc, "pool_exhausted", "LoadBalancerIPAllocationFailed", msg)
+                        .await);
                 }
             }
         }

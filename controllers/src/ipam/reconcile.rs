@@ -61,6 +61,20 @@ impl Ipam {
         }
     }
 
+    /// Counts an allocation failure under `label`, reports it on the Service as a Warning
+    /// `reason`, and returns it as the allocation error the worker retries.
+    pub(super) async fn refuse(
+        &self,
+        svc: &Service,
+        label: &'static str,
+        reason: &str,
+        message: String,
+    ) -> Error {
+        self.metrics.error(label);
+        self.warn(svc, reason, &message).await;
+        alloc_err(label, message)
+    }
+
     pub(super) async fn warn(&self, svc: &Service, reason: &str, message: &str) {
         self.recorder
             .warning(&EventRecorder::reference(svc), reason, message)
