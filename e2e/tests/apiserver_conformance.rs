@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
@@ -1255,6 +1255,48 @@ async fn error_bodies_and_validation() {
         .code,
         422
     );
+
+    // Events with an eventTime need a reporter, an action and a reason; old-style ones do not.
+    let events: Api<Event> = Api::namespaced(env.client(), ns.name());
+    let event = |instance: &str, with_time: bool| -> Event {
+        let mut v = json!({
+            "metadata": {"generateName": "web."},
+            "involvedObject": {"kind": "Service", "name": "web", "namespace": ns.name()},
+            "reason": "Test",
+            "message": "m",
+            "type": "Normal",
+            "reportingComponent": "svcnet-test",
+            "reportingInstance": instance,
+            "action": "Test",
+        });
+        if with_time {
+            v["eventTime"] = json!("2026-01-01T00:00:00.000000Z");
+        }
+        serde_json::from_value(v).unwrap()
+    };
+    let e = api_err(
+        events
+            .create(&PostParams::default(), &event("", true))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code, 422, "{e:?}");
+    let fields: Vec<String> = e
+        .details
+        .unwrap()
+        .causes
+        .into_iter()
+        .map(|c| c.field)
+        .collect();
+    assert_eq!(fields, vec!["reportingInstance".to_string()]);
+    events
+        .create(&PostParams::default(), &event("node-a", true))
+        .await
+        .expect("complete new-style event");
+    events
+        .create(&PostParams::default(), &event("", false))
+        .await
+        .expect("old-style event needs no reporting instance");
 
     // clusterIP is immutable once set. The embedded server leaves it empty for the IPAM
     // controller to fill (we play that role here); a real apiserver allocated it at create.

@@ -19,6 +19,23 @@ use tokio::sync::Mutex;
 
 /// Longest message recorded (the API's limit on an Event note).
 pub const MAX_MESSAGE: usize = 1024;
+/// Longest reporting instance, reason and action the API accepts.
+pub const MAX_SHORT: usize = 128;
+
+/// The reporting instance: `instance` if given, else `$POD_NAME`, `$HOSTNAME` or the component
+/// itself (the API rejects an Event that carries an event time but no reporting instance).
+fn instance_or_default(instance: String, component: &str) -> String {
+    let chosen = if instance.is_empty() {
+        std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| component.to_string())
+    } else {
+        instance
+    };
+    truncate(&chosen, MAX_SHORT).to_string()
+}
 
 /// `s` cut to at most `max` bytes on a character boundary.
 fn truncate(s: &str, max: usize) -> &str {
@@ -62,12 +79,14 @@ impl EventRecorder {
     /// Identical Events within this window are recorded once.
     pub const DEDUP_WINDOW: Duration = Duration::from_secs(300);
 
-    /// A recorder reporting as `component` (e.g. `svcnet-ipam`) from `instance` (pod/host name).
+    /// A recorder reporting as `component` (e.g. `svcnet-ipam`) from `instance` (pod/host name;
+    /// empty means `$POD_NAME`, `$HOSTNAME` or the component name).
     pub fn new(client: Client, component: impl Into<String>, instance: impl Into<String>) -> Self {
+        let component = component.into();
         EventRecorder {
             client,
-            component: component.into(),
-            instance: instance.into(),
+            instance: instance_or_default(instance.into(), &component),
+            component,
             recent: Mutex::new(HashMap::new()),
         }
     }
@@ -111,6 +130,8 @@ impl EventRecorder {
         message: &str,
     ) {
         let message = truncate(message, MAX_MESSAGE);
+        let reason = truncate(reason, MAX_SHORT);
+        let action = truncate(action, MAX_SHORT);
         let key = (
             obj.uid.clone().unwrap_or_else(|| {
                 format!(
@@ -171,7 +192,7 @@ impl EventRecorder {
 
 #[cfg(test)]
 mod tests {
-    use super::truncate;
+    use super::{instance_or_default, truncate};
 
     #[test]
     fn long_messages_are_cut_on_a_character_boundary() {
@@ -179,5 +200,12 @@ mod tests {
         let s = "é".repeat(10); // 2 bytes each
         assert_eq!(truncate(&s, 5), "éé");
         assert_eq!(truncate(&s, 4), "éé");
+    }
+
+    #[test]
+    fn the_reporting_instance_is_never_empty_or_too_long() {
+        assert_eq!(instance_or_default("pod-a".into(), "svcnet-x"), "pod-a");
+        assert!(!instance_or_default(String::new(), "svcnet-x").is_empty());
+        assert_eq!(instance_or_default("i".repeat(200), "svcnet-x").len(), 128);
     }
 }
