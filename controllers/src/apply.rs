@@ -4,7 +4,7 @@
 //! next in the [`SliceTracker`], and Events through svcnet-runtime's [`EventRecorder`].
 
 use crate::metrics::ControllerMetrics;
-use crate::plan::{EventKind, EventSpec, SlicePlan};
+use crate::writes::{EventKind, EventSpec, SlicePlan};
 use crate::tracker::{SliceTracker, SliceVersion};
 use crate::{Error, Result};
 use k8s_openapi::api::core::v1::ObjectReference;

@@ -17,8 +17,8 @@
 //! warned about goes away. A finding that clears within the grace period
 //! produces no Event at all.
 
-use crate::model::{Labels, PodInfo};
-use crate::plan::EventSpec;
+use crate::views::{Labels, PodInfo};
+use crate::writes::EventSpec;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::{BTreeMap, HashMap};
@@ -451,8 +451,8 @@ impl DiagnosticsState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::NamedPort;
-    use crate::plan::EventKind;
+    use crate::views::NamedPort;
+    use crate::writes::EventKind;
     use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 

@@ -1,17 +1,17 @@
 //! EndpointSlice controller: turns a Service's selector into EndpointSlices,
 //! with kube-controller-manager's semantics (its `endpointslice` controller) and
 //! svcnet's own managed-by value
-//! [`reconcile::CONTROLLER_NAME`], so it can run beside upstream's controller.
+//! [`build::CONTROLLER_NAME`], so it can run beside upstream's controller.
 //!
 //! Layers:
-//! * [`reconcile`], [`topology`] — the pure reconciler: Service + Pods + Nodes + existing
-//!   slices → a [`crate::plan::SlicePlan`] (upstream's packing, topology hints).
+//! * [`build`], [`desired`], [`topology`] — the pure reconciler: Service + Pods + Nodes + existing
+//!   slices → a [`crate::writes::SlicePlan`] (upstream's packing, topology hints).
 //! * [`controller`] — configuration, the folds that keep its caches, and the sync of one
 //!   Service; the runtime around it is [`crate::driver`], the watches [`crate::watches`].
 //!
 //! The pieces it shares with the Endpoints and mirroring controllers are top-level modules of
-//! this crate: [`crate::model`] (stripped Pod/Node views), [`crate::index`] (typed indexes),
-//! [`crate::hash`] (upstream's ordering hashes), [`crate::plan`], [`crate::apply`] (writes and
+//! this crate: [`crate::views`] (stripped Pod/Node views), [`crate::index`] (typed indexes),
+//! [`crate::hash`] (upstream's ordering hashes), [`crate::writes`], [`crate::apply`] (writes and
 //! Events), [`crate::tracker`] (stale-cache guard), [`crate::trigger`] (last-change trigger
 //! time) and [`crate::metrics`].
 //!
@@ -37,8 +37,9 @@
 //! the future also stops every task it started. `run_with` takes the process's shared
 //! [`crate::watches::Watches`] instead of watching on its own (as `svcnet-controller` does).
 
+pub mod build;
 pub mod controller;
-pub mod reconcile;
+pub mod desired;
 pub mod topology;
 
 pub use controller::{run, run_with, Config};

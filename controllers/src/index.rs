@@ -3,7 +3,7 @@
 //! selector term, for Pod → Service mapping), and the [`Change`]s the shared
 //! watches (`crate::watches`) deliver to them.
 
-use crate::model::{Labels, PodInfo};
+use crate::views::{Labels, PodInfo};
 use k8s_openapi::api::core::v1::Service;
 use kube::Resource;
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -42,7 +42,7 @@
 //! resourceVersion), and one object's size caps the range.
 //!
 //! # Structure
-//! * [`model`] — the allocation-relevant parts of a Service, converted at the boundary.
+//! * [`svc_view`] — the allocation-relevant parts of a Service, converted at the boundary.
 //! * [`plan`] — pure planning (ClusterIP families, node ports, LoadBalancer pools and sharing).
 //! * [`state`] — in-memory index of claims + bitmaps (from the `ipam` crate) to pick candidates.
 //! * [`claims`] — API operations on claim objects.
@@ -60,11 +60,11 @@ pub mod context;
 pub mod controller;
 pub mod lb_io;
 pub mod metrics;
-pub mod model;
 pub mod plan;
 pub mod reconcile;
 pub mod repair;
 pub mod state;
+pub mod svc_view;
 
 pub use config::{parse_service_cidrs, IpamConfig};
 pub use context::Ipam;

@@ -6,7 +6,7 @@
 //! * [`diagnostics`] — Events that tell users why a Service has no backends.
 //! * Shared by the endpoint controllers: [`driver`] (the one controller runtime: sync gate,
 //!   workers, retries, readiness), [`watches`] (one watch per kind per process), [`index`],
-//!   [`model`], [`plan`], [`apply`], [`tracker`], [`trigger`], [`hash`], [`metrics`].
+//!   [`views`], [`writes`], [`apply`], [`tracker`], [`trigger`], [`hash`], [`metrics`].
 //! * [`app`] — the `svcnet-controller` process: flags (all validated before anything starts),
 //!   client, admin server, leader election, and the selected controllers. The plumbing it
 //!   shares with the other binaries is the `svcnet-runtime` crate.
@@ -23,10 +23,10 @@ pub mod index;
 pub mod ipam;
 pub mod metrics;
 pub mod mirroring;
-pub mod model;
-pub mod plan;
 pub mod tracker;
 pub mod trigger;
+pub mod views;
 pub mod watches;
+pub mod writes;
 
 pub use error::{Error, Result};

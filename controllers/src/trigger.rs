@@ -6,7 +6,7 @@
 //! since the previous sync: a Pod Ready-condition `lastTransitionTime` that
 //! moved forward, or the Service creation time if that changed.
 
-use crate::model::PodInfo;
+use crate::views::PodInfo;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 

@@ -1,34 +1,28 @@
 //! svcnet-proxy: an nftables kube-proxy replacement.
 //!
-//! Data flow: watch Services + EndpointSlices + own Node ([`convert`] turns objects into [`types`]) →
-//! per-Service fragments from [`render::service_fragment`] (pure) → [`assembly::Assembly`], which keeps
-//! them reference-counted and turns a change into the minimal transaction (a full sync streams
-//! everything) → one atomic transaction through [`nft::Nft`] ([`proxier`] drives it). See [`render`]
-//! for the ruleset layout and why it scales.
+//! The modules are grouped by stage, in the order data flows through them:
+//!
+//! | stage | what it does | talks to |
+//! |---|---|---|
+//! | [`watch`] | Kubernetes objects (watched or read from manifests) → [`types`]; folds watch events into the proxy's state and the set of changed Services | the API server |
+//! | [`compute`] | pure: per-Service endpoint lists, the renderer (state → nftables [`compute::model::Model`]), the incremental [`compute::assembly::Assembly`] and minimal diffs | nothing |
+//! | [`sync`] | the sync engine ([`sync::proxier`]) and the `run` daemon's bounded-frequency loop | the stages around it |
+//! | [`apply`] | transactions into the kernel (`nft -f`, in-process libnftables), conntrack cleanup | the kernel |
+//! | [`node`] | flags → node configuration, `/healthz` and health-check NodePorts, metrics | the node |
+//!
+//! [`render`](compute::render) describes the ruleset layout and why it scales.
 
-pub mod diff;
-pub mod endpoints;
+pub mod apply;
+pub mod compute;
 pub mod error;
-pub mod libnft;
-pub mod model;
-pub mod names;
-pub mod nft;
-pub mod render;
-pub mod sizing;
+pub mod node;
+pub mod sync;
 pub mod types;
+pub mod watch;
 
 pub use error::{Error, Result};
-pub mod assembly;
-pub mod config;
-pub mod conntrack;
-pub mod convert;
-pub mod daemon;
-pub mod health;
-pub mod manifests;
-pub mod metrics;
-pub mod proxier;
+
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 pub mod tracer;
-pub mod tracker;

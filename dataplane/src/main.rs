@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use dataplane::config::{local_addresses, NodeArgs, RunArgs};
-use dataplane::manifests::Manifests;
-use dataplane::nft::{ExecNft, Nft as _};
-use dataplane::proxier::Proxier;
+use dataplane::node::config::{local_addresses, NodeArgs, RunArgs};
+use dataplane::watch::manifests::Manifests;
+use dataplane::apply::nft::{ExecNft, Nft as _};
+use dataplane::sync::proxier::Proxier;
 
 #[derive(Parser)]
 #[command(
@@ -59,7 +59,7 @@ fn node_config(
         .find(|n| {
             args.node_name.is_empty() || n.metadata.name.as_deref() == Some(args.node_name.as_str())
         })
-        .map(dataplane::convert::node);
+        .map(dataplane::watch::convert::node);
     let mut args = args.clone();
     if args.node_name.is_empty() {
         if let Some(n) = m.nodes.first().and_then(|n| n.metadata.name.clone()) {
@@ -101,7 +101,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            if let Err(e) = rt.block_on(dataplane::daemon::run(args)) {
+            if let Err(e) = rt.block_on(dataplane::sync::daemon::run(args)) {
                 if matches!(e, dataplane::Error::Config(_)) {
                     eprintln!("svcnet-proxy: {e}");
                     std::process::exit(EX_USAGE.into());
@@ -112,7 +112,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Render { files, node } => {
             let m = Manifests::read(&files)?;
             let cfg = node_config(&m, &node, false)?;
-            let model = dataplane::render::render(&m.to_state(), &cfg);
+            let model = dataplane::compute::render::render(&m.to_state(), &cfg);
             print!("{}", model.dump());
         }
         Cmd::Apply { files, node } => {

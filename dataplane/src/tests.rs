@@ -1,12 +1,16 @@
 //! Behaviour tests of the renderer (through the packet tracer) and of diff/apply (through the fake).
+//!
+//! One module because its tests share the fixtures (Services, slices, node configs) and the two
+//! oracles (the packet tracer and the fake nft); each test is short.
 
 use std::collections::BTreeSet;
 
-use crate::diff::diff;
-use crate::model::Op;
-use crate::nft::{FakeNft, Nft};
-use crate::proxier::Proxier;
-use crate::render::render;
+use crate::compute::diff::diff;
+use crate::compute::model::Op;
+use crate::apply::fake_nft::FakeNft;
+use crate::apply::nft::Nft;
+use crate::sync::proxier::Proxier;
+use crate::compute::render::render;
 use crate::tracer::{pkt, trace, Packet, Verdict};
 use crate::types::*;
 
@@ -686,7 +690,7 @@ fn full_sync_keeps_affinity_sets() {
 fn backend_maps_exist_only_while_used() {
     let fake = FakeNft::new();
     let mut p = Proxier::new(fake.clone(), node());
-    let maps = |m: &crate::model::Model| -> Vec<String> {
+    let maps = |m: &crate::compute::model::Model| -> Vec<String> {
         m.tables[&Family::Ipv4]
             .sets
             .keys()
@@ -702,7 +706,7 @@ fn backend_maps_exist_only_while_used() {
     assert_eq!(maps(&fake.model()), vec!["backends-tcp".to_string()]);
     assert!(fake.model().tables[&Family::Ipv4]
         .chains
-        .contains_key(&crate::names::lb(Protocol::Tcp, 1)));
+        .contains_key(&crate::compute::names::lb(Protocol::Tcp, 1)));
 
     // A UDP Service brings its own map and chain; removing it takes them away again.
     let both = state(

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::model::{Model, Table};
-use crate::names::*;
+use crate::compute::model::{Model, Table};
+use crate::compute::names::*;
 use crate::types::{Family, Protocol};
 
 /// A new connection's first packet.

@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
-use crate::server::Proto;
+use crate::transport::Proto;
 
 /// What a hit returns besides the bytes: what the metrics need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,6 +21,7 @@ pub mod index;
 pub mod listen;
 pub mod metrics;
 pub mod server;
+pub mod transport;
 pub mod watch;
 
 /// Errors of the svcnet-dns library.

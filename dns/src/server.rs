@@ -33,6 +33,7 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 use crate::answer::{self, Answer, Config, Outcome};
 use crate::answer_cache::{self, AnswerCache};
+pub use crate::transport::Proto;
 use crate::forward::{Forwarder, Upstream};
 use crate::index::Index;
 use crate::metrics::{Metrics, Plugin};
@@ -43,15 +44,6 @@ pub const ADVERTISED_PAYLOAD: u16 = 1232;
 pub const MAX_UDP_PAYLOAD: u16 = 4096;
 /// Answers kept by [`AnswerCache`] per transport unless configured otherwise.
 pub const DEFAULT_ANSWER_CACHE: usize = 10_000;
-
-/// The transport a request came over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proto {
-    /// UDP: responses are size-limited.
-    Udp,
-    /// TCP: up to 65,535 bytes.
-    Tcp,
-}
 
 /// Everything a request needs. Shared by every listener task.
 pub struct Handler {

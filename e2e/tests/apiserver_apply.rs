@@ -5,6 +5,9 @@
 //! (who owns which field, what a conflict names, what is removed), not on details where
 //! kube-apiserver versions differ; where the 1.24 control plane differs from current upstream,
 //! the test is gated on the server version and says why.
+//!
+//! One file (one test binary) on purpose: the harness starts one control plane per test binary
+//! and a real kube-apiserver takes 10–15 s to start.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 

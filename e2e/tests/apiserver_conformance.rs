@@ -5,6 +5,9 @@
 //! the servers legitimately differ (who allocates ClusterIPs, whether a
 //! garbage collector runs) the test asserts the contract and says so.
 //! No root needed.
+//!
+//! One file (one test binary) on purpose: a real kube-apiserver takes 10–15 s to start and the
+//! harness starts one per test binary, so the suite stays in one binary.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 

@@ -14,13 +14,16 @@
 //! it was skipped. Inputs are all created before the Services, so both controllers compute each
 //! Service's objects from complete state (upstream's slice packing depends on event timing
 //! otherwise, and so would the comparison).
+//!
+//! One file because the input catalogue and the normalisation are one comparison: the inputs,
+//! the two runs and the field-by-field diff only mean something together.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use controllers::endpointslice::reconcile::CONTROLLER_NAME;
+use controllers::endpointslice::build::CONTROLLER_NAME;
 use controllers::mirroring::desired::MIRRORING_CONTROLLER_NAME;
 use futures::{stream, StreamExt};
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};

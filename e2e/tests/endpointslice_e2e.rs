@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use controllers::endpointslice::reconcile::CONTROLLER_NAME;
+use controllers::endpointslice::build::CONTROLLER_NAME;
 use controllers::metrics::ControllerMetrics;
 use controllers::mirroring::desired::MIRRORING_CONTROLLER_NAME;
 use futures::{stream, FutureExt, StreamExt};

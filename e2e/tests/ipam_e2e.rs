@@ -8,6 +8,9 @@
 //! assertions hold either way.
 //!
 //! No root needed.
+//!
+//! One file (one test binary) on purpose: the harness starts one control plane per test binary
+//! and a real kube-apiserver takes 10–15 s to start.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;

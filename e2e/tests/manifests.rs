@@ -18,6 +18,9 @@
 //!
 //! The binaries must be built first (`cargo build -p svcnet-controllers -p svcnet-dataplane
 //! -p svcnet-dns --bins`; a workspace-wide `cargo nextest run` does it). The root test takes ~15 s.
+//!
+//! One file because every test reads the same rendered kustomization and the RBAC test's
+//! workload exercises every binary at once; splitting it would render and start them per file.
 
 // Test code: unwrap/expect failures are test failures.
 #![allow(clippy::unwrap_used)]
@@ -73,7 +76,7 @@ const JUSTIFIED_UNUSED: &[(&str, &str, &str, &str, &str)] = &[
         "events",
         "create",
         "svcnet-proxy records FailedToStartServiceHealthcheck only when a healthCheckNodePort \
-         cannot be bound (dataplane/src/health.rs tests it); a healthy run records nothing",
+         cannot be bound (dataplane/src/node/health.rs tests it); a healthy run records nothing",
     ),
 ];
 

@@ -4,6 +4,9 @@
 //! root. All traffic stays inside namespaces the tests create, plus the host's loopback in the
 //! relay test. The whole file runs in a few seconds: expected timeouts use a 300 ms client
 //! timeout.
+//!
+//! One file: the tests share topology builders and helpers, and one binary keeps the
+//! namespace-name sweep of stale runs in one place.
 
 // Test helpers outside #[test] functions unwrap too.
 #![allow(clippy::unwrap_used)]

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use controllers::endpointslice::reconcile::CONTROLLER_NAME;
+use controllers::endpointslice::build::CONTROLLER_NAME;
 use controllers::metrics::ControllerMetrics;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};

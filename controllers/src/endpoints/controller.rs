@@ -12,8 +12,8 @@ use crate::apply::{is_namespace_terminating, is_not_found, reference_to, EventSi
 use crate::driver::{self, Feed, Spec, SyncGate};
 use crate::index::{fold_pod_change, Change, ObjKey, PodIndex, ServiceIndex};
 use crate::metrics::ControllerMetrics;
-use crate::model::{to_chrono, PodInfo};
-use crate::plan::EventSpec;
+use crate::views::{to_chrono, PodInfo};
+use crate::writes::EventSpec;
 use crate::trigger::TriggerTimeTracker;
 use crate::watches::Watches;
 use crate::{Error, Result};

@@ -1,11 +1,11 @@
 //! Pure computation of a Service's legacy `core/v1` Endpoints object
 //! (upstream `pkg/controller/endpoint` + `RepackSubsets`).
 
-use crate::endpointslice::reconcile::{
+use crate::endpointslice::build::{
     canonical_ip, is_service_ip_set, rfc3339_nano, ANNOTATION_TRIGGER_TIME, LABEL_HEADLESS,
 };
 use crate::hash;
-use crate::model::PodInfo;
+use crate::views::PodInfo;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Service,

@@ -1,7 +1,7 @@
 //! Tests of the pure Endpoints computation (upstream `endpoints_controller_test.go` scenarios).
 
 use super::desired::*;
-use crate::model::{NamedPort, PodInfo};
+use crate::views::{NamedPort, PodInfo};
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointSubset, Endpoints, Service, ServicePort, ServiceSpec,
 };

@@ -13,17 +13,16 @@
 //! garbage collector); slices with another managed-by are never listed,
 //! so never touched.
 
-use super::reconcile::{
-    reconcile_service, ReconcilerConfig, ServiceInput, LABEL_MANAGED_BY, LABEL_SERVICE_NAME,
-};
+use super::build::{LABEL_MANAGED_BY, LABEL_SERVICE_NAME};
+use super::desired::{reconcile_service, ReconcilerConfig, ServiceInput};
 use super::topology::TopologyCache;
 use crate::apply::{apply_slice_plan, reference_to, EventSink};
 use crate::diagnostics::{diagnose, DiagnosticsState};
 use crate::driver::{self, Feed, Spec, SyncGate};
 use crate::index::{fold_pod_change, Change, ObjKey, PodIndex, ServiceIndex};
 use crate::metrics::ControllerMetrics;
-use crate::model::{to_chrono, NodeInfo, PodInfo};
-use crate::plan::{EventSpec, SlicePlan};
+use crate::views::{to_chrono, NodeInfo, PodInfo};
+use crate::writes::{EventSpec, SlicePlan};
 use crate::tracker::{SliceTracker, SliceVersion};
 use crate::trigger::TriggerTimeTracker;
 use crate::watches::Watches;
@@ -69,7 +68,7 @@ impl Default for Config {
             max_endpoints_per_slice: 100,
             concurrent_syncs: 5,
             batch_period: Duration::ZERO,
-            controller_name: super::reconcile::CONTROLLER_NAME.into(),
+            controller_name: super::build::CONTROLLER_NAME.into(),
             prefer_same_traffic_distribution: true,
             topology_aware_hints: true,
             diagnostics: true,

@@ -1,10 +1,13 @@
 //! Table-driven tests of the pure EndpointSlice reconciler, modelled on
 //! upstream's `reconciler_test.go` scenarios.
+//!
+//! One table of scenarios with shared fixtures; long because upstream's scenario list is.
 
-use super::reconcile::*;
+use super::build::*;
+use super::desired::*;
 use super::topology::TopologyCache;
-use crate::model::{NamedPort, NodeInfo, PodInfo};
-use crate::plan::{EventKind, SlicePlan};
+use crate::views::{NamedPort, NodeInfo, PodInfo};
+use crate::writes::{EventKind, SlicePlan};
 use chrono::{TimeZone, Utc};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;

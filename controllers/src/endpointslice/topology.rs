@@ -3,8 +3,8 @@
 //! allocation with its safeguards, as upstream's `trafficdist` and
 //! `topologycache` packages do them.
 
-use crate::model::NodeInfo;
-use crate::plan::EventSpec;
+use crate::views::NodeInfo;
+use crate::writes::EventSpec;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointHints, EndpointSlice, ForNode, ForZone};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

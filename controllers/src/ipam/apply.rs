@@ -13,7 +13,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
 
 use crate::ipam::context::Ipam;
-use crate::ipam::model::SvcView;
+use crate::ipam::svc_view::SvcView;
 use crate::ipam::plan::cluster_ip::ClusterIpPlan;
 use crate::ipam::plan::node_port::{HealthSlot, NodePortPlan, PortSlot};
 use crate::ipam::plan::steps::{releases, Step};

@@ -10,7 +10,7 @@ use crds::{
 use kube::api::{DeleteParams, ObjectMeta, PostParams, Preconditions};
 use kube::{Api, Client};
 
-use crate::ipam::model::family_of;
+use crate::ipam::svc_view::family_of;
 use crate::Result;
 
 /// Result of a create.

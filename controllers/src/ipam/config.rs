@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::ipam::model::{family_of, Family};
+use crate::ipam::svc_view::{family_of, Family};
 use crate::Error;
 
 /// Parses `--service-cluster-ip-range`: one IPv4 and/or one IPv6 CIDR, comma-separated, the

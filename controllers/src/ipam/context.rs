@@ -17,7 +17,7 @@ use tokio::sync::{Mutex, RwLock};
 use crate::ipam::claims::ClaimApi;
 use crate::ipam::config::IpamConfig;
 use crate::ipam::metrics::IpamMetrics;
-use crate::ipam::model::{Family, SvcView};
+use crate::ipam::svc_view::{Family, SvcView};
 use crate::ipam::plan::load_balancer::PoolView;
 use crate::ipam::state::AllocState;
 use crate::Result;
@@ -76,7 +76,7 @@ impl Ipam {
         self.cfg
             .service_cidrs
             .iter()
-            .find(|c| crate::ipam::model::family_of(c.network()) == f)
+            .find(|c| crate::ipam::svc_view::family_of(c.network()) == f)
             .map(ToString::to_string)
     }
 

@@ -8,7 +8,7 @@ use crds::{IpPurpose, ServiceRef};
 use k8s_openapi::api::core::v1::Service;
 
 use crate::ipam::context::Ipam;
-use crate::ipam::model::{family_of, SvcType, SvcView};
+use crate::ipam::svc_view::{family_of, SvcType, SvcView};
 use crate::ipam::plan::cluster_ip::{plan_cluster_ips, ClusterIpPlan};
 use crate::ipam::plan::load_balancer as lb;
 use crate::ipam::plan::node_port::plan_node_ports;
@@ -197,7 +197,7 @@ pub fn apply_spec(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipam::model::{Family, Policy};
+    use crate::ipam::svc_view::{Family, Policy};
     use crate::ipam::plan::cluster_ip::IpSlot;
     use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
 
@@ -234,7 +234,7 @@ mod tests {
 
     #[test]
     fn baseline_treats_only_processed_services_as_updates() {
-        use crate::ipam::model::fixtures::svc;
+        use crate::ipam::svc_view::fixtures::svc;
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         // Never processed: a create, even with a requested (or apiserver-filled) IP.
         assert!(baseline(&svc("a"), &[], &[]).is_none());

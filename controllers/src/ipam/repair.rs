@@ -39,7 +39,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource};
 
 use crate::ipam::context::Ipam;
-use crate::ipam::model::SvcView;
+use crate::ipam::svc_view::SvcView;
 use crate::ipam::plan::load_balancer::{overlaps, overlaps_net, PoolView};
 
 /// A claimed value, for leak detection.
@@ -485,8 +485,8 @@ pub async fn status_loop(ipam: Arc<Ipam>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipam::model::fixtures::svc;
-    use crate::ipam::model::SvcType;
+    use crate::ipam::svc_view::fixtures::svc;
+    use crate::ipam::svc_view::SvcType;
     use crds::LoadBalancerIPPoolSpec;
 
     fn r(uid: &str) -> ServiceRef {

@@ -18,7 +18,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::ipam::config::IpamConfig;
-use crate::ipam::model::Family;
+use crate::ipam::svc_view::Family;
 use crate::{Error, Result};
 
 /// What the index knows of one IP claim.

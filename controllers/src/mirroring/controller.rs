@@ -9,10 +9,10 @@
 use super::desired::{reconcile_mirror, should_mirror, MirrorConfig, MIRRORING_CONTROLLER_NAME};
 use crate::apply::{apply_slice_plan, reference_to, EventSink};
 use crate::driver::{self, Feed, Spec, SyncGate};
-use crate::endpointslice::reconcile::{LABEL_MANAGED_BY, LABEL_SERVICE_NAME};
+use crate::endpointslice::build::{LABEL_MANAGED_BY, LABEL_SERVICE_NAME};
 use crate::index::{Change, ObjKey};
 use crate::metrics::ControllerMetrics;
-use crate::plan::SlicePlan;
+use crate::writes::SlicePlan;
 use crate::tracker::{SliceTracker, SliceVersion};
 use crate::watches::Watches;
 use crate::{Error, Result};

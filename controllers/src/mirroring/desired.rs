@@ -2,11 +2,11 @@
 //! a selectorless Service's user-written Endpoints → EndpointSlices.
 
 use crate::endpoints::desired::{repack_subsets, ANNOTATION_LEADER};
-use crate::endpointslice::reconcile::{
+use crate::endpointslice::build::{
     canonical_ip, endpoint_key, endpoints_equal_beyond_hash, port_map_key, ANNOTATION_TRIGGER_TIME,
     LABEL_MANAGED_BY, LABEL_SERVICE_NAME,
 };
-use crate::plan::{EventSpec, SlicePlan};
+use crate::writes::{EventSpec, SlicePlan};
 use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};

@@ -1,7 +1,7 @@
 //! Tests of the pure mirroring computation.
 
 use super::desired::*;
-use crate::endpointslice::reconcile::{LABEL_MANAGED_BY, LABEL_SERVICE_NAME};
+use crate::endpointslice::build::{LABEL_MANAGED_BY, LABEL_SERVICE_NAME};
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Service, ServiceSpec,
 };
@@ -48,7 +48,7 @@ fn eps(ready: &[&str], not_ready: &[&str]) -> Endpoints {
     }
 }
 
-fn apply(slices: &mut Vec<EndpointSlice>, plan: &crate::plan::SlicePlan) {
+fn apply(slices: &mut Vec<EndpointSlice>, plan: &crate::writes::SlicePlan) {
     for (i, c) in plan.creates.iter().enumerate() {
         let mut c = c.clone();
         c.metadata.name = Some(format!("ext-{i}{}", slices.len()));

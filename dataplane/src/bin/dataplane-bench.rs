@@ -17,8 +17,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use dataplane::nft::ExecNft;
-use dataplane::proxier::Proxier;
+use dataplane::apply::nft::ExecNft;
+use dataplane::sync::proxier::Proxier;
 use dataplane::types::*;
 use serde_json::{json, Value};
 
@@ -177,7 +177,7 @@ fn inner_breakdown(o: &Opts) -> anyhow::Result<Value> {
     let tr = Instant::now();
     let mut n = 0;
     for svc in st.services.values() {
-        if let Some(f) = dataplane::render::service_fragment(Family::Ipv4, &node(), &st, svc) {
+        if let Some(f) = dataplane::compute::render::service_fragment(Family::Ipv4, &node(), &st, svc) {
             n += f.elements.len();
         }
     }
@@ -188,8 +188,8 @@ fn inner_breakdown(o: &Opts) -> anyhow::Result<Value> {
     let ts = Instant::now();
     let mut script = Vec::new();
     let mut build = None;
-    dataplane::nft::stream_script(&mut script, &mut |sink| {
-        build = Some(dataplane::assembly::Assembly::stream_full(
+    dataplane::apply::nft::stream_script(&mut script, &mut |sink| {
+        build = Some(dataplane::compute::assembly::Assembly::stream_full(
             &node(),
             &st,
             &Default::default(),
@@ -217,7 +217,7 @@ fn inner_breakdown(o: &Opts) -> anyhow::Result<Value> {
     ExecNft::exec_only().run_script(&delta, false)?;
     let t7 = Instant::now();
     // The same delta through the long-lived in-process libnftables context partial syncs use.
-    let lib = dataplane::libnft::InProcessNft::open().context("libnftables")?;
+    let lib = dataplane::apply::libnft::InProcessNft::open().context("libnftables")?;
     lib.run_script(&delta)?; // first use fills its cache
     let mut in_process = vec![];
     for _ in 0..10 {

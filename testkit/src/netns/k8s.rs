@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Node as K8sNode, Pod as K8sPod};
 use serde_json::json;
 
 use super::error::{Error, Result};
-use super::topology::{EchoPorts, Node, Pod};
+use super::topology::{EchoPorts, Node, Pod, Topology};
 
 fn convert<T: serde::de::DeserializeOwned>(value: serde_json::Value, what: &str) -> Result<T> {
     serde_json::from_value(value)
@@ -101,4 +101,25 @@ pub fn pod(
         }),
         "Pod",
     )
+}
+
+/// The topology's nodes and pods as Kubernetes objects.
+impl Topology {
+    /// Kubernetes Node objects for every node (see [`node`]).
+    pub fn k8s_nodes(&self) -> Result<Vec<K8sNode>> {
+        self.nodes().iter().map(node).collect()
+    }
+
+    /// A Kubernetes Pod object for pod `name` in `namespace` with `labels`, declaring the ports
+    /// its echo server currently listens on (see [`pod`]).
+    pub fn k8s_pod(
+        &self,
+        name: &str,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<K8sPod> {
+        let p = self.pod(name)?;
+        let n = self.node(p.node_index())?;
+        pod(p, n, namespace, labels, &self.echo_ports(name))
+    }
 }

@@ -151,24 +151,11 @@ impl Topology {
         Ok(())
     }
 
-    /// Kubernetes Node objects for every node (see [`super::k8s::node`]).
-    pub fn k8s_nodes(&self) -> Result<Vec<k8s_openapi::api::core::v1::Node>> {
-        self.nodes.iter().map(super::k8s::node).collect()
-    }
-
-    /// A Kubernetes Pod object for pod `name` in `namespace` with `labels`, declaring the ports
-    /// its echo server currently listens on (see [`super::k8s::pod`]).
-    pub fn k8s_pod(
-        &self,
-        name: &str,
-        namespace: &str,
-        labels: &BTreeMap<String, String>,
-    ) -> Result<k8s_openapi::api::core::v1::Pod> {
-        let pod = self.pod(name)?;
-        let node = self.node(pod.node_index())?;
-        let none = EchoPorts::none();
-        let ports = self.echo_servers.get(name).map_or(&none, |(p, _)| p);
-        super::k8s::pod(pod, node, namespace, labels, ports)
+    /// The ports pod `name`'s echo server currently listens on (none if it runs no server).
+    pub(super) fn echo_ports(&self, name: &str) -> EchoPorts {
+        self.echo_servers
+            .get(name)
+            .map_or_else(EchoPorts::none, |(p, _)| p.clone())
     }
 
     /// Names of every namespace this topology created (and will delete).

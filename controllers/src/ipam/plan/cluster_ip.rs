@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 
 use super::{PlanError, PlanErrors};
-use crate::ipam::model::{family_of, other_family, parse_family, Family, Policy, SvcType, SvcView};
+use crate::ipam::svc_view::{family_of, other_family, parse_family, Family, Policy, SvcType, SvcView};
 
 /// One `spec.clusterIPs` entry of the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -338,7 +338,7 @@ pub fn plan_cluster_ips(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipam::model::fixtures::svc;
+    use crate::ipam::svc_view::fixtures::svc;
     use Family::{V4, V6};
 
     const V4ONLY: &[Family] = &[V4];

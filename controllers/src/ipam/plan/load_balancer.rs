@@ -10,7 +10,7 @@ use crds::{LoadBalancerIPPool, LoadBalancerIPPoolSpec};
 use ipnet::IpNet;
 
 use super::PlanError;
-use crate::ipam::model::{
+use crate::ipam::svc_view::{
     family_of, Family, SvcType, SvcView, LB_CLASS, LB_IPS_ANNOTATION, LB_POOL_ANNOTATION,
     SHARING_KEY_ANNOTATION,
 };
@@ -307,7 +307,7 @@ pub fn wanted_families(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipam::model::fixtures::svc;
+    use crate::ipam::svc_view::fixtures::svc;
     use crds::{AddressRange, LabelSelector};
 
     fn pool(name: &str, cidrs: &[&str], ranges: &[(&str, &str)]) -> LoadBalancerIPPool {

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{PlanError, PlanErrors};
-use crate::ipam::model::SvcView;
+use crate::ipam::svc_view::SvcView;
 
 /// The planned nodePort of one `spec.ports` entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,8 +180,8 @@ fn already_allocated(field: String, np: u16) -> PlanError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipam::model::fixtures::svc;
-    use crate::ipam::model::SvcType::*;
+    use crate::ipam::svc_view::fixtures::svc;
+    use crate::ipam::svc_view::SvcType::*;
     use PortSlot::*;
 
     #[test]

@@ -19,7 +19,7 @@ use std::net::IpAddr;
 
 use crds::{IpPurpose, PortPurpose};
 
-use crate::ipam::model::{family_of, Family};
+use crate::ipam::svc_view::{family_of, Family};
 use crate::ipam::plan::cluster_ip::{ClusterIpPlan, IpSlot};
 use crate::ipam::plan::node_port::{HealthSlot, NodePortPlan, PortSlot};
 use crate::ipam::state::AllocState;
@@ -259,7 +259,7 @@ pub fn releases(
 mod tests {
     use super::*;
     use crate::ipam::config::IpamConfig;
-    use crate::ipam::model::Policy;
+    use crate::ipam::svc_view::Policy;
     use crate::ipam::state::{IpClaimInfo, PortClaimInfo};
     use crds::ServiceRef;
 

@@ -7,236 +7,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use crate::model::{Chain, Counts, Model, Op, Set, SetSpec, Transaction};
-use crate::render::{service_fragment, skeleton, Fragment};
+use crate::compute::model::{Chain, Counts, Model, Op, Set, SetSpec, Transaction};
+use crate::compute::render::{service_fragment, skeleton, Fragment};
 use crate::types::{Family, NodeConfig, ProxyState, ServiceKey};
 
-type ElemKey = (&'static str, String);
-/// Hash containers for ~10⁵ short string keys: SipHash's DoS resistance buys nothing for keys we
-/// render ourselves, and it was the largest single cost of a full sync's bookkeeping.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
+mod family;
 
-#[derive(Clone, Debug)]
-struct FamilyAssembly {
-    skeleton: crate::model::Table,
-    /// Contributed values per element; the first one is in effect.
-    elements: FastMap<ElemKey, Vec<Option<String>>>,
-    /// Number of distinct elements per set (for declared-size checks).
-    per_set: HashMap<&'static str, usize>,
-    /// Chain definition and reference count.
-    chains: HashMap<String, (Chain, usize)>,
-    /// Dynamic set declaration and reference count.
-    sets: HashMap<String, (SetSpec, usize)>,
-}
-
-/// Changes collected during one update, compared at the end to produce operations.
-#[derive(Default)]
-struct Pending {
-    elements: HashMap<ElemKey, Option<Option<String>>>,
-    chains: HashMap<String, Option<Chain>>,
-    sets: HashMap<String, Option<SetSpec>>,
-}
-
-impl FamilyAssembly {
-    fn effective(&self, k: &ElemKey) -> Option<Option<String>> {
-        self.elements.get(k).and_then(|v| v.first().cloned())
-    }
-
-    fn remove(&mut self, f: &Fragment, p: &mut Pending) {
-        for (set, key, value) in &f.elements {
-            let k = (*set, key.clone());
-            let before = self.effective(&k);
-            p.elements.entry(k.clone()).or_insert(before);
-            if let Some(vals) = self.elements.get_mut(&k) {
-                if let Some(i) = vals.iter().position(|v| v == value) {
-                    vals.remove(i);
-                }
-                if vals.is_empty() {
-                    self.elements.remove(&k);
-                    if let Some(n) = self.per_set.get_mut(set) {
-                        *n = n.saturating_sub(1);
-                    }
-                }
-            }
-        }
-        for name in f.chains.keys() {
-            let before = self.chains.get(name).map(|(c, _)| c.clone());
-            p.chains.entry(name.clone()).or_insert(before);
-            if let Some(entry) = self.chains.get_mut(name) {
-                entry.1 -= 1;
-                if entry.1 == 0 {
-                    self.chains.remove(name);
-                }
-            }
-        }
-        for name in f.sets.keys() {
-            let before = self.sets.get(name).map(|(s, _)| s.clone());
-            p.sets.entry(name.clone()).or_insert(before);
-            if let Some(entry) = self.sets.get_mut(name) {
-                entry.1 -= 1;
-                if entry.1 == 0 {
-                    self.sets.remove(name);
-                }
-            }
-        }
-    }
-
-    fn add(&mut self, f: &Fragment, p: &mut Pending) {
-        for (set, key, value) in &f.elements {
-            let k = (*set, key.clone());
-            let before = self.effective(&k);
-            p.elements.entry(k.clone()).or_insert(before);
-            let vals = self.elements.entry(k).or_default();
-            if vals.is_empty() {
-                *self.per_set.entry(set).or_default() += 1;
-            }
-            vals.push(value.clone());
-        }
-        for (name, chain) in &f.chains {
-            let before = self.chains.get(name).map(|(c, _)| c.clone());
-            p.chains.entry(name.clone()).or_insert(before);
-            let entry = self
-                .chains
-                .entry(name.clone())
-                .or_insert_with(|| (chain.clone(), 0));
-            // A per-Service chain whose content changed: the newest definition wins.
-            entry.0 = chain.clone();
-            entry.1 += 1;
-        }
-        for (name, spec) in &f.sets {
-            let before = self.sets.get(name).map(|(s, _)| s.clone());
-            p.sets.entry(name.clone()).or_insert(before);
-            let entry = self
-                .sets
-                .entry(name.clone())
-                .or_insert_with(|| (spec.clone(), 0));
-            entry.1 += 1;
-        }
-    }
-
-    /// Adds a fragment without change tracking (full builds).
-    fn add_untracked(&mut self, f: &Fragment) {
-        for (set, key, value) in &f.elements {
-            let vals = self.elements.entry((*set, key.clone())).or_default();
-            if vals.is_empty() {
-                *self.per_set.entry(set).or_default() += 1;
-            }
-            vals.push(value.clone());
-        }
-        for (name, chain) in &f.chains {
-            let entry = self
-                .chains
-                .entry(name.clone())
-                .or_insert_with(|| (chain.clone(), 0));
-            entry.1 += 1;
-        }
-        for (name, spec) in &f.sets {
-            let entry = self
-                .sets
-                .entry(name.clone())
-                .or_insert_with(|| (spec.clone(), 0));
-            entry.1 += 1;
-        }
-    }
-
-    fn ops(&self, fam: Family, p: Pending, out: &mut OpBuckets) {
-        let mut del: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
-        let mut add: BTreeMap<&'static str, Vec<(String, Option<String>)>> = BTreeMap::new();
-        for (k, before) in p.elements {
-            let after = self.effective(&k);
-            if before == after {
-                continue;
-            }
-            if before.is_some() {
-                del.entry(k.0).or_default().push(k.1.clone());
-            }
-            if let Some(v) = after {
-                add.entry(k.0).or_default().push((k.1, v));
-            }
-        }
-        for (set, mut keys) in del {
-            keys.sort();
-            out.delete_elements.push(Op::DeleteElements {
-                family: fam,
-                set: set.to_string(),
-                keys,
-            });
-        }
-        for (set, mut elements) in add {
-            elements.sort();
-            out.add_elements.push(Op::AddElements {
-                family: fam,
-                set: set.to_string(),
-                elements,
-            });
-        }
-        let mut sets: Vec<_> = p.sets.into_iter().collect();
-        sets.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, before) in sets {
-            let after = self.sets.get(&name).map(|(s, _)| s.clone());
-            match (before, after) {
-                (None, Some(spec)) => out.declare.push(Op::AddSet {
-                    family: fam,
-                    name,
-                    spec,
-                }),
-                (Some(before), None) => out.delete_sets.push(Op::DeleteSet {
-                    family: fam,
-                    name,
-                    map: before.map,
-                }),
-                _ => {}
-            }
-        }
-        let mut chains: Vec<_> = p.chains.into_iter().collect();
-        chains.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, before) in chains {
-            let after = self.chains.get(&name).map(|(c, _)| c.clone());
-            match (before, after) {
-                (None, Some(c)) => {
-                    out.declare.push(Op::AddChain {
-                        family: fam,
-                        name: name.clone(),
-                        base: None,
-                    });
-                    for r in c.rules {
-                        out.rules.push(Op::AddRule {
-                            family: fam,
-                            chain: name.clone(),
-                            rule: r,
-                        });
-                    }
-                }
-                (Some(_), None) => out.stale_chains.push((fam, name)),
-                (Some(b), Some(a)) if b.rules != a.rules => {
-                    out.rules.push(Op::FlushChain {
-                        family: fam,
-                        name: name.clone(),
-                    });
-                    for r in a.rules {
-                        out.rules.push(Op::AddRule {
-                            family: fam,
-                            chain: name.clone(),
-                            rule: r,
-                        });
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-}
-
-#[derive(Default)]
-struct OpBuckets {
-    declare: Vec<Op>,
-    rules: Vec<Op>,
-    delete_elements: Vec<Op>,
-    add_elements: Vec<Op>,
-    stale_chains: Vec<(Family, String)>,
-    delete_sets: Vec<Op>,
-}
+use family::{ElemKey, FamilyAssembly, FastMap, FastSet, OpBuckets, Pending};
 
 /// What a full sync has already written, per family (for de-duplication while streaming).
 #[derive(Default)]
@@ -324,7 +101,7 @@ pub struct Assembly {
     node: NodeConfig,
     families: BTreeMap<Family, FamilyAssembly>,
     fragments: HashMap<(Family, ServiceKey), Fragment>,
-    /// Sets declared with a size by the last full sync (see [`crate::sizing`]).
+    /// Sets declared with a size by the last full sync (see [`crate::compute::sizing`]).
     capacity: BTreeMap<(Family, String), u32>,
 }
 
@@ -364,11 +141,11 @@ impl Assembly {
     pub fn stream_full(
         node: &NodeConfig,
         state: &ProxyState,
-        existing: &crate::diff::Existing,
-        sink: &mut dyn crate::model::OpSink,
+        existing: &crate::compute::diff::Existing,
+        sink: &mut dyn crate::compute::model::OpSink,
     ) -> FullBuild {
         let mut a = Assembly::new(node);
-        let sizing = crate::sizing::Sizing::estimate(state, node);
+        let sizing = crate::compute::sizing::Sizing::estimate(state, node);
         let mut capacity = BTreeMap::new();
         let mut sized = |fam: Family, name: &str, spec: &SetSpec| -> SetSpec {
             let mut spec = spec.clone();

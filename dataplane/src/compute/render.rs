@@ -33,14 +33,14 @@ mod skeleton;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::endpoints::{categorize, endpoints_for_port, Categorized, Endpoint};
-use crate::model::{BaseChain, Chain, Model, Set, SetSpec, Table};
-use crate::names::*;
+use crate::compute::endpoints::{categorize, endpoints_for_port, Categorized, Endpoint};
+use crate::compute::model::{BaseChain, Chain, Model, Set, SetSpec, Table};
+use crate::compute::names::*;
 use crate::types::{Family, NodeConfig, Protocol, ProxyState, ServiceInfo, ServicePort};
 
 /// Renders the complete desired model for every configured family, straight from the
 /// Services: each family's [`skeleton`] plus every Service's [`service_fragment`]. This is the
-/// definition of the desired state. [`crate::assembly::Assembly`] computes the same model
+/// definition of the desired state. [`crate::compute::assembly::Assembly`] computes the same model
 /// incrementally (reference-counting what Services share, and turning changes into
 /// transactions), and its tests compare the two.
 pub fn render(state: &ProxyState, node: &NodeConfig) -> Model {
@@ -80,7 +80,7 @@ pub fn render(state: &ProxyState, node: &NodeConfig) -> Model {
 
 /// Everything one Service contributes to one family's table: elements of the shared sets and maps, the
 /// (shared or per-Service) chains it jumps to with their full definition, and its dynamic sets.
-/// Shared chains are reference-counted by [`crate::assembly::Assembly`].
+/// Shared chains are reference-counted by [`crate::compute::assembly::Assembly`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Fragment {
     /// (set or map, key, value).

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::process::Command;
 
-use crate::endpoints::endpoints_for_port;
+use crate::compute::endpoints::endpoints_for_port;
 use crate::error::{Error, Result};
 use crate::types::{Family, NodeConfig, Protocol, ProxyState};
 

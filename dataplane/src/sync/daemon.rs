@@ -20,16 +20,16 @@ use kube::{Api, Client};
 use prometheus_client::registry::Registry;
 use tokio::sync::{Mutex, Notify};
 
-use crate::config::{local_addresses, RunArgs};
-use crate::conntrack::{self, UdpEndpoints};
-use crate::convert::{self, WATCH_LABEL_SELECTOR};
-use crate::endpoints::local_ready_count;
+use crate::node::config::{local_addresses, RunArgs};
+use crate::apply::conntrack::{self, UdpEndpoints};
+use crate::watch::convert::{self, WATCH_LABEL_SELECTOR};
+use crate::compute::endpoints::local_ready_count;
 use crate::error::{Error, Result};
-use crate::health::{proxy_health_response, ProxyHealth, ServiceHealth, ServiceHealthServers};
-use crate::metrics::{CodeLabels, Metrics, ReasonLabels, SyncLabels};
-use crate::nft::ExecNft;
-use crate::proxier::Proxier;
-use crate::tracker::Tracker;
+use crate::node::health::{proxy_health_response, ProxyHealth, ServiceHealth, ServiceHealthServers};
+use crate::node::metrics::{CodeLabels, Metrics, ReasonLabels, SyncLabels};
+use crate::apply::nft::ExecNft;
+use crate::sync::proxier::Proxier;
+use crate::watch::tracker::Tracker;
 use crate::types::{EndpointSliceInfo, ProxyState, ServiceKey};
 
 struct Shared {
@@ -152,7 +152,7 @@ async fn watch_slices(api: Api<EndpointSlice>, shared: Arc<Shared>) {
 async fn watch_node(api: Api<Node>, name: String, shared: Arc<Shared>) {
     let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
-    let mut seen: Option<crate::convert::NodeInfo> = None;
+    let mut seen: Option<crate::watch::convert::NodeInfo> = None;
     while let Some(ev) = stream.next().await {
         let ev = match ev {
             Ok(ev) => ev,
@@ -320,7 +320,7 @@ pub async fn run(mut args: RunArgs) -> Result<()> {
 async fn report_listen_failures(
     recorder: &runtime::events::EventRecorder,
     node_name: &str,
-    failures: Vec<crate::health::ListenFailure>,
+    failures: Vec<crate::node::health::ListenFailure>,
 ) {
     for f in failures {
         let reference = k8s_openapi::api::core::v1::ObjectReference {
@@ -334,8 +334,8 @@ async fn report_listen_failures(
             .record(
                 &reference,
                 runtime::events::EventType::Warning,
-                crate::health::ListenFailure::REASON,
-                crate::health::ListenFailure::ACTION,
+                crate::node::health::ListenFailure::REASON,
+                crate::node::health::ListenFailure::ACTION,
                 &f.message(node_name),
             )
             .await;
@@ -350,7 +350,7 @@ async fn sync_loop(
     let initial = args.node.resolve(None, vec![])?;
     let mut proxier = Proxier::new(ExecNft::new(), initial);
     let mut health_servers = ServiceHealthServers::new(
-        crate::health::health_check_addresses(proxier.node()),
+        crate::node::health::health_check_addresses(proxier.node()),
         shared.health.clone(),
     );
     let mut last_sync: Option<Instant> = None;
@@ -395,7 +395,7 @@ async fn sync_loop(
             };
             match args.node.resolve(t.node.as_ref(), local) {
                 Ok(cfg) => {
-                    health_servers.set_bind(crate::health::health_check_addresses(&cfg));
+                    health_servers.set_bind(crate::node::health::health_check_addresses(&cfg));
                     proxier.set_node(cfg);
                 }
                 Err(e) => tracing::error!(error = %e, "bad node configuration"),

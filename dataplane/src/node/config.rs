@@ -6,7 +6,7 @@ use std::process::Command;
 
 use ipnet::IpNet;
 
-use crate::convert::NodeInfo;
+use crate::watch::convert::NodeInfo;
 use crate::error::{Error, Result};
 use crate::types::{Family, NodeConfig, NodePortAddresses};
 

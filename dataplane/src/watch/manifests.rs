@@ -84,12 +84,12 @@ impl Manifests {
     pub fn to_state(&self) -> crate::types::ProxyState {
         let mut st = crate::types::ProxyState::default();
         for s in &self.services {
-            if let Some(info) = crate::convert::service(s) {
+            if let Some(info) = crate::watch::convert::service(s) {
                 st.upsert_service(info);
             }
         }
         for s in &self.slices {
-            if let Some(info) = crate::convert::endpoint_slice(s) {
+            if let Some(info) = crate::watch::convert::endpoint_slice(s) {
                 st.upsert_slice(info);
             }
         }

@@ -8,12 +8,12 @@
 //! * only maps expected to hold at least [`SIZE_THRESHOLD`] elements get one (small clusters keep the
 //!   growable default and pay no fixed memory),
 //! * the size is twice the estimate, rounded up to a power of two, leaving room for growth, and
-//! * [`crate::assembly::Assembly::over_capacity`] tells the proxier when a partial sync would outgrow a
+//! * [`crate::compute::assembly::Assembly::over_capacity`] tells the proxier when a partial sync would outgrow a
 //!   declared size, so it runs a full sync instead (which declares a bigger one).
 
 use std::collections::HashMap;
 
-use crate::names::{BackendList, CLUSTER_IPS, SERVICE_IPS};
+use crate::compute::names::{BackendList, CLUSTER_IPS, SERVICE_IPS};
 use crate::types::{Family, NodeConfig, ProxyState};
 
 /// Maps expected to stay below this many elements keep the kernel's growable default.

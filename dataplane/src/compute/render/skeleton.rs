@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use super::FamilyRenderer;
-use crate::model::{BaseChain, ChainType, Hook, SetSpec};
-use crate::names::*;
+use crate::compute::model::{BaseChain, ChainType, Hook, SetSpec};
+use crate::compute::names::*;
 use crate::types::{Family, NodePortAddresses};
 
 impl FamilyRenderer<'_> {

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::convert::NodeInfo;
+use crate::watch::convert::NodeInfo;
 use crate::types::{EndpointSliceInfo, ProxyState, ServiceInfo, ServiceKey};
 
 /// Folded watch state.

@@ -4,9 +4,13 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::compute::names;
 use crate::error::{Error, Result};
-use crate::names;
 use crate::types::Family;
+
+mod validate;
+
+pub use validate::{validate_element, validate_set_name};
 
 /// Base chain type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,7 +86,7 @@ pub struct SetSpec {
     pub flags: Vec<&'static str>,
     /// Default timeout in seconds (dynamic sets).
     pub timeout: Option<u32>,
-    /// Declared size (also the kernel's cap on the element count); see [`crate::sizing`].
+    /// Declared size (also the kernel's cap on the element count); see [`crate::compute::sizing`].
     pub size: Option<u32>,
 }
 
@@ -440,26 +444,6 @@ pub trait OpSink {
     }
 }
 
-/// Validates one element of an `add element` (the checks [`Op::validate`] applies to each).
-pub fn validate_element(key: &str, value: Option<&str>) -> Result<()> {
-    if key.contains(['{', '}', ',']) {
-        return Err(bad("element key", key));
-    }
-    check_fragment("element key", key)?;
-    if let Some(v) = value {
-        if v.contains(['{', '}', ',']) {
-            return Err(bad("element value", v));
-        }
-        check_fragment("element value", v)?;
-    }
-    Ok(())
-}
-
-/// Validates a set or map name.
-pub fn validate_set_name(name: &str) -> Result<()> {
-    check_name("set name", name)
-}
-
 impl OpSink for Transaction {
     fn push_op(&mut self, op: Op) {
         self.push(op);
@@ -469,7 +453,7 @@ impl OpSink for Transaction {
 impl Op {
     /// Validates the operation's names and fragments.
     pub fn validate(&self) -> Result<()> {
-        validate(self)
+        validate::validate_op(self)
     }
 
     /// Appends the operation's script text (one or more lines) to `out`.
@@ -560,79 +544,6 @@ impl Op {
                     }
                 }
             }
-        }
-    }
-}
-
-fn bad(what: &'static str, value: &str) -> Error {
-    Error::InvalidFragment {
-        what,
-        value: value.to_string(),
-    }
-}
-
-fn check_name(what: &'static str, name: &str) -> Result<()> {
-    if names::is_valid_name(name) {
-        Ok(())
-    } else {
-        Err(bad(what, name))
-    }
-}
-
-fn check_fragment(what: &'static str, s: &str) -> Result<()> {
-    // Braces may only appear balanced (anonymous sets inside rules); elements never contain braces.
-    let mut depth = 0i32;
-    for c in s.chars() {
-        match c {
-            '{' => depth += 1,
-            '}' => depth -= 1,
-            _ => {}
-        }
-        if depth < 0 {
-            return Err(bad(what, s));
-        }
-    }
-    if depth != 0 || !names::is_valid_fragment(s) {
-        return Err(bad(what, s));
-    }
-    Ok(())
-}
-
-fn validate(op: &Op) -> Result<()> {
-    match op {
-        Op::AddTable { .. } => Ok(()),
-        Op::AddChain { name, .. } | Op::FlushChain { name, .. } | Op::DeleteChain { name, .. } => {
-            check_name("chain name", name)
-        }
-        Op::AddRule { chain, rule, .. } => {
-            check_name("chain name", chain)?;
-            check_fragment("rule", rule)
-        }
-        Op::AddSet { name, spec, .. } => {
-            check_name("set name", name)?;
-            check_fragment("set key", &spec.key)?;
-            if let Some(v) = &spec.value {
-                check_fragment("map value", v)?;
-            }
-            Ok(())
-        }
-        Op::FlushSet { name, .. } | Op::DeleteSet { name, .. } => check_name("set name", name),
-        Op::AddElements { set, elements, .. } => {
-            check_name("set name", set)?;
-            for (k, v) in elements {
-                validate_element(k, v.as_deref())?;
-            }
-            Ok(())
-        }
-        Op::DeleteElements { set, keys, .. } => {
-            check_name("set name", set)?;
-            for k in keys {
-                if k.contains(['{', '}', ',']) {
-                    return Err(bad("element key", k));
-                }
-                check_fragment("element key", k)?;
-            }
-            Ok(())
         }
     }
 }

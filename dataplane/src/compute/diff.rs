@@ -1,8 +1,8 @@
 //! Minimal transactions between two models, and the names of what exists in the kernel
 //! ([`Existing`], which a full sync converges without deleting the table: see
-//! [`crate::assembly::Assembly::stream_full`]).
+//! [`crate::compute::assembly::Assembly::stream_full`]).
 
-use crate::model::{Model, Op, Transaction};
+use crate::compute::model::{Model, Op, Transaction};
 use crate::types::Family;
 
 /// Why a partial diff is impossible and a full sync is required.

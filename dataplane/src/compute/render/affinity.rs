@@ -4,9 +4,9 @@
 use std::net::IpAddr;
 
 use super::FamilyRenderer;
-use crate::endpoints::{Categorized, Endpoint};
-use crate::model::SetSpec;
-use crate::names::{self, *};
+use crate::compute::endpoints::{Categorized, Endpoint};
+use crate::compute::model::SetSpec;
+use crate::compute::names::{self, *};
 use crate::types::{ServiceInfo, ServicePort};
 
 impl FamilyRenderer<'_> {
