@@ -7,25 +7,22 @@
 //! them (`--service-cluster-ip-range`, `--service-node-port-range`, `--kubeconfig`,
 //! `--leader-elect*`); every flag has a `SVCNET_*` environment fallback.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Client;
 use prometheus_client::registry::Registry;
 use runtime::admin::{self, Readiness, ReadyFlag};
-use runtime::duration::duration_flag;
 use runtime::leader::{self, LeaderConfig};
 use tokio::sync::watch;
 
-use crate::ipam::{parse_service_cidrs, Ipam, IpamConfig, IpamMetrics};
+use crate::ipam::{Ipam, IpamConfig, IpamMetrics};
 use crate::metrics::ControllerMetrics;
-use crate::{Error, Result};
+use crate::Result;
 
 mod args;
 
 pub use args::{Args, Selected};
-
 
 /// Runs one IPAM term: a fresh controller until it fails or `stop` resolves.
 async fn ipam_term(

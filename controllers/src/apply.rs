@@ -4,8 +4,8 @@
 //! next in the [`SliceTracker`], and Events through svcnet-runtime's [`EventRecorder`].
 
 use crate::metrics::ControllerMetrics;
-use crate::writes::{EventKind, EventSpec, SlicePlan};
 use crate::tracker::{SliceTracker, SliceVersion};
+use crate::writes::{EventKind, EventSpec, SlicePlan};
 use crate::{Error, Result};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::discovery::v1::EndpointSlice;

@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use dataplane::node::config::{local_addresses, NodeArgs, RunArgs};
-use dataplane::watch::manifests::Manifests;
 use dataplane::apply::nft::{ExecNft, Nft as _};
+use dataplane::node::config::{local_addresses, NodeArgs, RunArgs};
 use dataplane::sync::proxier::Proxier;
+use dataplane::watch::manifests::Manifests;
 
 #[derive(Parser)]
 #[command(

@@ -5,12 +5,12 @@
 
 use std::collections::BTreeSet;
 
-use crate::compute::diff::diff;
-use crate::compute::model::Op;
 use crate::apply::fake_nft::FakeNft;
 use crate::apply::nft::Nft;
-use crate::sync::proxier::Proxier;
+use crate::compute::diff::diff;
+use crate::compute::model::Op;
 use crate::compute::render::render;
+use crate::sync::proxier::Proxier;
 use crate::tracer::{pkt, trace, Packet, Verdict};
 use crate::types::*;
 

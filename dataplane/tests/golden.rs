@@ -5,13 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dataplane::config::NodeArgs;
-use dataplane::diff::diff;
-use dataplane::manifests::Manifests;
-use dataplane::nft::{ExecNft, Nft};
-use dataplane::proxier::Proxier;
-use dataplane::render::render;
+use dataplane::apply::nft::{ExecNft, Nft};
+use dataplane::compute::diff::diff;
+use dataplane::compute::render::render;
+use dataplane::node::config::NodeArgs;
+use dataplane::sync::proxier::Proxier;
 use dataplane::types::{NodeConfig, ProxyState};
+use dataplane::watch::manifests::Manifests;
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -19,7 +19,7 @@ fn golden_dir() -> PathBuf {
 
 fn load(name: &str) -> (ProxyState, NodeConfig) {
     let m = Manifests::read(&[golden_dir().join(format!("{name}.yaml"))]).expect("manifest parses");
-    let node = m.nodes.first().map(dataplane::convert::node);
+    let node = m.nodes.first().map(dataplane::watch::convert::node);
     let args = NodeArgs {
         node_name: "node-a".into(),
         cluster_cidr: vec![
@@ -158,14 +158,15 @@ fn golden_loads_into_real_nft() {
         .chains
         .iter()
         .any(|c| c == "lb-tcp-7"));
-    nft.run(&dataplane::model::Transaction::new()).unwrap();
+    nft.run(&dataplane::compute::model::Transaction::new())
+        .unwrap();
 }
 
 /// Needs root: a streamed transaction that fails half-way (here: validation of a hostile chain name)
 /// applies nothing, not even the operations streamed before the failure.
 #[test]
 fn failed_stream_applies_nothing() {
-    use dataplane::model::Op;
+    use dataplane::compute::model::Op;
     use dataplane::types::Family;
     let ns = Netns::new();
     let nft = ExecNft::in_netns(&ns.0);

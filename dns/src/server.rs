@@ -33,10 +33,10 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 use crate::answer::{self, Answer, Config, Outcome};
 use crate::answer_cache::{self, AnswerCache};
-pub use crate::transport::Proto;
 use crate::forward::{Forwarder, Upstream};
 use crate::index::Index;
 use crate::metrics::{Metrics, Plugin};
+pub use crate::transport::Proto;
 
 /// The EDNS payload size this server advertises.
 pub const ADVERTISED_PAYLOAD: u16 = 1232;

@@ -35,7 +35,12 @@ fn decode_continue(s: &str) -> ApiResult<(u64, String)> {
     Ok((tok.rv, tok.start.trim_end_matches('\u{0}').to_string()))
 }
 
-pub(super) fn list_body(info: &ResourceInfo, rv: u64, cont: Option<String>, items: &[Bytes]) -> Bytes {
+pub(super) fn list_body(
+    info: &ResourceInfo,
+    rv: u64,
+    cont: Option<String>,
+    items: &[Bytes],
+) -> Bytes {
     let size: usize = items.iter().map(|i| i.len() + 1).sum::<usize>() + 256;
     let mut b = BytesMut::with_capacity(size);
     b.put_slice(b"{\"kind\":\"");

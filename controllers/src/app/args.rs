@@ -2,11 +2,11 @@
 //! (bad values are [`Error::InvalidConfig`], exit code 64 in `main`), and their translation into
 //! each controller's configuration.
 
-use std::net::SocketAddr;
-use std::time::Duration;
-use runtime::duration::duration_flag;
 use crate::ipam::{parse_service_cidrs, IpamConfig};
 use crate::{Error, Result};
+use runtime::duration::duration_flag;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 /// svcnet-controller's command line.
 #[derive(Debug, Clone, clap::Parser)]

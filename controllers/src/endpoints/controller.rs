@@ -12,10 +12,10 @@ use crate::apply::{is_namespace_terminating, is_not_found, reference_to, EventSi
 use crate::driver::{self, Feed, Spec, SyncGate};
 use crate::index::{fold_pod_change, Change, ObjKey, PodIndex, ServiceIndex};
 use crate::metrics::ControllerMetrics;
-use crate::views::{to_chrono, PodInfo};
-use crate::writes::EventSpec;
 use crate::trigger::TriggerTimeTracker;
+use crate::views::{to_chrono, PodInfo};
 use crate::watches::Watches;
+use crate::writes::EventSpec;
 use crate::{Error, Result};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use kube::api::{DeleteParams, PostParams};

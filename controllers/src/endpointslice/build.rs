@@ -4,7 +4,7 @@
 //! needs a write. Pure; [`super::desired`] packs these parts into slices.
 
 use crate::hash;
-use crate::views::PodInfo;
+use crate::views::{NodeInfo, PodInfo};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::Service;

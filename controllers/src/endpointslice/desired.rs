@@ -12,17 +12,12 @@ use super::build::{
     slice_labels, ANNOTATION_TOPOLOGY_AWARE_HINTS, ANNOTATION_TOPOLOGY_MODE, CONTROLLER_NAME,
 };
 use super::topology::{self, Heuristic, SliceInfo, TopologyCache};
-use crate::hash;
 use crate::views::{NodeInfo, PodInfo};
 use crate::writes::{EventSpec, SlicePlan};
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::IpAddr;
-
 
 /// Reconciler settings.
 #[derive(Clone, Debug)]

@@ -13,11 +13,11 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
 
 use crate::ipam::context::Ipam;
-use crate::ipam::svc_view::SvcView;
 use crate::ipam::plan::cluster_ip::ClusterIpPlan;
 use crate::ipam::plan::node_port::{HealthSlot, NodePortPlan, PortSlot};
 use crate::ipam::plan::steps::{releases, Step};
 use crate::ipam::reconcile::{alloc_err, apply_spec, fam_tag};
+use crate::ipam::svc_view::SvcView;
 use crate::{Error, Result};
 
 /// What the steps so far have produced.

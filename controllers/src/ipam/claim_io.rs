@@ -9,9 +9,9 @@ use k8s_openapi::api::core::v1::Service;
 
 use crate::ipam::claims::Created;
 use crate::ipam::context::Ipam;
-use crate::ipam::svc_view::{Family, SvcView};
 use crate::ipam::reconcile::{alloc_err, fam_tag};
 use crate::ipam::state::Reserve;
+use crate::ipam::svc_view::{Family, SvcView};
 use crate::{Error, Result};
 
 impl Ipam {

@@ -17,9 +17,9 @@ use tokio::sync::{Mutex, RwLock};
 use crate::ipam::claims::ClaimApi;
 use crate::ipam::config::IpamConfig;
 use crate::ipam::metrics::IpamMetrics;
-use crate::ipam::svc_view::{Family, SvcView};
 use crate::ipam::plan::load_balancer::PoolView;
 use crate::ipam::state::AllocState;
+use crate::ipam::svc_view::{Family, SvcView};
 use crate::Result;
 
 /// Per-key retry backoff: 250 ms doubling to 30 s, retried for as long as the problem lasts

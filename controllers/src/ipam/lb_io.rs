@@ -8,10 +8,10 @@ use k8s_openapi::api::core::v1::Service;
 
 use crate::ipam::claims::Created;
 use crate::ipam::context::Ipam;
-use crate::ipam::svc_view::{family_of, Family, SvcView};
 use crate::ipam::plan::load_balancer as lb;
 use crate::ipam::reconcile::alloc_err;
 use crate::ipam::state::Reserve;
+use crate::ipam::svc_view::{family_of, Family, SvcView};
 use crate::{Error, Result};
 use runtime::events::EventRecorder;
 

@@ -8,12 +8,12 @@ use crds::{IpPurpose, ServiceRef};
 use k8s_openapi::api::core::v1::Service;
 
 use crate::ipam::context::Ipam;
-use crate::ipam::svc_view::{family_of, SvcType, SvcView};
 use crate::ipam::plan::cluster_ip::{plan_cluster_ips, ClusterIpPlan};
 use crate::ipam::plan::load_balancer as lb;
 use crate::ipam::plan::node_port::plan_node_ports;
 use crate::ipam::plan::steps::{steps, LbScope};
 use crate::ipam::state::AllocState;
+use crate::ipam::svc_view::{family_of, SvcType, SvcView};
 use crate::{Error, Result};
 use runtime::events::EventRecorder;
 
@@ -197,8 +197,8 @@ pub fn apply_spec(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipam::svc_view::{Family, Policy};
     use crate::ipam::plan::cluster_ip::IpSlot;
+    use crate::ipam::svc_view::{Family, Policy};
     use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
 
     #[test]

@@ -39,8 +39,8 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource};
 
 use crate::ipam::context::Ipam;
-use crate::ipam::svc_view::SvcView;
 use crate::ipam::plan::load_balancer::{overlaps, overlaps_net, PoolView};
+use crate::ipam::svc_view::SvcView;
 
 /// A claimed value, for leak detection.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

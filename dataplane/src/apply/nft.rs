@@ -1,17 +1,16 @@
 //! Applying transactions: the [`Nft`] trait and the real `nft -f -` implementation (the semantic
 //! fake is [`super::fake_nft`]).
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-use crate::compute::diff::{Existing, ExistingTable};
-use crate::error::{Error, Result};
 use crate::apply::libnft::InProcessNft;
-use crate::compute::model::{Chain, Model, Op, OpSink, Set, Table, Transaction};
+use crate::compute::diff::{Existing, ExistingTable};
+use crate::compute::model::{Op, OpSink, Transaction};
 use crate::compute::names;
+use crate::error::{Error, Result};
 use crate::types::Family;
 
 /// Something that can apply a transaction atomically and report which objects exist.

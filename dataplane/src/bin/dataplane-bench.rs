@@ -177,7 +177,9 @@ fn inner_breakdown(o: &Opts) -> anyhow::Result<Value> {
     let tr = Instant::now();
     let mut n = 0;
     for svc in st.services.values() {
-        if let Some(f) = dataplane::compute::render::service_fragment(Family::Ipv4, &node(), &st, svc) {
+        if let Some(f) =
+            dataplane::compute::render::service_fragment(Family::Ipv4, &node(), &st, svc)
+        {
             n += f.elements.len();
         }
     }

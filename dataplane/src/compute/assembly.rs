@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use crate::compute::model::{Chain, Counts, Model, Op, Set, SetSpec, Transaction};
+use crate::compute::model::{Counts, Model, Op, Set, SetSpec, Transaction};
 use crate::compute::render::{service_fragment, skeleton, Fragment};
 use crate::types::{Family, NodeConfig, ProxyState, ServiceKey};
 

@@ -403,7 +403,7 @@ impl Transaction {
     /// Validates and appends an operation.
     pub fn push(&mut self, op: Op) {
         if self.err.is_none() {
-            if let Err(e) = validate(&op) {
+            if let Err(e) = validate::validate_op(&op) {
                 self.err = Some(e.to_string());
             }
         }

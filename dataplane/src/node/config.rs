@@ -6,9 +6,9 @@ use std::process::Command;
 
 use ipnet::IpNet;
 
-use crate::watch::convert::NodeInfo;
 use crate::error::{Error, Result};
 use crate::types::{Family, NodeConfig, NodePortAddresses};
+use crate::watch::convert::NodeInfo;
 
 /// Node-level flags.
 #[derive(Clone, Debug, Default, clap::Args)]

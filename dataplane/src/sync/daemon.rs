@@ -20,17 +20,19 @@ use kube::{Api, Client};
 use prometheus_client::registry::Registry;
 use tokio::sync::{Mutex, Notify};
 
-use crate::node::config::{local_addresses, RunArgs};
 use crate::apply::conntrack::{self, UdpEndpoints};
-use crate::watch::convert::{self, WATCH_LABEL_SELECTOR};
+use crate::apply::nft::ExecNft;
 use crate::compute::endpoints::local_ready_count;
 use crate::error::{Error, Result};
-use crate::node::health::{proxy_health_response, ProxyHealth, ServiceHealth, ServiceHealthServers};
+use crate::node::config::{local_addresses, RunArgs};
+use crate::node::health::{
+    proxy_health_response, ProxyHealth, ServiceHealth, ServiceHealthServers,
+};
 use crate::node::metrics::{CodeLabels, Metrics, ReasonLabels, SyncLabels};
-use crate::apply::nft::ExecNft;
 use crate::sync::proxier::Proxier;
-use crate::watch::tracker::Tracker;
 use crate::types::{EndpointSliceInfo, ProxyState, ServiceKey};
+use crate::watch::convert::{self, WATCH_LABEL_SELECTOR};
+use crate::watch::tracker::Tracker;
 
 struct Shared {
     tracker: Mutex<Tracker>,

@@ -5,10 +5,10 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use crate::compute::assembly::Assembly;
-use crate::error::Result;
-use crate::compute::model::{Counts, Op, OpSink};
 use crate::apply::nft::Nft;
+use crate::compute::assembly::Assembly;
+use crate::compute::model::{Counts, Op, OpSink};
+use crate::error::Result;
 use crate::types::{NodeConfig, ProxyState, ServiceKey};
 
 /// What one sync did.
@@ -130,7 +130,8 @@ impl<N: Nft> Proxier<N> {
         }
         self.applied = None;
         let existing = self.nft.existing()?;
-        let streamed: std::cell::RefCell<Option<crate::compute::assembly::FullBuild>> = Default::default();
+        let streamed: std::cell::RefCell<Option<crate::compute::assembly::FullBuild>> =
+            Default::default();
         let mut built: Option<Assembly> = None;
         let mut ops = 0usize;
         let node = &self.node;

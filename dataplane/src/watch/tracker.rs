@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::watch::convert::NodeInfo;
 use crate::types::{EndpointSliceInfo, ProxyState, ServiceInfo, ServiceKey};
+use crate::watch::convert::NodeInfo;
 
 /// Folded watch state.
 #[derive(Debug, Default)]

@@ -9,7 +9,9 @@
 use std::net::IpAddr;
 
 use super::{PlanError, PlanErrors};
-use crate::ipam::svc_view::{family_of, other_family, parse_family, Family, Policy, SvcType, SvcView};
+use crate::ipam::svc_view::{
+    family_of, other_family, parse_family, Family, Policy, SvcType, SvcView,
+};
 
 /// One `spec.clusterIPs` entry of the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

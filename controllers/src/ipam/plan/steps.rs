@@ -19,10 +19,10 @@ use std::net::IpAddr;
 
 use crds::{IpPurpose, PortPurpose};
 
-use crate::ipam::svc_view::{family_of, Family};
 use crate::ipam::plan::cluster_ip::{ClusterIpPlan, IpSlot};
 use crate::ipam::plan::node_port::{HealthSlot, NodePortPlan, PortSlot};
 use crate::ipam::state::AllocState;
+use crate::ipam::svc_view::{family_of, Family};
 
 /// One step of a reconcile.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,8 +259,8 @@ pub fn releases(
 mod tests {
     use super::*;
     use crate::ipam::config::IpamConfig;
-    use crate::ipam::svc_view::Policy;
     use crate::ipam::state::{IpClaimInfo, PortClaimInfo};
+    use crate::ipam::svc_view::Policy;
     use crds::ServiceRef;
 
     const UID: &str = "u1";

@@ -2,7 +2,7 @@
 //! contributions that keep it alive, and the operations that turn a batch of removed and added
 //! fragments into the difference.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::compute::model::{Chain, Op, SetSpec};
 use crate::compute::render::Fragment;

@@ -11,7 +11,7 @@ pub(super) struct PerfResult {
 }
 
 /// One dnsperf run; `qps` limits the rate (`-Q`), `None` sends as fast as answers come.
-pub(super) fn run_dnsperf(
+fn run_dnsperf(
     args: &Args,
     port: u16,
     queries: &Path,

@@ -41,7 +41,7 @@ mod churn;
 mod dnsperf;
 mod nsd;
 
-use dnsperf::{max_and_half, perf_json, run_dnsperf, PerfResult};
+use dnsperf::{max_and_half, perf_json, PerfResult};
 use nsd::run_nsd;
 
 #[derive(Debug, Parser)]
