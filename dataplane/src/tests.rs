@@ -19,18 +19,11 @@ use crate::types::*;
 struct Svc(ServiceInfo);
 
 fn svc(ns: &str, name: &str, cip: &str) -> Svc {
-    Svc(ServiceInfo {
-        key: ServiceKey::new(ns, name),
-        cluster_ips: vec![cip.parse().unwrap()],
-        ports: vec![],
-        external_ips: vec![],
-        load_balancer_ips: vec![],
-        load_balancer_source_ranges: vec![],
-        affinity_timeout: None,
-        external_policy_local: false,
-        internal_policy_local: false,
-        health_check_node_port: None,
-    })
+    Svc(ServiceInfo::cluster_ip(
+        ServiceKey::new(ns, name),
+        vec![cip.parse().unwrap()],
+        vec![],
+    ))
 }
 
 impl Svc {

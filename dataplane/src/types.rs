@@ -151,6 +151,23 @@ pub struct ServiceInfo {
 }
 
 impl ServiceInfo {
+    /// A ClusterIP-only Service: no external, LoadBalancer or source-range addresses, no
+    /// affinity, cluster traffic policies, no health-check NodePort (set fields after for more).
+    pub fn cluster_ip(key: ServiceKey, cluster_ips: Vec<IpAddr>, ports: Vec<ServicePort>) -> Self {
+        ServiceInfo {
+            key,
+            cluster_ips,
+            ports,
+            external_ips: vec![],
+            load_balancer_ips: vec![],
+            load_balancer_source_ranges: vec![],
+            affinity_timeout: None,
+            external_policy_local: false,
+            internal_policy_local: false,
+            health_check_node_port: None,
+        }
+    }
+
     /// True when the Service can be reached from outside the cluster (NodePort, LB IP or external IP) in `fam`.
     pub fn externally_accessible(&self, port: &ServicePort, fam: Family) -> bool {
         port.node_port.is_some()

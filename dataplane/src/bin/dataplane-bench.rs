@@ -78,23 +78,16 @@ fn state(services: usize, endpoints: usize) -> ProxyState {
     let mut st = ProxyState::default();
     for i in 0..services {
         let name = format!("svc-{i}");
-        st.upsert_service(ServiceInfo {
-            key: ServiceKey::new("bench", &name),
-            cluster_ips: vec![IpAddr::V4(svc_ip(i))],
-            ports: vec![ServicePort {
+        st.upsert_service(ServiceInfo::cluster_ip(
+            ServiceKey::new("bench", &name),
+            vec![IpAddr::V4(svc_ip(i))],
+            vec![ServicePort {
                 name: "http".into(),
                 protocol: Protocol::Tcp,
                 port: 80,
                 node_port: None,
             }],
-            external_ips: vec![],
-            load_balancer_ips: vec![],
-            load_balancer_source_ranges: vec![],
-            affinity_timeout: None,
-            external_policy_local: false,
-            internal_policy_local: false,
-            health_check_node_port: None,
-        });
+        ));
         st.upsert_slice(EndpointSliceInfo {
             namespace: "bench".into(),
             name: format!("{name}-abcde"),

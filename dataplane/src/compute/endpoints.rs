@@ -239,18 +239,11 @@ mod tests {
     }
 
     fn svc() -> ServiceInfo {
-        ServiceInfo {
-            key: ServiceKey::new("ns", "svc"),
-            cluster_ips: vec!["10.0.0.1".parse().unwrap()],
-            ports: vec![port()],
-            external_ips: vec![],
-            load_balancer_ips: vec![],
-            load_balancer_source_ranges: vec![],
-            affinity_timeout: None,
-            external_policy_local: false,
-            internal_policy_local: false,
-            health_check_node_port: None,
-        }
+        ServiceInfo::cluster_ip(
+            ServiceKey::new("ns", "svc"),
+            vec!["10.0.0.1".parse().unwrap()],
+            vec![port()],
+        )
     }
 
     fn port() -> ServicePort {

@@ -113,25 +113,18 @@ mod tests {
         let mut st = ProxyState::default();
         for i in 0..services {
             let name = format!("s{i}");
-            st.upsert_service(ServiceInfo {
-                key: ServiceKey::new("ns", &name),
-                cluster_ips: vec![format!("10.96.{}.{}", i / 250, i % 250 + 1)
+            st.upsert_service(ServiceInfo::cluster_ip(
+                ServiceKey::new("ns", &name),
+                vec![format!("10.96.{}.{}", i / 250, i % 250 + 1)
                     .parse()
                     .unwrap()],
-                ports: vec![ServicePort {
+                vec![ServicePort {
                     name: "p".into(),
                     protocol: Protocol::Tcp,
                     port: 80,
                     node_port: Some(30000),
                 }],
-                external_ips: vec![],
-                load_balancer_ips: vec![],
-                load_balancer_source_ranges: vec![],
-                affinity_timeout: None,
-                external_policy_local: false,
-                internal_policy_local: false,
-                health_check_node_port: None,
-            });
+            ));
             st.upsert_slice(EndpointSliceInfo {
                 namespace: "ns".into(),
                 name: format!("{name}-x"),

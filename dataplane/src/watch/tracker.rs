@@ -152,18 +152,11 @@ mod tests {
     use crate::types::*;
 
     fn info(name: &str) -> ServiceInfo {
-        ServiceInfo {
-            key: ServiceKey::new("ns", name),
-            cluster_ips: vec!["10.96.0.1".parse().unwrap()],
-            ports: vec![],
-            external_ips: vec![],
-            load_balancer_ips: vec![],
-            load_balancer_source_ranges: vec![],
-            affinity_timeout: None,
-            external_policy_local: false,
-            internal_policy_local: false,
-            health_check_node_port: None,
-        }
+        ServiceInfo::cluster_ip(
+            ServiceKey::new("ns", name),
+            vec!["10.96.0.1".parse().unwrap()],
+            vec![],
+        )
     }
 
     fn slice(name: &str, svc: &str) -> EndpointSliceInfo {
