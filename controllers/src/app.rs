@@ -140,7 +140,7 @@ impl Term {
         let slices = async {
             if self.selected.endpointslice {
                 restarting("endpointslice", || {
-                    crate::endpointslice::run_with(
+                    crate::endpointslice::run(
                         &watches,
                         self.client.clone(),
                         crate::endpointslice::Config {
@@ -159,7 +159,7 @@ impl Term {
         let endpoints = async {
             if self.selected.endpoints {
                 restarting("endpoints", || {
-                    crate::endpoints::run_with(
+                    crate::endpoints::run(
                         &watches,
                         self.client.clone(),
                         crate::endpoints::Config {
@@ -178,7 +178,7 @@ impl Term {
         let mirroring = async {
             if self.selected.mirroring {
                 restarting("endpointslicemirroring", || {
-                    crate::mirroring::run_with(
+                    crate::mirroring::run(
                         &watches,
                         self.client.clone(),
                         crate::mirroring::Config {

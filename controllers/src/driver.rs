@@ -21,10 +21,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kube::Client;
 use runtime::admin::ReadyFlag;
-use runtime::queue::WorkQueue;
+use runtime::queue::{Backoff, WorkQueue};
 use tokio::sync::{mpsc, watch};
 
+use crate::apply::EventSink;
 use crate::index::{Change, TaskGuard};
 use crate::metrics::ControllerMetrics;
 use crate::{Error, Result};
@@ -46,6 +48,40 @@ pub struct Spec<K> {
     /// A stale-cache retry after this delay (the watch event the sync waits for usually queues
     /// the key earlier); `None`: with the queue's backoff.
     pub stale_retry: Option<Duration>,
+}
+
+/// What a controller's configuration tells the runtime before anything starts.
+pub trait Settings {
+    /// The Events' reporting component (e.g. `svcnet-endpointslice-controller`).
+    const COMPONENT: &'static str;
+    /// Retry backoff of the controller's work queue.
+    const BACKOFF: Backoff;
+    /// Checks every value a flag can set.
+    fn validate(&self) -> Result<()>;
+    /// The Events' reporting instance (pod name).
+    fn instance(&self) -> Option<String>;
+}
+
+/// Validates `cfg`, then builds what every controller needs before its context: its work queue
+/// (with the controller's backoff) and its Event sink.
+pub fn prepare<K, S>(
+    client: &Client,
+    cfg: &S,
+    metrics: &ControllerMetrics,
+) -> Result<(WorkQueue<K>, EventSink)>
+where
+    K: Clone + Eq + Hash + Ord + Send + 'static,
+    S: Settings,
+{
+    cfg.validate()?;
+    let queue = WorkQueue::new(S::BACKOFF);
+    let events = EventSink::new(
+        client.clone(),
+        S::COMPONENT,
+        cfg.instance(),
+        metrics.clone(),
+    );
+    Ok((queue, events))
 }
 
 /// Counts the watches that have delivered their first complete list.

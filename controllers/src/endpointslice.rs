@@ -25,24 +25,25 @@
 //! let ep = ControllerMetrics::register(&mut registry, "svcnet_endpoints");
 //! let mi = ControllerMetrics::register(&mut registry, "svcnet_endpointslice_mirroring");
 //! let shutdown = async { let _ = tokio::signal::ctrl_c().await; };
+//! // One watch per kind for all three controllers.
+//! let w = controllers::watches::Watches::new(client.clone());
 //! let (a, b, c) = tokio::join!(
-//!     controllers::endpointslice::run(client.clone(), Default::default(), es, shutdown),
-//!     controllers::endpoints::run(client.clone(), Default::default(), ep, std::future::pending()),
-//!     controllers::mirroring::run(client, Default::default(), mi, std::future::pending()),
+//!     controllers::endpointslice::run(&w, client.clone(), Default::default(), es, shutdown),
+//!     controllers::endpoints::run(&w, client.clone(), Default::default(), ep, std::future::pending()),
+//!     controllers::mirroring::run(&w, client, Default::default(), mi, std::future::pending()),
 //! );
 //! a?; b?; c?;
 //! # Ok(()) }
 //! ```
-//! Each `run(client, cfg, metrics, shutdown)` returns when `shutdown` resolves; dropping
-//! the future also stops every task it started. `run_with` takes the process's shared
-//! [`crate::watches::Watches`] instead of watching on its own (as `svcnet-controller` does).
+//! Each `run(watches, client, cfg, metrics, shutdown)` returns when `shutdown` resolves;
+//! dropping the future also stops every task it started.
 
 pub mod build;
 pub mod controller;
 pub mod desired;
 pub mod topology;
 
-pub use controller::{run, run_with, Config};
+pub use controller::{run, Config};
 
 #[cfg(test)]
 mod tests;

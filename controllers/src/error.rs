@@ -58,3 +58,16 @@ impl Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A flag's value must lie in `lo..=hi`; otherwise an [`Error::InvalidConfig`] naming it.
+pub fn in_range(flag: &'static str, value: usize, lo: usize, hi: usize) -> Result<()> {
+    if (lo..=hi).contains(&value) {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfig {
+            flag,
+            value: value.to_string(),
+            reason: format!("must be between {lo} and {hi}"),
+        })
+    }
+}

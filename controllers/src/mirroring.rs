@@ -8,7 +8,7 @@
 pub mod controller;
 pub mod desired;
 
-pub use controller::{run, run_with, Config};
+pub use controller::{run, Config};
 
 #[cfg(test)]
 mod tests;

@@ -92,8 +92,14 @@ fn start(client: &Client) -> Controllers {
                 diagnostics_grace: Duration::from_secs(1),
                 ..Default::default()
             };
-            if let Err(e) =
-                controllers::endpointslice::run(c1, cfg, m, std::future::pending()).await
+            if let Err(e) = controllers::endpointslice::run(
+                &controllers::watches::Watches::new(c1.clone()),
+                c1,
+                cfg,
+                m,
+                std::future::pending(),
+            )
+            .await
             {
                 panic!("endpointslice controller: {e}");
             }
@@ -101,6 +107,7 @@ fn start(client: &Client) -> Controllers {
         tokio::spawn(async move {
             let cfg = controllers::endpoints::Config::default();
             if let Err(e) = controllers::endpoints::run(
+                &controllers::watches::Watches::new(c2.clone()),
                 c2,
                 cfg,
                 ControllerMetrics::unregistered(),
@@ -114,6 +121,7 @@ fn start(client: &Client) -> Controllers {
         tokio::spawn(async move {
             let cfg = controllers::mirroring::Config::default();
             if let Err(e) = controllers::mirroring::run(
+                &controllers::watches::Watches::new(c3.clone()),
                 c3,
                 cfg,
                 ControllerMetrics::unregistered(),

@@ -2,6 +2,8 @@
 //! (bad values are [`Error::InvalidConfig`], exit code 64 in `main`), and their translation into
 //! each controller's configuration.
 
+use crate::driver::Settings as _;
+use crate::error::in_range;
 use crate::ipam::{parse_service_cidrs, IpamConfig};
 use crate::{Error, Result};
 use runtime::duration::duration_flag;
@@ -319,19 +321,6 @@ impl Args {
                 .or_else(|_| std::env::var("HOSTNAME"))
                 .unwrap_or_else(|_| "svcnet-controller".to_string());
             format!("{host}_{:08x}", rand::random::<u32>())
-        })
-    }
-}
-
-/// `value` must lie in `lo..=hi`.
-fn in_range(flag: &'static str, value: usize, lo: usize, hi: usize) -> Result<()> {
-    if (lo..=hi).contains(&value) {
-        Ok(())
-    } else {
-        Err(Error::InvalidConfig {
-            flag,
-            value: value.to_string(),
-            reason: format!("must be between {lo} and {hi}"),
         })
     }
 }

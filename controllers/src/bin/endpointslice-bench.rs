@@ -88,7 +88,14 @@ async fn run_controller(client: Client) -> anyhow::Result<()> {
         concurrent_syncs: 5,
         ..Default::default()
     };
-    controllers::endpointslice::run(client, cfg, metrics, std::future::pending()).await?;
+    controllers::endpointslice::run(
+        &controllers::watches::Watches::new(client.clone()),
+        client,
+        cfg,
+        metrics,
+        std::future::pending(),
+    )
+    .await?;
     Ok(())
 }
 

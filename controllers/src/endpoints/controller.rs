@@ -10,6 +10,7 @@
 use super::desired::{reconcile_endpoints, EndpointsAction, ANNOTATION_LEADER};
 use crate::apply::{is_namespace_terminating, is_not_found, reference_to, EventSink};
 use crate::driver::{self, Feed, Spec, SyncGate};
+use crate::error::in_range;
 use crate::index::{fold_pod_change, Change, ObjKey, PodIndex, ServiceIndex};
 use crate::metrics::ControllerMetrics;
 use crate::trigger::TriggerTimeTracker;
@@ -38,6 +39,24 @@ pub struct Config {
     pub instance: Option<String>,
     /// Reported ready once the caches are synced and the workers run (`/readyz`).
     pub ready: Option<runtime::admin::ReadyFlag>,
+}
+
+impl driver::Settings for Config {
+    const COMPONENT: &'static str = "svcnet-endpoint-controller";
+    const BACKOFF: Backoff = Backoff {
+        base: Duration::from_millis(5),
+        max: Duration::from_secs(1000),
+        max_retries: 15,
+    };
+
+    fn validate(&self) -> Result<()> {
+        in_range("--concurrent-endpoint-syncs", self.concurrent_syncs, 1, 50)?;
+        Ok(())
+    }
+
+    fn instance(&self) -> Option<String> {
+        self.instance.clone()
+    }
 }
 
 impl Default for Config {
@@ -72,43 +91,16 @@ struct Ctx {
     events: EventSink,
 }
 
-/// Runs the Endpoints controller until `shutdown` resolves.
+/// Runs the Endpoints controller until `shutdown` resolves, fed by the process's shared `watches` (one
+/// watch per kind; a standalone caller passes `Watches::new(client.clone())`).
 pub async fn run(
-    client: Client,
-    cfg: Config,
-    metrics: ControllerMetrics,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<()> {
-    let watches = Watches::new(client.clone());
-    run_with(&watches, client, cfg, metrics, shutdown).await
-}
-
-/// Like [`run`], subscribing to the process's shared `watches` (one watch per kind).
-pub async fn run_with(
     watches: &Watches,
     client: Client,
     cfg: Config,
     metrics: ControllerMetrics,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
-    if !(1..=50).contains(&cfg.concurrent_syncs) {
-        return Err(Error::InvalidConfig {
-            flag: "--concurrent-endpoint-syncs",
-            value: cfg.concurrent_syncs.to_string(),
-            reason: "must be between 1 and 50".into(),
-        });
-    }
-    let queue = WorkQueue::new(Backoff {
-        base: Duration::from_millis(5),
-        max: Duration::from_secs(1000),
-        max_retries: 15,
-    });
-    let events = EventSink::new(
-        client.clone(),
-        "svcnet-endpoint-controller",
-        cfg.instance.clone(),
-        metrics.clone(),
-    );
+    let (queue, events) = driver::prepare(&client, &cfg, &metrics)?;
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         cfg,

@@ -19,6 +19,7 @@ use super::topology::TopologyCache;
 use crate::apply::{apply_slice_plan, reference_to, EventSink};
 use crate::diagnostics::{diagnose, DiagnosticsState};
 use crate::driver::{self, Feed, Spec, SyncGate};
+use crate::error::in_range;
 use crate::index::{fold_pod_change, Change, ObjKey, PodIndex, ServiceIndex};
 use crate::metrics::ControllerMetrics;
 use crate::tracker::{SliceTracker, SliceVersion};
@@ -79,26 +80,36 @@ impl Default for Config {
     }
 }
 
-impl Config {
-    /// Checks flag ranges.
-    pub fn validate(&self) -> Result<()> {
-        if !(1..=1000).contains(&self.max_endpoints_per_slice) {
-            return Err(Error::InvalidConfig {
-                flag: "--max-endpoints-per-slice",
-                value: self.max_endpoints_per_slice.to_string(),
-                reason: "must be between 1 and 1000".into(),
-            });
-        }
-        if !(1..=50).contains(&self.concurrent_syncs) {
-            return Err(Error::InvalidConfig {
-                flag: "--concurrent-service-endpoint-syncs",
-                value: self.concurrent_syncs.to_string(),
-                reason: "must be between 1 and 50".into(),
-            });
-        }
+impl driver::Settings for Config {
+    const COMPONENT: &'static str = "svcnet-endpointslice-controller";
+    const BACKOFF: Backoff = Backoff {
+        base: Duration::from_secs(1),
+        max: Duration::from_secs(1000),
+        max_retries: 15,
+    };
+
+    fn validate(&self) -> Result<()> {
+        in_range(
+            "--max-endpoints-per-slice",
+            self.max_endpoints_per_slice,
+            1,
+            1000,
+        )?;
+        in_range(
+            "--concurrent-service-endpoint-syncs",
+            self.concurrent_syncs,
+            1,
+            50,
+        )?;
         Ok(())
     }
 
+    fn instance(&self) -> Option<String> {
+        self.instance.clone()
+    }
+}
+
+impl Config {
     fn reconciler(&self) -> ReconcilerConfig {
         ReconcilerConfig {
             max_endpoints_per_slice: self.max_endpoints_per_slice,
@@ -173,37 +184,16 @@ fn slice_owner(s: &EndpointSlice) -> Option<ObjKey> {
     ))
 }
 
-/// Runs the EndpointSlice controller until `shutdown` resolves.
+/// Runs the EndpointSlice controller until `shutdown` resolves, fed by the process's shared `watches` (one
+/// watch per kind; a standalone caller passes `Watches::new(client.clone())`).
 pub async fn run(
-    client: Client,
-    cfg: Config,
-    metrics: ControllerMetrics,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<()> {
-    let watches = Watches::new(client.clone());
-    run_with(&watches, client, cfg, metrics, shutdown).await
-}
-
-/// Like [`run`], subscribing to the process's shared `watches` (one watch per kind).
-pub async fn run_with(
     watches: &Watches,
     client: Client,
     cfg: Config,
     metrics: ControllerMetrics,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
-    cfg.validate()?;
-    let queue = WorkQueue::new(Backoff {
-        base: Duration::from_secs(1),
-        max: Duration::from_secs(1000),
-        max_retries: 15,
-    });
-    let events = EventSink::new(
-        client.clone(),
-        "svcnet-endpointslice-controller",
-        cfg.instance.clone(),
-        metrics.clone(),
-    );
+    let (queue, events) = driver::prepare(&client, &cfg, &metrics)?;
     let grace = cfg.diagnostics_grace;
     let ctx = Arc::new(Ctx {
         client: client.clone(),

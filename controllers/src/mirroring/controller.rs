@@ -10,6 +10,7 @@ use super::desired::{reconcile_mirror, should_mirror, MirrorConfig, MIRRORING_CO
 use crate::apply::{apply_slice_plan, reference_to, EventSink};
 use crate::driver::{self, Feed, Spec, SyncGate};
 use crate::endpointslice::build::{LABEL_MANAGED_BY, LABEL_SERVICE_NAME};
+use crate::error::in_range;
 use crate::index::{Change, ObjKey};
 use crate::metrics::ControllerMetrics;
 use crate::tracker::{SliceTracker, SliceVersion};
@@ -43,6 +44,29 @@ pub struct Config {
     pub ready: Option<runtime::admin::ReadyFlag>,
 }
 
+impl driver::Settings for Config {
+    const COMPONENT: &'static str = "svcnet-endpointslice-mirroring-controller";
+    const BACKOFF: Backoff = Backoff {
+        base: Duration::from_secs(1),
+        max: Duration::from_secs(100),
+        max_retries: 15,
+    };
+
+    fn validate(&self) -> Result<()> {
+        in_range(
+            "--mirroring-max-endpoints-per-subset",
+            self.max_endpoints_per_subset,
+            1,
+            1000,
+        )?;
+        Ok(())
+    }
+
+    fn instance(&self) -> Option<String> {
+        self.instance.clone()
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -74,43 +98,16 @@ struct Ctx {
     events: EventSink,
 }
 
-/// Runs the mirroring controller until `shutdown` resolves.
+/// Runs the mirroring controller until `shutdown` resolves, fed by the process's shared `watches` (one
+/// watch per kind; a standalone caller passes `Watches::new(client.clone())`).
 pub async fn run(
-    client: Client,
-    cfg: Config,
-    metrics: ControllerMetrics,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<()> {
-    let watches = Watches::new(client.clone());
-    run_with(&watches, client, cfg, metrics, shutdown).await
-}
-
-/// Like [`run`], subscribing to the process's shared `watches` (one watch per kind).
-pub async fn run_with(
     watches: &Watches,
     client: Client,
     cfg: Config,
     metrics: ControllerMetrics,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
-    if !(1..=1000).contains(&cfg.max_endpoints_per_subset) {
-        return Err(Error::InvalidConfig {
-            flag: "--mirroring-max-endpoints-per-subset",
-            value: cfg.max_endpoints_per_subset.to_string(),
-            reason: "must be between 1 and 1000".into(),
-        });
-    }
-    let queue = WorkQueue::new(Backoff {
-        base: Duration::from_secs(1),
-        max: Duration::from_secs(100),
-        max_retries: 15,
-    });
-    let events = EventSink::new(
-        client.clone(),
-        "svcnet-endpointslice-mirroring-controller",
-        cfg.instance.clone(),
-        metrics.clone(),
-    );
+    let (queue, events) = driver::prepare(&client, &cfg, &metrics)?;
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         mcfg: MirrorConfig {
