@@ -54,16 +54,18 @@ async fn ensure_node(client: &Client) {
     }
 }
 
-/// The controller's write count once it has stopped moving for two seconds (longer than the
-/// one-second stale-cache retry): the objects a test waits for can be in place while the
-/// controller still works off the last watch events (a real API server delivers them later
-/// than the embedded one). A controller that never stops writing fails here.
-async fn settled(metrics: &ControllerMetrics) -> u64 {
-    let mut last = metrics.total_changes();
+/// The (name, resourceVersion) of every slice of `svc` in `ns` once they have stopped changing
+/// for two seconds (longer than the one-second stale-cache retry): the objects a test waits for
+/// can be in place while the controller still works off the last watch events (a real API
+/// server delivers them later than the embedded one). A controller that never stops writing
+/// fails here. Only this namespace counts: the controllers are cluster-wide, and on a real
+/// control plane the namespace controller is still emptying earlier tests' namespaces.
+async fn settled(client: &Client, ns: &str, svc: &str) -> Vec<(String, String)> {
+    let mut last = slice_versions(client, ns, svc).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let now = metrics.total_changes();
+        let now = slice_versions(client, ns, svc).await;
         if now == last {
             return now;
         }
@@ -73,6 +75,37 @@ async fn settled(metrics: &ControllerMetrics) -> u64 {
         );
         last = now;
     }
+}
+
+/// Steady state: once `svc`'s slices have settled, 1.5 s pass without a write to them. On the
+/// embedded server (one per test process, so the controller has nothing else to do) also
+/// without any write of the EndpointSlice controller at all, which catches no-op updates an API
+/// server would not give a new resourceVersion.
+async fn assert_idle(env: &TestEnv, ctl: &Controllers, ns: &str, svc: &str, what: &str) {
+    let client = env.client();
+    let before = settled(&client, ns, svc).await;
+    let writes = ctl.slice_metrics.total_changes();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(slice_versions(&client, ns, svc).await, before, "{what}");
+    if env.is_embedded() {
+        assert_eq!(ctl.slice_metrics.total_changes(), writes, "{what}");
+    }
+}
+
+/// Sorted (name, resourceVersion) of our slices of `svc`: any write changes it.
+async fn slice_versions(client: &Client, ns: &str, svc: &str) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = our_slices(client, ns, svc)
+        .await
+        .into_iter()
+        .map(|s| {
+            (
+                s.metadata.name.unwrap_or_default(),
+                s.metadata.resource_version.unwrap_or_default(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
 }
 
 fn start(client: &Client) -> Controllers {
@@ -241,7 +274,7 @@ async fn scale_flip_terminate_and_delete() {
     let client = env.client();
     let ns = env.namespace("es-scale").await.expect("namespace");
     ensure_node(&client).await;
-    let _ctl = start(&client);
+    let ctl = start(&client);
     let svcs: Api<Service> = Api::namespaced(client.clone(), ns.name());
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
     svcs.create(
@@ -349,13 +382,7 @@ async fn scale_flip_terminate_and_delete() {
     .expect("endpoints emptied");
 
     // Idle: once the last events are worked off, no more writes happen.
-    let before = settled(&_ctl.slice_metrics).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        _ctl.slice_metrics.total_changes(),
-        before,
-        "steady state makes no writes"
-    );
+    assert_idle(&env, &ctl, ns.name(), "web", "steady state makes no writes").await;
 
     // Deleting the Service removes its slices and its Endpoints.
     svcs.delete("web", &DeleteParams::default())
@@ -491,13 +518,7 @@ async fn restart_mid_way_converges_without_duplicates() {
     }
     let ctl = start(&client);
     wait_counts(&client, ns.name(), "web", (150, 130, ANY)).await;
-    let before = settled(&ctl.slice_metrics).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        ctl.slice_metrics.total_changes(),
-        before,
-        "converged: no further writes"
-    );
+    assert_idle(&env, &ctl, ns.name(), "web", "converged: no further writes").await;
     // No endpoint appears twice.
     let mut all: Vec<String> = our_slices(&client, ns.name(), "web")
         .await
