@@ -72,11 +72,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// A pool of addresses that svcnet assigns to Services of type LoadBalancer.
 ///
 /// Addresses come from `cidrs` (every address of the block is usable unless `avoidBuggyIPs`)
-/// and from explicit inclusive `ranges`. A pool serves a Service when it is not `disabled` and both
-/// selectors match (an absent selector matches everything). Problems (an entry that does not
+/// and from explicit inclusive `ranges`. A pool serves a Service when it is not `disabled`, both
+/// selectors match (an absent selector matches everything) and it is `autoAssign` or the Service
+/// asks for it; pools are tried by `priority`, then name. Problems (an entry that does not
 /// parse, overlap with another pool) are reported in `status.conditions`, never by rejecting the
 /// object.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "svcnet.io",
     version = "v1alpha1",
@@ -122,6 +123,40 @@ pub struct LoadBalancerIPPoolSpec {
     /// as MetalLB's option of the same name does.
     #[serde(default, rename = "avoidBuggyIPs")]
     pub avoid_buggy_ips: bool,
+    /// Whether the pool hands out addresses to Services that do not ask for it (default `true`).
+    /// With `false` it only serves Services that request one of its addresses
+    /// (`svcnet.io/load-balancer-ips`, `spec.loadBalancerIP`) or name it (`svcnet.io/lb-pool`),
+    /// or do so through the MetalLB annotations svcnet reads as aliases, as MetalLB's
+    /// `autoAssign` does.
+    #[serde(default = "default_true")]
+    pub auto_assign: bool,
+    /// The order in which pools are tried for a Service, as MetalLB's
+    /// `serviceAllocation.priority`: the lowest value first. Pools without a priority (or with
+    /// `0`) come after every pool with one, those with a selector before those without; ties go
+    /// by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub priority: Option<i32>,
+}
+
+impl Default for LoadBalancerIPPoolSpec {
+    /// An empty pool with the API defaults (enabled, `autoAssign: true`).
+    fn default() -> Self {
+        LoadBalancerIPPoolSpec {
+            cidrs: Vec::new(),
+            ranges: Vec::new(),
+            service_selector: None,
+            namespace_selector: None,
+            disabled: false,
+            avoid_buggy_ips: false,
+            auto_assign: true,
+            priority: None,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// An inclusive address range.

@@ -1269,6 +1269,95 @@ async fn requested_load_balancer_ips_and_shared_release() {
     .await;
 }
 
+/// Charts written for MetalLB: its annotations request addresses and share them as svcnet's own
+/// do, with MetalLB's rule that `externalTrafficPolicy: Local` never shares with `Cluster`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metallb_annotations_request_and_share_addresses() {
+    let cidrs = ["10.96.0.0/12"];
+    let (env, ns, api) = setup(&cidrs).await;
+    let client = env.client();
+    let pool = format!("mlb-{}", ns.name());
+    create_pool(&client, &pool, json!({"cidrs": ["198.18.0.0/29"]})).await;
+    let _ctl = start_controller(&client, config(&cidrs));
+    let lb = |name: &str, ann: &[(&str, &str)], port: i32, etp: &str| {
+        let mut s = svc(
+            name,
+            json!({"type": "LoadBalancer", "loadBalancerClass": "svcnet.io/lb",
+                   "externalTrafficPolicy": etp, "ports": [{"port": port}]}),
+        );
+        s.metadata.annotations = Some(
+            ann.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        s
+    };
+    let has_ingress = |s: Option<&Service>| s.is_some_and(|s| !ingress(s).is_empty());
+    // A requested address through MetalLB's annotation.
+    api.create(
+        &PostParams::default(),
+        &lb(
+            "m1",
+            &[("metallb.io/loadBalancerIPs", "198.18.0.5")],
+            80,
+            "Cluster",
+        ),
+    )
+    .await
+    .unwrap();
+    let m1 = testkit::harness::wait_for(&api, "m1", WAIT, has_ingress)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ingress(&m1), vec!["198.18.0.5".to_string()]);
+    // Same MetalLB sharing key, both Cluster, disjoint ports: one address.
+    let key = [("metallb.io/allow-shared-ip", "team")];
+    api.create(&PostParams::default(), &lb("m2", &key, 80, "Cluster"))
+        .await
+        .unwrap();
+    let m2 = testkit::harness::wait_for(&api, "m2", WAIT, has_ingress)
+        .await
+        .unwrap()
+        .unwrap();
+    api.create(&PostParams::default(), &lb("m3", &key, 443, "Cluster"))
+        .await
+        .unwrap();
+    let m3 = testkit::harness::wait_for(&api, "m3", WAIT, has_ingress)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ingress(&m2), ingress(&m3), "shared address");
+    assert_ne!(ingress(&m2), ingress(&m1));
+    let claims: Api<ServiceIPClaim> = Api::all(client.clone());
+    let shared: IpAddr = ingress(&m2)[0].parse().unwrap();
+    let claim = claims.get(&ServiceIPClaim::name_for(shared)).await.unwrap();
+    assert_eq!(claim.spec.parent_refs.len(), 2);
+    assert_eq!(claim.spec.sharing_key.as_deref(), Some("team"));
+    // Same key and free ports, but Local: an address of its own.
+    api.create(&PostParams::default(), &lb("m4", &key, 8080, "Local"))
+        .await
+        .unwrap();
+    let m4 = testkit::harness::wait_for(&api, "m4", WAIT, has_ingress)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(ingress(&m4), ingress(&m2));
+    // A bad value is reported under the annotation that carried it.
+    api.create(
+        &PostParams::default(),
+        &lb(
+            "m5",
+            &[("metallb.universe.tf/loadBalancerIPs", "not-an-ip")],
+            80,
+            "Cluster",
+        ),
+    )
+    .await
+    .unwrap();
+    let msg = wait_event(&client, ns.name(), "m5", "LoadBalancerIPNotValid").await;
+    assert!(msg.contains("metallb.universe.tf/loadBalancerIPs"), "{msg}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_claims_are_repaired_with_an_event() {
     let cidrs = ["10.96.0.0/12"];

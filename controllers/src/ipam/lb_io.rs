@@ -159,7 +159,7 @@ impl Ipam {
                 None => {
                     let names: Vec<&str> = eligible.iter().map(|p| p.name.as_str()).collect();
                     let msg = if names.is_empty() {
-                        "no LoadBalancerIPPool serves this Service (check the pools' selectors and disabled switch)".to_string()
+                        "no LoadBalancerIPPool serves this Service (check the pools' selectors, disabled and autoAssign switches)".to_string()
                     } else {
                         format!(
                             "failed to allocate a LoadBalancer IP ({fam}): no free address in pool(s) {}",
@@ -243,21 +243,22 @@ impl Ipam {
         let verdict = if claim.spec.purpose != IpPurpose::LoadBalancer {
             Err("the address is a ClusterIP".to_string())
         } else {
+            // The holders as they are now (ports, traffic policy, selector); a holder no longer
+            // in the store (or recreated under another uid) is on its way out and constrains
+            // nothing.
             let services = self.services.read().await;
-            let holder_ports: Vec<(i32, String)> = claim
+            let holders: Vec<SvcView> = claim
                 .spec
                 .parent_refs
                 .iter()
-                .filter_map(|p| services.get(&format!("{}/{}", p.namespace, p.name)))
+                .filter_map(|p| {
+                    services
+                        .get(&format!("{}/{}", p.namespace, p.name))
+                        .filter(|s| s.metadata.uid.as_deref() == Some(p.uid.as_str()))
+                })
                 .filter_map(|s| SvcView::from_service(s))
-                .flat_map(|v| lb::lb_ports(&v))
                 .collect();
-            lb::can_share(
-                key.as_deref(),
-                &lb::lb_ports(view),
-                claim.spec.sharing_key.as_deref(),
-                &holder_ports,
-            )
+            lb::can_share(view, claim.spec.sharing_key.as_deref(), &holders)
         };
         match verdict {
             Ok(()) => {

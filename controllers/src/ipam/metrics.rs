@@ -132,3 +132,28 @@ impl IpamMetrics {
             .inc();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_gauges_clamp_and_free_never_underflows() {
+        let m = IpamMetrics::default();
+        let get = |f: &Family<RangeLabels, Gauge>, range: &str| {
+            f.get_or_create(&RangeLabels {
+                kind: "load_balancer".into(),
+                range: range.into(),
+            })
+            .get()
+        };
+        // A saturated pool size (`::/0`) arrives as u64::MAX.
+        m.set_range("load_balancer", "huge", u64::MAX, 5);
+        assert_eq!(get(&m.size, "huge"), i64::MAX);
+        assert_eq!(get(&m.used, "huge"), 5);
+        assert_eq!(get(&m.free, "huge"), i64::MAX);
+        // More used than the size (the pool shrank under its claims): free is 0.
+        m.set_range("load_balancer", "shrunk", 2, 3);
+        assert_eq!(get(&m.free, "shrunk"), 0);
+    }
+}

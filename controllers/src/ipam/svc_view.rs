@@ -14,10 +14,34 @@ use k8s_openapi::api::core::v1::Service;
 /// at most). Takes precedence over `spec.loadBalancerIP`.
 pub const LB_IPS_ANNOTATION: &str = "svcnet.io/load-balancer-ips";
 /// Annotation whose value lets several Services share LoadBalancer IPs (MetalLB semantics: same
-/// key, no two Services using the same port/protocol).
+/// key, no two Services using the same port/protocol, compatible traffic policies).
 pub const SHARING_KEY_ANNOTATION: &str = "svcnet.io/sharing-key";
 /// Annotation naming the pool a Service wants its LoadBalancer IPs from (optional).
 pub const LB_POOL_ANNOTATION: &str = "svcnet.io/lb-pool";
+
+// Charts written for MetalLB set its annotations; svcnet reads them as aliases of its own. Each
+// list is in precedence order: svcnet's own annotation, then MetalLB's current `metallb.io/`
+// name, then its older `metallb.universe.tf/` one (MetalLB itself prefers the newer name too).
+// The first one with a non-blank value is used; a blank value counts as unset.
+
+/// Annotations read for the requested LoadBalancer IPs, in precedence order.
+pub const LB_IPS_ANNOTATIONS: [&str; 3] = [
+    LB_IPS_ANNOTATION,
+    "metallb.io/loadBalancerIPs",
+    "metallb.universe.tf/loadBalancerIPs",
+];
+/// Annotations read for the sharing key, in precedence order.
+pub const SHARING_KEY_ANNOTATIONS: [&str; 3] = [
+    SHARING_KEY_ANNOTATION,
+    "metallb.io/allow-shared-ip",
+    "metallb.universe.tf/allow-shared-ip",
+];
+/// Annotations read for the pool name, in precedence order.
+pub const LB_POOL_ANNOTATIONS: [&str; 3] = [
+    LB_POOL_ANNOTATION,
+    "metallb.io/address-pool",
+    "metallb.universe.tf/address-pool",
+];
 /// svcnet's LoadBalancer class.
 pub const LB_CLASS: &str = "svcnet.io/lb";
 
@@ -148,8 +172,9 @@ pub struct SvcView {
     pub ip_families: Vec<String>,
     /// `spec.ipFamilyPolicy` as given (unknown strings kept verbatim).
     pub ip_family_policy: Option<String>,
-    /// Whether `spec.selector` is non-empty.
-    pub has_selector: bool,
+    /// `spec.selector` (empty when unset). Kept whole because two Services with
+    /// `externalTrafficPolicy: Local` may share a LoadBalancer IP only with identical selectors.
+    pub selector: BTreeMap<String, String>,
     /// `spec.ports`.
     pub ports: Vec<PortView>,
     /// `spec.allocateLoadBalancerNodePorts` (unset = true).
@@ -217,7 +242,7 @@ impl SvcView {
             cluster_ips,
             ip_families: spec.ip_families.unwrap_or_default(),
             ip_family_policy: spec.ip_family_policy.filter(|s| !s.is_empty()),
-            has_selector: spec.selector.is_some_and(|s| !s.is_empty()),
+            selector: spec.selector.unwrap_or_default(),
             ports,
             allocate_lb_node_ports: spec.allocate_load_balancer_node_ports.unwrap_or(true),
             etp_local: spec.external_traffic_policy.as_deref() == Some("Local"),
@@ -234,6 +259,22 @@ impl SvcView {
     /// `namespace/name`.
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// Whether `spec.selector` is non-empty.
+    pub fn has_selector(&self) -> bool {
+        !self.selector.is_empty()
+    }
+
+    /// The first of `names` (in precedence order) set to a non-blank value: which annotation was
+    /// used, and its value as written (sharing keys compare exactly, as MetalLB compares them).
+    pub fn annotation<'a>(&'a self, names: &[&'static str]) -> Option<(&'static str, &'a str)> {
+        names.iter().find_map(|name| {
+            self.annotations
+                .get(*name)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| (*name, v.as_str()))
+        })
     }
 
     /// Headless: `clusterIP: None`.
@@ -270,11 +311,41 @@ impl SvcView {
 }
 
 #[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_service_keeps_the_selector_and_traffic_policy() {
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "a", "namespace": "n",
+                         "annotations": {"metallb.io/allow-shared-ip": "k", "svcnet.io/lb-pool": " "}},
+            "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+                     "selector": {"app": "web", "tier": "fe"}, "ports": [{"port": 80}]}
+        }))
+        .unwrap();
+        let v = SvcView::from_service(&svc).unwrap();
+        assert!(v.etp_local && v.has_selector());
+        assert_eq!(v.selector.get("tier").map(String::as_str), Some("fe"));
+        assert_eq!(
+            v.annotation(&SHARING_KEY_ANNOTATIONS),
+            Some(("metallb.io/allow-shared-ip", "k"))
+        );
+        assert_eq!(v.annotation(&LB_POOL_ANNOTATIONS), None, "blank is unset");
+        let bare: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "b"}, "spec": {"type": "LoadBalancer"}
+        }))
+        .unwrap();
+        let v = SvcView::from_service(&bare).unwrap();
+        assert!(!v.etp_local && !v.has_selector());
+    }
+}
+
+#[cfg(test)]
 pub(crate) mod fixtures {
     //! Fluent builders for Service views used across the planner tests.
     use super::*;
 
-    /// A ClusterIP Service `ns/name` with a selector and no ports.
+    /// A ClusterIP Service `ns/name` with the selector `app=test` and no ports.
     pub fn svc(name: &str) -> SvcView {
         SvcView {
             namespace: "default".into(),
@@ -284,7 +355,7 @@ pub(crate) mod fixtures {
             cluster_ips: vec![],
             ip_families: vec![],
             ip_family_policy: None,
-            has_selector: true,
+            selector: [("app".to_string(), "test".to_string())].into(),
             ports: vec![],
             allocate_lb_node_ports: true,
             etp_local: false,
@@ -319,7 +390,11 @@ pub(crate) mod fixtures {
             self.ips(&[CLUSTER_IP_NONE])
         }
         pub fn selectorless(mut self) -> Self {
-            self.has_selector = false;
+            self.selector.clear();
+            self
+        }
+        pub fn selector(mut self, k: &str, v: &str) -> Self {
+            self.selector = [(k.to_string(), v.to_string())].into();
             self
         }
         pub fn port(mut self, port: i32, proto: &str, node_port: i32) -> Self {

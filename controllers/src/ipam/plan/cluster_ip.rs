@@ -193,7 +193,7 @@ pub fn plan_cluster_ips(
     let policy = match (p.policy, old_parsed.as_ref().and_then(|o| o.policy)) {
         (Some(p), _) => p,
         (None, Some(old_policy)) => old_policy,
-        (None, None) if p.headless && !new.has_selector => Policy::RequireDualStack,
+        (None, None) if p.headless && !new.has_selector() => Policy::RequireDualStack,
         (None, None) => Policy::SingleStack,
     };
 
@@ -265,7 +265,7 @@ pub fn plan_cluster_ips(
     }
 
     // Headless + selectorless may carry both families even on a single-stack cluster.
-    if p.headless && !new.has_selector {
+    if p.headless && !new.has_selector() {
         if p.families.is_empty() {
             p.families.push(primary);
         }
