@@ -9,6 +9,8 @@
 //!   fails with `AlreadyExists` means the address is taken.
 //! * [`NodePortClaim`] — one object per allocated node port (NodePort or health-check NodePort),
 //!   named by the port number ([`NodePortClaim::name_for`]).
+//! * [`L2Announcement`] — which LoadBalancer addresses svcnet-proxy announces on the nodes' LANs
+//!   (ARP / Neighbour Discovery), from which nodes, on which interfaces ([`l2`]).
 //!
 //! The claims are what makes the IPAM controller durable: they live in the API (etcd), survive
 //! controller restarts and leader fail-over, and two replicas racing for the same value cannot both
@@ -22,6 +24,9 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+
+pub mod l2;
+pub use l2::{L2Announcement, L2AnnouncementSpec, L2AnnouncementStatus};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{CustomResource, CustomResourceExt};
@@ -458,6 +463,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         LoadBalancerIPPool::crd(),
         ServiceIPClaim::crd(),
         NodePortClaim::crd(),
+        L2Announcement::crd(),
     ]
 }
 
@@ -561,7 +567,8 @@ mod tests {
             [
                 "loadbalancerippools.svcnet.io",
                 "serviceipclaims.svcnet.io",
-                "nodeportclaims.svcnet.io"
+                "nodeportclaims.svcnet.io",
+                "l2announcements.svcnet.io"
             ]
         );
         for crd in &crds {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 fn committed_crd_yaml_is_up_to_date() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/crds");
     let files = crds::render_all().expect("CRDs render");
-    assert_eq!(files.len(), 3);
+    assert_eq!(files.len(), 4);
     for (name, text) in files {
         let path = dir.join(&name);
         let on_disk = std::fs::read_to_string(&path)

@@ -84,6 +84,17 @@ pub enum Error {
     /// Configuration error (bad flag values).
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A link-layer socket for announcing addresses could not be used.
+    #[error("{what} on interface {interface}: {source}")]
+    Link {
+        /// What was being done (opening the ARP socket, sending an announcement, ...).
+        what: &'static str,
+        /// The interface.
+        interface: String,
+        /// The underlying IO error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -100,6 +111,7 @@ impl Error {
             Error::Config(_) => "config",
             Error::Kube(_) => "kube",
             Error::Serve { .. } => "serve",
+            Error::Link { .. } => "link",
         }
     }
 }

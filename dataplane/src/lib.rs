@@ -9,9 +9,11 @@
 //! | [`sync`] | the sync engine ([`sync::proxier`]) and the `run` daemon's bounded-frequency loop | the stages around it |
 //! | [`apply`] | transactions into the kernel (`nft -f`, in-process libnftables), conntrack cleanup | the kernel |
 //! | [`node`] | flags → node configuration, `/healthz` and health-check NodePorts, metrics | the node |
+//! | [`announce`] | ARP/NDP answers and take-over announcements for LoadBalancer addresses, and the election of the answering node | the LAN |
 //!
 //! [`render`](compute::render) describes the ruleset layout and why it scales.
 
+pub mod announce;
 pub mod apply;
 pub mod compute;
 pub mod error;

@@ -269,6 +269,7 @@ fn every_object_parses_and_all_expected_objects_exist() {
     assert_eq!(
         crds,
         [
+            "l2announcements.svcnet.io",
             "loadbalancerippools.svcnet.io",
             "nodeportclaims.svcnet.io",
             "serviceipclaims.svcnet.io"

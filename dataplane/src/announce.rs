@@ -1,0 +1,13 @@
+//! Announcing LoadBalancer addresses on the node's LAN: ARP (IPv4) and Neighbour Discovery (IPv6)
+//! answers for the addresses this node holds, and unsolicited announcements on take-over.
+//!
+//! * [`frames`] — pure: parsing requests, building answers and announcements.
+//! * [`election`] — pure: which node answers for which address, from the address Leases and the
+//!   nodes' heartbeats.
+//! * [`packet_socket`] — `AF_PACKET` sockets and interface facts (the kernel side).
+//! * [`responder`] — one interface's answer loop and announcements.
+
+pub mod election;
+pub mod frames;
+pub mod packet_socket;
+pub mod responder;
