@@ -11,13 +11,17 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # System packages: nft, ip, conntrack for the dataplane tests; dig for the DNS tests; nsd as the
-# demo's fake upstream DNS server.
+# demo's fake upstream DNS server; arping, ndisc6 and tcpdump as the L2 announcement tests' LAN
+# client.
 missing=()
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v conntrack >/dev/null 2>&1 || missing+=(conntrack)
 command -v dig >/dev/null 2>&1 || missing+=(bind9-dnsutils)
 command -v nsd >/dev/null 2>&1 || missing+=(nsd)
+command -v arping >/dev/null 2>&1 || missing+=(iputils-arping)
+command -v ndisc6 >/dev/null 2>&1 || missing+=(ndisc6)
+command -v tcpdump >/dev/null 2>&1 || missing+=(tcpdump)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   apt-get update -qq
@@ -49,7 +53,7 @@ cargo nextest run --workspace --locked --no-fail-fast --profile ci
 
 # The API-level suites: they talk to the Kubernetes API only through testkit::harness::TestEnv, so
 # they run unchanged on the embedded server (above) and on a real etcd + kube-apiserver (below).
-api_suites=(apiserver_conformance apiserver_apply endpointslice_e2e ipam_e2e kubectl reflector_sync dataplane_run controller_readiness)
+api_suites=(apiserver_conformance apiserver_apply endpointslice_e2e ipam_e2e kubectl reflector_sync dataplane_run dataplane_l2 controller_readiness)
 # Only meaningful with upstream's binaries: svcnet's endpoint controllers compared object by
 # object with kube-controller-manager's on the same inputs (it says SKIPPED without them).
 real_only_suites=(endpoints_differential)

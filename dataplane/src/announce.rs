@@ -6,8 +6,17 @@
 //!   nodes' heartbeats.
 //! * [`packet_socket`] — `AF_PACKET` sockets and interface facts (the kernel side).
 //! * [`responder`] — one interface's answer loop and announcements.
+//! * [`eligibility`] — pure: the addresses to announce and the nodes eligible for each.
+//! * [`leases`] — the heartbeat and address Leases and their conditional writes.
+//! * [`inputs`] — the watched policies, pools, Nodes and Leases.
+//! * [`speaker`] — the loop inside svcnet-proxy that ties them together; [`metrics`].
 
 pub mod election;
+pub mod eligibility;
 pub mod frames;
+pub mod inputs;
+pub mod leases;
+pub mod metrics;
 pub mod packet_socket;
 pub mod responder;
+pub mod speaker;

@@ -148,6 +148,9 @@ pub struct ServiceInfo {
     pub internal_policy_local: bool,
     /// healthCheckNodePort (ETP=Local LoadBalancer Services).
     pub health_check_node_port: Option<u16>,
+    /// Labels of a LoadBalancer Service with addresses (what `L2Announcement` Service selectors
+    /// match); empty for every other Service, which keeps them small.
+    pub lb_labels: BTreeMap<String, String>,
 }
 
 impl ServiceInfo {
@@ -165,6 +168,7 @@ impl ServiceInfo {
             external_policy_local: false,
             internal_policy_local: false,
             health_check_node_port: None,
+            lb_labels: BTreeMap::new(),
         }
     }
 

@@ -728,7 +728,13 @@ async fn every_dual_stack_policy() {
     ));
 }
 
-async fn create_pool(client: &Client, name: &str, spec: serde_json::Value) {
+/// Creates a pool that serves only Services in namespace `ns`: pools are cluster-scoped, and on
+/// a shared control plane the other tests' pools must not hand out addresses to this test's
+/// Services (nor this one's to theirs).
+async fn create_pool(client: &Client, ns: &str, name: &str, mut spec: serde_json::Value) {
+    if spec.get("namespaceSelector").is_none() {
+        spec["namespaceSelector"] = json!({"matchLabels": {"kubernetes.io/metadata.name": ns}});
+    }
     let api: Api<LoadBalancerIPPool> = Api::all(client.clone());
     let pool: LoadBalancerIPPool = serde_json::from_value(json!({
         "apiVersion": "svcnet.io/v1alpha1", "kind": "LoadBalancerIPPool",
@@ -759,6 +765,7 @@ async fn load_balancer_pools_sharing_and_exhaustion() {
     let pool_name = format!("pool-{}", ns.name());
     create_pool(
         &client,
+        ns.name(),
         &pool_name,
         json!({"ranges": [{"start": "192.0.2.10", "stop": "192.0.2.11"}]}),
     )
@@ -1094,13 +1101,15 @@ async fn pool_problems_are_reported_as_conditions() {
     );
     create_pool(
         &client,
+        ns.name(),
         &bad,
         json!({"cidrs": ["not-a-cidr"], "ranges": [{"start": "198.51.100.9", "stop": "198.51.100.1"}]}),
     )
     .await;
-    create_pool(&client, &a, json!({"cidrs": ["203.0.113.0/29"]})).await;
+    create_pool(&client, ns.name(), &a, json!({"cidrs": ["203.0.113.0/29"]})).await;
     create_pool(
         &client,
+        ns.name(),
         &b,
         json!({"ranges": [{"start": "203.0.113.6", "stop": "203.0.113.9"}], "disabled": true}),
     )
@@ -1167,7 +1176,13 @@ async fn requested_load_balancer_ips_and_shared_release() {
     let (env, ns, api) = setup(&cidrs).await;
     let client = env.client();
     let pool = format!("req-{}", ns.name());
-    create_pool(&client, &pool, json!({"cidrs": ["198.51.100.0/29"]})).await;
+    create_pool(
+        &client,
+        ns.name(),
+        &pool,
+        json!({"cidrs": ["198.51.100.0/29"]}),
+    )
+    .await;
     let _ctl = start_controller(&client, config(&cidrs));
     let lb = |name: &str, ann: &[(&str, &str)], port: i32| {
         let mut s = svc(
@@ -1277,7 +1292,13 @@ async fn metallb_annotations_request_and_share_addresses() {
     let (env, ns, api) = setup(&cidrs).await;
     let client = env.client();
     let pool = format!("mlb-{}", ns.name());
-    create_pool(&client, &pool, json!({"cidrs": ["198.18.0.0/29"]})).await;
+    create_pool(
+        &client,
+        ns.name(),
+        &pool,
+        json!({"cidrs": ["198.18.0.0/29"]}),
+    )
+    .await;
     let _ctl = start_controller(&client, config(&cidrs));
     let lb = |name: &str, ann: &[(&str, &str)], port: i32, etp: &str| {
         let mut s = svc(

@@ -4,7 +4,7 @@
 //!   object is parsed into its k8s-openapi type; an unexpected kind fails.
 //! * Structural requirements: the controller Deployment (2 replicas, leader election, probes,
 //!   requests and limits, non-root, read-only root filesystem, no capabilities), the proxy
-//!   DaemonSet (hostNetwork, only NET_ADMIN, probes, tolerates every taint), the svcnet-dns
+//!   DaemonSet (hostNetwork, only NET_ADMIN and NET_RAW, probes, tolerates every taint), the svcnet-dns
 //!   Deployment and its `kube-dns` Service (kube-system, 10.96.0.10, DNS ports mapped onto the
 //!   port the binary listens on, probes on its admin port, no capabilities), bindings that
 //!   reference existing roles and ServiceAccounts, and args/env the binaries' CLIs accept.
@@ -71,12 +71,12 @@ const JUSTIFIED_UNUSED: &[(&str, &str, &str, &str, &str)] = &[
          neither happens in a short, conflict-free run",
     ),
     (
-        "ClusterRole/svcnet-proxy",
-        "",
-        "events",
-        "create",
-        "svcnet-proxy records FailedToStartServiceHealthcheck only when a healthCheckNodePort \
-         cannot be bound (dataplane/src/node/health.rs tests it); a healthy run records nothing",
+        "Role/svcnet-proxy-l2-leases",
+        "coordination.k8s.io",
+        "leases",
+        "get",
+        "the L2 speaker re-reads its heartbeat Lease only after a 409 Conflict on renewing it \
+         (another writer changed it); a conflict-free run never does",
     ),
 ];
 
@@ -474,7 +474,8 @@ fn proxy_daemonset_meets_the_issue() {
     let (c, sa) = proxy_container(m);
     assert_eq!(sa, "svcnet-proxy");
     assert_eq!(pod.host_network, Some(true), "hostNetwork");
-    // Nothing beyond NET_ADMIN: no host paths (nft and conntrack work over netlink).
+    // Nothing beyond NET_ADMIN and NET_RAW (the ARP/NDP packet sockets of L2 announcement): no
+    // host paths (nft and conntrack work over netlink).
     let host_paths: Vec<_> = pod
         .volumes
         .iter()
@@ -494,7 +495,10 @@ fn proxy_daemonset_meets_the_issue() {
     assert_eq!(csc.read_only_root_filesystem, Some(true));
     let caps = csc.capabilities.clone().expect("capabilities");
     assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
-    assert_eq!(caps.add.as_deref(), Some(&["NET_ADMIN".to_string()][..]));
+    assert_eq!(
+        caps.add.as_deref(),
+        Some(&["NET_ADMIN".to_string(), "NET_RAW".to_string()][..])
+    );
     // Every taint: one toleration `operator: Exists` without key (and without effect).
     let tol = pod.tolerations.clone().unwrap_or_default();
     assert!(
@@ -504,6 +508,10 @@ fn proxy_daemonset_meets_the_issue() {
         "tolerates every taint: {tol:?}"
     );
     let args = resolved_args(&c, &fake_field_refs("svcnet-proxy-abcde", "node1"));
+    assert!(
+        args.iter().any(|a| a == "--l2-announce"),
+        "L2 announcement on: {args:?}"
+    );
     let healthz = flag_value(&args, "--healthz-bind-address").expect("--healthz-bind-address");
     let live = c.liveness_probe.as_ref().expect("livenessProbe");
     let ready = c.readiness_probe.as_ref().expect("readinessProbe");
@@ -1573,6 +1581,18 @@ async fn rbac_covers_every_api_call_and_nothing_more() {
         "metadata": {"name": "audit-pool"}, "spec": {"cidrs": ["192.0.2.0/28"]},
     }));
     pools.create(&PostParams::default(), &pool).await.unwrap();
+    // L2 announcement of every LoadBalancer address (the proxy elects itself for them).
+    let l2_ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "svcnet.io",
+        "v1alpha1",
+        "L2Announcement",
+    ));
+    let l2: Api<DynamicObject> = Api::all_with(client.clone(), &l2_ar);
+    let policy: DynamicObject = from_json(json!({
+        "apiVersion": "svcnet.io/v1alpha1", "kind": "L2Announcement",
+        "metadata": {"name": "audit-l2"}, "spec": {},
+    }));
+    l2.create(&PostParams::default(), &policy).await.unwrap();
 
     // Two nodes: the proxy runs in node1, the controller in node2 (both with the exact
     // bind addresses of the manifests, which are free inside their own namespaces).
@@ -1707,16 +1727,46 @@ async fn rbac_covers_every_api_call_and_nothing_more() {
         .unwrap()
         .items
         .into_iter()
+        // The proxy's L2 announcement Leases live there too.
+        .filter(|l| {
+            !l.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|m| m.contains_key("svcnet.io/l2-lease"))
+        })
         .filter_map(|l| l.spec.and_then(|s| s.holder_identity))
         .collect();
     assert_eq!(
         holders,
         ["svcnet-controller-7d9f-abcde"],
-        "one Lease in {SYSTEM_NS}, held by the first replica (SVCNET_IDENTITY from metadata.name)"
+        "one leader-election Lease in {SYSTEM_NS}, held by the first replica (SVCNET_IDENTITY \
+         from metadata.name)"
+    );
+    // L2 announcement: a heartbeat and an address Lease created and renewed; then a clean
+    // stop releases the address and deletes the heartbeat.
+    wait_until("the proxy to hold an address Lease", || async {
+        let log = audit_of(&server, PROXY_TOKEN);
+        used(&log, "create", "coordination.k8s.io", "leases")
+            && used(&log, "update", "coordination.k8s.io", "leases")
+            && used(&log, "create", "", "events")
+    })
+    .await;
+    let stopped = proxy.terminate(std::time::Duration::from_secs(10)).unwrap();
+    assert!(
+        stopped.success(),
+        "svcnet-proxy stops cleanly on SIGTERM: {stopped:?}"
+    );
+    assert!(
+        used(
+            &audit_of(&server, PROXY_TOKEN),
+            "delete",
+            "coordination.k8s.io",
+            "leases"
+        ),
+        "the heartbeat Lease is deleted at shutdown"
     );
     drop(standby);
     drop(controller);
-    drop(proxy);
     drop(dns);
 
     let mut report = Vec::new();

@@ -7,28 +7,28 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use pnet_base::MacAddr;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::watch;
 
 use super::frames::{self, Request};
 use super::packet_socket::{Interface, Kind, PacketSocket};
 use crate::error::{Error, Result};
 
-/// Counters of one responder.
-#[derive(Debug, Default)]
+/// Counters of the responders (shared by all interfaces; registered as metrics by the speaker).
+#[derive(Debug, Default, Clone)]
 pub struct Counters {
     /// ARP replies sent.
-    pub arp_replies: AtomicU64,
+    pub arp_replies: Counter,
     /// Neighbour Advertisements sent in answer to a solicitation.
-    pub nd_replies: AtomicU64,
+    pub nd_replies: Counter,
     /// Unsolicited announcements (gratuitous ARP, unsolicited NA) sent.
-    pub announcements: AtomicU64,
+    pub announcements: Counter,
     /// Frames that could not be sent.
-    pub send_errors: AtomicU64,
+    pub send_errors: Counter,
 }
 
 /// The ARP/NDP responder of one interface.
@@ -128,13 +128,13 @@ impl Responder {
         }
     }
 
-    fn send(&self, socket: &PacketSocket, frame: &[u8], counter: &AtomicU64) {
+    fn send(&self, socket: &PacketSocket, frame: &[u8], counter: &Counter) {
         match socket.send(frame) {
             Ok(()) => {
-                counter.fetch_add(1, Ordering::Relaxed);
+                counter.inc();
             }
             Err(e) => {
-                self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                self.counters.send_errors.inc();
                 tracing::warn!(interface = %self.iface.name, error = %e, "sending an ARP/NDP frame failed");
             }
         }

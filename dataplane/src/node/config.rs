@@ -123,6 +123,91 @@ pub struct RunArgs {
     /// Delete stale UDP conntrack entries (needs the `conntrack` tool).
     #[arg(long, env = "SVCNET_CONNTRACK_CLEANUP", default_value_t = true, action = clap::ArgAction::Set)]
     pub conntrack_cleanup: bool,
+    /// L2 announcement of LoadBalancer addresses.
+    #[command(flatten)]
+    pub l2: L2Args,
+}
+
+/// Flags of L2 announcement (ARP/NDP answers for LoadBalancer addresses, `L2Announcement`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct L2Args {
+    /// Answer ARP/NDP for the LoadBalancer addresses this node is elected for, as selected by
+    /// `L2Announcement` objects (needs CAP_NET_RAW).
+    #[arg(long = "l2-announce", env = "SVCNET_L2_ANNOUNCE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub enabled: bool,
+    /// Namespace of the heartbeat and address Leases.
+    #[arg(
+        long = "l2-lease-namespace",
+        env = "SVCNET_L2_LEASE_NAMESPACE",
+        default_value = "svcnet-system"
+    )]
+    pub lease_namespace: String,
+    /// How long a node's heartbeat stays valid: the longest time an address stays unanswered
+    /// after its node dies. Every node of the cluster must use the same value.
+    #[arg(long = "l2-lease-duration", env = "SVCNET_L2_LEASE_DURATION", default_value = "1500ms", value_parser = runtime::duration::duration_flag)]
+    pub lease_duration: std::time::Duration,
+    /// How often a node renews its heartbeat (one Lease write per node per interval; at most
+    /// a third of the lease duration).
+    #[arg(long = "l2-renew-interval", env = "SVCNET_L2_RENEW_INTERVAL", default_value = "400ms", value_parser = runtime::duration::duration_flag)]
+    pub renew_interval: std::time::Duration,
+    /// Gratuitous ARPs / unsolicited Neighbour Advertisements sent when a node takes an address.
+    #[arg(
+        long = "l2-announce-count",
+        env = "SVCNET_L2_ANNOUNCE_COUNT",
+        default_value_t = 3
+    )]
+    pub announce_count: u32,
+    /// Time between those announcements.
+    #[arg(long = "l2-announce-interval", env = "SVCNET_L2_ANNOUNCE_INTERVAL", default_value = "250ms", value_parser = runtime::duration::duration_flag)]
+    pub announce_interval: std::time::Duration,
+}
+
+impl L2Args {
+    /// Checks the flags (before anything starts).
+    pub fn validate(&self) -> Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let bad = |m: String| Err(Error::Config(m));
+        let ns = &self.lease_namespace;
+        let label_ok = !ns.is_empty()
+            && ns.len() <= 63
+            && ns
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !ns.starts_with('-')
+            && !ns.ends_with('-');
+        if !label_ok {
+            return bad(format!(
+                "--l2-lease-namespace={ns:?} is not a namespace name (a DNS label: lower-case letters, digits and '-', at most 63)"
+            ));
+        }
+        if self.lease_duration < std::time::Duration::from_millis(100) {
+            return bad(format!(
+                "--l2-lease-duration={:?} is too short (at least 100ms)",
+                self.lease_duration
+            ));
+        }
+        if self.renew_interval.is_zero() || self.renew_interval * 3 > self.lease_duration {
+            return bad(format!(
+                "--l2-renew-interval={:?} must be positive and at most a third of --l2-lease-duration={:?}",
+                self.renew_interval, self.lease_duration
+            ));
+        }
+        if !(1..=20).contains(&self.announce_count) {
+            return bad(format!(
+                "--l2-announce-count={} must be between 1 and 20",
+                self.announce_count
+            ));
+        }
+        if self.announce_interval > std::time::Duration::from_secs(5) {
+            return bad(format!(
+                "--l2-announce-interval={:?} must be at most 5s",
+                self.announce_interval
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Resolves `--nodeport-addresses` values.
@@ -209,5 +294,48 @@ mod tests {
             resolve_nodeport_addresses(&["primary".into()], &[]).unwrap(),
             NodePortAddresses::All
         );
+    }
+
+    fn l2(extra: &[&str]) -> L2Args {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            l2: L2Args,
+        }
+        use clap::Parser;
+        let mut argv = vec!["svcnet-proxy", "--l2-announce"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).expect("flags parse").l2
+    }
+
+    #[test]
+    fn l2_flags_are_validated() {
+        let ok = l2(&[]);
+        assert!(ok.enabled);
+        assert_eq!(ok.lease_duration, std::time::Duration::from_millis(1500));
+        ok.validate().expect("defaults are valid");
+        // Disabled: nothing else is checked (the defaults of a node that does not announce).
+        let mut off = l2(&["--l2-renew-interval=10s"]);
+        off.enabled = false;
+        off.validate().expect("disabled flags are not checked");
+        for (bad, word) in [
+            (
+                &["--l2-lease-namespace=Not_A_Namespace"][..],
+                "--l2-lease-namespace",
+            ),
+            (&["--l2-lease-namespace="], "--l2-lease-namespace"),
+            (&["--l2-lease-duration=50ms"], "--l2-lease-duration"),
+            (&["--l2-renew-interval=600ms"], "--l2-renew-interval"),
+            (&["--l2-renew-interval=0s"], "--l2-renew-interval"),
+            (&["--l2-announce-count=0"], "--l2-announce-count"),
+            (&["--l2-announce-count=21"], "--l2-announce-count"),
+            (&["--l2-announce-interval=6s"], "--l2-announce-interval"),
+        ] {
+            let err = l2(bad).validate().expect_err(bad[0]).to_string();
+            assert!(err.contains(word), "{bad:?}: {err}");
+        }
+        l2(&["--l2-lease-duration=3s", "--l2-renew-interval=1s"])
+            .validate()
+            .expect("a third of the duration is allowed");
     }
 }

@@ -18,7 +18,12 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use prometheus_client::registry::Registry;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{watch, Mutex, Notify};
+
+use crate::announce::inputs::{self as l2_inputs, SharedInputs};
+use crate::announce::leases::LeaseIo;
+use crate::announce::metrics::L2Metrics;
+use crate::announce::speaker::{HealthCheck, Speaker, SpeakerConfig};
 
 use crate::apply::conntrack::{self, UdpEndpoints};
 use crate::apply::nft::ExecNft;
@@ -35,7 +40,7 @@ use crate::watch::convert::{self, WATCH_LABEL_SELECTOR};
 use crate::watch::tracker::Tracker;
 
 struct Shared {
-    tracker: Mutex<Tracker>,
+    tracker: Arc<Mutex<Tracker>>,
     notify: Notify,
     health: Arc<ProxyHealth>,
     metrics: Metrics,
@@ -151,10 +156,25 @@ async fn watch_slices(api: Api<EndpointSlice>, shared: Arc<Shared>) {
     }
 }
 
-async fn watch_node(api: Api<Node>, name: String, shared: Arc<Shared>) {
-    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
+/// Watches this proxy's Node, or every Node when L2 announcement needs them all (`l2`): one Node
+/// watch per process either way.
+async fn watch_node(
+    api: Api<Node>,
+    name: String,
+    shared: Arc<Shared>,
+    l2: Option<Arc<SharedInputs>>,
+) {
+    let cfg = match &l2 {
+        Some(_) => watcher::Config::default(),
+        None => watcher::Config::default().fields(&format!("metadata.name={name}")),
+    };
+    let mut stream = watcher::watcher(api, cfg)
+        .default_backoff()
+        .modify(|n: &mut Node| n.metadata.managed_fields = None)
+        .boxed();
     let mut seen: Option<crate::watch::convert::NodeInfo> = None;
+    let mut all: Option<BTreeMap<String, crate::watch::convert::NodeInfo>> = None;
+    let ours = |n: &Node| n.metadata.name.as_deref() == Some(name.as_str());
     while let Some(ev) = stream.next().await {
         let ev = match ev {
             Ok(ev) => ev,
@@ -163,6 +183,9 @@ async fn watch_node(api: Api<Node>, name: String, shared: Arc<Shared>) {
                 continue;
             }
         };
+        if let Some(inputs) = &l2 {
+            fold_node_for_l2(inputs, &ev, &mut all);
+        }
         let mut t = shared.tracker.lock().await;
         let changed = match ev {
             Event::Init => {
@@ -170,21 +193,57 @@ async fn watch_node(api: Api<Node>, name: String, shared: Arc<Shared>) {
                 false
             }
             Event::InitApply(n) => {
-                seen = Some(convert::node(&n));
+                if ours(&n) {
+                    seen = Some(convert::node(&n));
+                }
                 false
             }
             Event::InitDone => {
                 t.node_synced = true;
                 t.apply_node(seen.take()) || t.ready()
             }
-            Event::Apply(n) => t.apply_node(Some(convert::node(&n))),
-            Event::Delete(_) => t.apply_node(None),
+            Event::Apply(n) if ours(&n) => t.apply_node(Some(convert::node(&n))),
+            Event::Delete(n) if ours(&n) => t.apply_node(None),
+            Event::Apply(_) | Event::Delete(_) => false,
         };
         drop(t);
         if changed {
             shared.changed();
         }
     }
+}
+
+/// Folds a Node watch event into the L2 speaker's Node map.
+fn fold_node_for_l2(
+    inputs: &SharedInputs,
+    ev: &Event<Node>,
+    all: &mut Option<BTreeMap<String, crate::watch::convert::NodeInfo>>,
+) {
+    let mut i = inputs.lock();
+    match ev {
+        Event::Init => *all = Some(BTreeMap::new()),
+        Event::InitApply(n) => {
+            if let (Some(m), Some(name)) = (all.as_mut(), n.metadata.name.clone()) {
+                m.insert(name, convert::node(n));
+            }
+        }
+        Event::InitDone => {
+            i.nodes = all.take().unwrap_or_default();
+            i.synced.insert("nodes");
+        }
+        Event::Apply(n) => {
+            if let Some(name) = n.metadata.name.clone() {
+                i.nodes.insert(name, convert::node(n));
+            }
+        }
+        Event::Delete(n) => {
+            if let Some(name) = n.metadata.name.as_deref() {
+                i.nodes.remove(name);
+            }
+        }
+    }
+    drop(i);
+    inputs.changed.notify_one();
 }
 
 async fn healthz(State(s): State<Arc<Shared>>) -> impl IntoResponse {
@@ -258,15 +317,17 @@ pub async fn run(mut args: RunArgs) -> Result<()> {
             .map(|h| h.trim().to_string())
             .unwrap_or_default();
     }
-    // Validate the node flags before binding anything.
+    // Validate the flags before binding anything.
     args.node.resolve(None, vec![])?;
+    args.l2.validate()?;
     let client = client(&args).await?;
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    let l2_metrics = args.l2.enabled.then(|| L2Metrics::register(&mut registry));
     let registry = Arc::new(registry);
     let health = Arc::new(ProxyHealth::new(args.sync_period * 2));
     let shared = Arc::new(Shared {
-        tracker: Mutex::new(Tracker::default()),
+        tracker: Arc::new(Mutex::new(Tracker::default())),
         notify: Notify::new(),
         health,
         metrics,
@@ -306,15 +367,98 @@ pub async fn run(mut args: RunArgs) -> Result<()> {
 
     tokio::spawn(watch_services(Api::all(client.clone()), shared.clone()));
     tokio::spawn(watch_slices(Api::all(client.clone()), shared.clone()));
+    let l2_inputs = args.l2.enabled.then(|| Arc::new(SharedInputs::default()));
     tokio::spawn(watch_node(
         Api::all(client.clone()),
         args.node.node_name.clone(),
         shared.clone(),
+        l2_inputs.clone(),
     ));
-    tracing::info!(node = %args.node.node_name, "svcnet-proxy started");
+    let (stop, stopped) = watch::channel(false);
+    let speaker = match (l2_inputs, l2_metrics) {
+        (Some(inputs), Some(m)) => Some(start_speaker(&args, &client, &shared, inputs, m, stopped)),
+        _ => None,
+    };
+    tracing::info!(node = %args.node.node_name, l2 = args.l2.enabled, "svcnet-proxy started");
     let recorder =
         runtime::events::EventRecorder::new(client.clone(), "svcnet-proxy", &args.node.node_name);
-    sync_loop(args, shared, recorder).await
+    let result = tokio::select! {
+        r = sync_loop(args, shared, recorder) => r,
+        _ = terminated() => {
+            tracing::info!("terminating");
+            Ok(())
+        }
+    };
+    // The speaker hands its addresses over before the process ends.
+    let _ = stop.send(true);
+    if let Some(s) = speaker {
+        let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
+    }
+    result
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn terminated() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Starts the L2 speaker's watches and loop.
+fn start_speaker(
+    args: &RunArgs,
+    client: &Client,
+    shared: &Arc<Shared>,
+    inputs: Arc<SharedInputs>,
+    metrics: L2Metrics,
+    stopped: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let l2 = &args.l2;
+    l2_inputs::spawn_watches(client.clone(), &l2.lease_namespace, inputs.clone());
+    let health = shared.health.clone();
+    // Announce only from a proxy that has programmed its rules and keeps them in sync.
+    let healthy: HealthCheck = Arc::new(move || {
+        let s = health.status(SystemTime::now());
+        s.healthy && s.node_eligible && s.last_updated.is_some()
+    });
+    let cfg = SpeakerConfig {
+        node: args.node.node_name.clone(),
+        lease_namespace: l2.lease_namespace.clone(),
+        lease_duration: l2.lease_duration,
+        renew_interval: l2.renew_interval,
+        announce_count: l2.announce_count,
+        announce_interval: l2.announce_interval,
+        node_ips: args.node.node_ips.clone(),
+    };
+    let io = LeaseIo::new(
+        Api::namespaced(client.clone(), &l2.lease_namespace),
+        l2.lease_duration,
+    );
+    let events = Arc::new(runtime::events::EventRecorder::new(
+        client.clone(),
+        "svcnet-l2-speaker",
+        &args.node.node_name,
+    ));
+    let speaker = Speaker::new(
+        cfg,
+        io,
+        inputs,
+        shared.tracker.clone(),
+        healthy,
+        events,
+        metrics,
+    );
+    tokio::spawn(speaker.run(stopped))
 }
 
 /// Records the Events of health-check servers that could not listen (failures to record are logged:

@@ -142,6 +142,11 @@ pub fn service(svc: &Service) -> Option<ServiceInfo> {
             .unwrap_or(DEFAULT_AFFINITY_TIMEOUT)
     });
     let external_type = ty == "NodePort" || ty == "LoadBalancer";
+    let lb_labels = if ty == "LoadBalancer" && !load_balancer_ips.is_empty() {
+        meta.labels.clone().unwrap_or_default()
+    } else {
+        Default::default()
+    };
     Some(ServiceInfo {
         key,
         cluster_ips,
@@ -161,6 +166,7 @@ pub fn service(svc: &Service) -> Option<ServiceInfo> {
             .health_check_node_port
             .and_then(|p| u16::try_from(p).ok())
             .filter(|p| *p != 0),
+        lb_labels,
     })
 }
 
@@ -248,6 +254,8 @@ pub struct NodeInfo {
     pub addresses: Vec<IpAddr>,
     /// Whether the Node is being deleted or is tainted `ToBeDeletedByClusterAutoscaler`.
     pub being_deleted: bool,
+    /// `spec.unschedulable` (cordoned).
+    pub unschedulable: bool,
 }
 
 /// Converts a Node.
@@ -279,5 +287,10 @@ pub fn node(n: &Node) -> NodeInfo {
         labels: labels.into_iter().collect(),
         addresses,
         being_deleted: n.metadata.deletion_timestamp.is_some() || tainted,
+        unschedulable: n
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false),
     }
 }

@@ -8,6 +8,8 @@
 // Test helpers unwrap: a failure is a test failure.
 #![allow(clippy::unwrap_used, dead_code)]
 
+pub mod l2;
+
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
