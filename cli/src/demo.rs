@@ -26,6 +26,7 @@
 pub mod checks;
 pub mod control;
 pub mod dns;
+pub mod l2;
 pub mod report;
 pub mod traffic;
 
@@ -46,8 +47,9 @@ pub const EXAMPLE_SERVICES: &str = include_str!("../../examples/services.yaml");
 pub const SERVICE_CIDR: &str = plan::SERVICE_CIDR_V4;
 /// NodePort range given to the controller.
 pub const NODE_PORT_RANGE: (i32, i32) = (30000, 32767);
-/// The LoadBalancerIPPool's block (inside the range the outside client routes to node1).
-pub const LB_POOL_CIDR: &str = "10.97.0.16/28";
+/// The LoadBalancerIPPool: inside the LAN's own prefix, so that the outside client has no route
+/// for it and finds it by ARP, answered by the node svcnet-proxy's L2 announcement elects.
+pub const LB_POOL_CIDR: &str = "192.168.200.240/28";
 
 /// Errors of the demo.
 #[derive(Debug, thiserror::Error)]
@@ -283,6 +285,14 @@ async fn phases(
         Ok(()) => report.step("LoadBalancerIPPool", true, report.lb_pool_cidrs.join(",")),
         Err(e) => report.step("LoadBalancerIPPool", false, e.to_string()),
     }
+    match control::create_l2_announcement(&client, wait).await {
+        Ok(()) => report.step(
+            "L2Announcement",
+            true,
+            "every LoadBalancer address, from every node, on the interface of the node IP",
+        ),
+        Err(e) => report.step("L2Announcement", false, e.to_string()),
+    }
 
     if let Some(topo) = running.topo.as_ref() {
         progress("starting svcnet-proxy in each node");
@@ -375,6 +385,9 @@ async fn phases(
                 }
                 Err(e) => report.step("cluster DNS", false, e.to_string()),
             }
+            // Last: it kills a proxy.
+            progress("L2 announcement: who answers for web-lb's address, and a take-over");
+            l2::takeover(topo, &mut running.proxies, &client, report, wait).await;
         }
         Some(_) | None if report.root => {
             report.step(

@@ -237,6 +237,31 @@ pub async fn create_pool(
     }
 }
 
+/// Creates the L2Announcement `demo-l2` (every LoadBalancer address, every node) once its CRD
+/// is served.
+pub async fn create_l2_announcement(client: &Client, timeout: Duration) -> Result<(), Error> {
+    let api: Api<crds::L2Announcement> = Api::all(client.clone());
+    let policy: crds::L2Announcement = serde_json::from_value(json!({
+        "apiVersion": "svcnet.io/v1alpha1", "kind": "L2Announcement",
+        "metadata": {"name": "demo-l2"},
+        "spec": {},
+    }))
+    .map_err(|e| Error::Manifest(e.to_string()))?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match api.create(&PostParams::default(), &policy).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(Error::Step(format!(
+                    "L2Announcement not accepted within {timeout:?} (is the CRD installed?): {e}"
+                )))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
 /// Creates the Services in the demo namespace.
 pub async fn apply_services(client: &Client, services: &[Service]) -> Result<(), Error> {
     let api: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);

@@ -122,6 +122,10 @@ pub fn start_proxies(
                 "127.0.0.1:10256",
                 "--min-sync-period",
                 "200ms",
+                // Answer ARP/NDP for the LoadBalancer addresses (Leases in the demo namespace).
+                "--l2-announce",
+                "--l2-lease-namespace",
+                super::control::NAMESPACE,
             ])
             .env(
                 "RUST_LOG",
