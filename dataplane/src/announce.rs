@@ -20,3 +20,4 @@ pub mod metrics;
 pub mod packet_socket;
 pub mod responder;
 pub mod speaker;
+pub mod status;

@@ -32,8 +32,9 @@ use common_dataplane::l2::{
 };
 use common_dataplane::Cluster;
 use common_dataplane::Ep;
+use crds::L2Announcement;
 use k8s_openapi::api::core::v1::Event;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, PostParams};
 use kube::Client;
 use serde_json::json;
 use testkit::harness::TestEnv;
@@ -206,6 +207,41 @@ async fn announcement_follows_leases_endpoints_and_failures() {
     put_slice(&lab.slices, "local-1", "local", &[Ep::ready(w2, "node2")]).await;
     let c = &lab.c;
     let leases = &lab.leases;
+    // The policy's status, and a broken one's: Ready False with the reason.
+    let policies: Api<L2Announcement> = Api::all(client.clone());
+    let broken = format!("{}-broken", lab.name);
+    let bad: L2Announcement = serde_json::from_value(json!({
+        "apiVersion": "svcnet.io/v1alpha1", "kind": "L2Announcement",
+        "metadata": {"name": broken},
+        "spec": {"serviceSelector": {"matchLabels": {"l2": "nothing"}}, "interfaces": ["/(/"]},
+    }))
+    .unwrap();
+    policies.create(&PostParams::default(), &bad).await.unwrap();
+    for (name, want) in [
+        (&lab.name, ("True", "Valid")),
+        (&broken, ("False", "InvalidSpec")),
+    ] {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let p = policies.get(name).await.unwrap();
+            let ready = p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+                .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
+            if ready
+                .as_ref()
+                .is_some_and(|(s, r, _)| (s.as_str(), r.as_str()) == want)
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: Ready is {ready:?}, want {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 
     // 1. Reach through the announcing node, IPv4 and IPv6.
     let h4 = wait_holder(leases, LB4, "IPv4 address elected", Option::is_some)
@@ -366,5 +402,6 @@ async fn announcement_follows_leases_endpoints_and_failures() {
             .any(|m| m.contains(&new) && m.contains(&format!("taken over from node {old}"))),
         "{msgs:?}"
     );
+    let _ = policies.delete(&broken, &Default::default()).await;
     lab.cleanup().await;
 }

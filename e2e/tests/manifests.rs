@@ -71,7 +71,7 @@ const JUSTIFIED_UNUSED: &[(&str, &str, &str, &str, &str)] = &[
          neither happens in a short, conflict-free run",
     ),
     (
-        "Role/svcnet-proxy-l2-leases",
+        "Role/svcnet-system/svcnet-proxy-l2-leases",
         "coordination.k8s.io",
         "leases",
         "get",

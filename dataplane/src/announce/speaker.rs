@@ -31,8 +31,10 @@ use super::leases::{self, LeaseIo, LeaseKind, Written};
 use super::metrics::L2Metrics;
 use super::packet_socket::{self, Interface};
 use super::responder::Responder;
+use super::status;
 use crate::types::ServiceKey;
 use crate::watch::tracker::Tracker;
+use kube::api::{Patch, PatchParams};
 
 /// Speaker settings (validated flags).
 #[derive(Debug, Clone)]
@@ -65,6 +67,16 @@ impl SpeakerConfig {
     }
 }
 
+/// What the speaker writes through: its Leases, the status of L2Announcements, Events.
+pub struct SpeakerIo {
+    /// Heartbeat and address Leases.
+    pub leases: LeaseIo,
+    /// L2Announcements (their `status`).
+    pub policies: kube::Api<crds::L2Announcement>,
+    /// Events on Services and L2Announcements.
+    pub events: Arc<runtime::events::EventRecorder>,
+}
+
 /// Whether this node may announce at all (its proxy is healthy and has synced once).
 pub type HealthCheck = Arc<dyn Fn() -> bool + Send + Sync>;
 
@@ -78,6 +90,7 @@ struct Running {
 pub struct Speaker {
     cfg: SpeakerConfig,
     io: LeaseIo,
+    policies_api: kube::Api<crds::L2Announcement>,
     inputs: Arc<SharedInputs>,
     tracker: Arc<Mutex<Tracker>>,
     healthy: HealthCheck,
@@ -98,20 +111,24 @@ pub struct Speaker {
 }
 
 impl Speaker {
-    /// A speaker writing Leases through `io`.
-    #[allow(clippy::too_many_arguments)]
+    /// A speaker writing through `io`.
     pub fn new(
         cfg: SpeakerConfig,
-        io: LeaseIo,
+        io: SpeakerIo,
         inputs: Arc<SharedInputs>,
         tracker: Arc<Mutex<Tracker>>,
         healthy: HealthCheck,
-        events: Arc<runtime::events::EventRecorder>,
         metrics: L2Metrics,
     ) -> Speaker {
+        let SpeakerIo {
+            leases: io,
+            policies: policies_api,
+            events,
+        } = io;
         Speaker {
             cfg,
             io,
+            policies_api,
             inputs,
             tracker,
             healthy,
@@ -168,6 +185,9 @@ impl Speaker {
         }
         let live = self.live(&snapshot, now);
         let policies = self.policies(&snapshot);
+        if live.iter().next() == Some(&self.cfg.node) {
+            self.write_policy_status(&snapshot);
+        }
         let nodes: BTreeMap<String, NodeFacts> = snapshot
             .nodes
             .iter()
@@ -420,6 +440,46 @@ impl Speaker {
             }
         }
         out
+    }
+
+    /// Writes the `Ready` condition of every L2Announcement whose status is not what it should
+    /// be (this node is the round's status writer). Failures are logged and retried next round.
+    fn write_policy_status(&mut self, inputs: &Inputs) {
+        let pools: BTreeSet<String> = inputs
+            .pools
+            .values()
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        for obj in inputs.policies.values() {
+            let parsed = Policy::parse(obj).map(|_| ());
+            let Some(st) = status::desired(
+                obj,
+                parsed.as_ref().map(|_| ()).map_err(String::as_str),
+                &pools,
+                &now,
+            ) else {
+                continue;
+            };
+            let Some(name) = obj.metadata.name.clone() else {
+                continue;
+            };
+            // Remember what was written so the next rounds do not write it again before the
+            // watch brings the object back.
+            let mut written = obj.clone();
+            written.status = Some(st.clone());
+            self.inputs.lock().policies.insert(name.clone(), written);
+            let api = self.policies_api.clone();
+            tokio::spawn(async move {
+                let patch = serde_json::json!({"status": st});
+                if let Err(e) = api
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    tracing::warn!(policy = %name, error = %e, "writing L2Announcement status failed");
+                }
+            });
+        }
     }
 
     /// Makes the election's writes; returns whether any succeeded.

@@ -23,7 +23,7 @@ use tokio::sync::{watch, Mutex, Notify};
 use crate::announce::inputs::{self as l2_inputs, SharedInputs};
 use crate::announce::leases::LeaseIo;
 use crate::announce::metrics::L2Metrics;
-use crate::announce::speaker::{HealthCheck, Speaker, SpeakerConfig};
+use crate::announce::speaker::{HealthCheck, Speaker, SpeakerConfig, SpeakerIo};
 
 use crate::apply::conntrack::{self, UdpEndpoints};
 use crate::apply::nft::ExecNft;
@@ -449,15 +449,12 @@ fn start_speaker(
         "svcnet-l2-speaker",
         &args.node.node_name,
     ));
-    let speaker = Speaker::new(
-        cfg,
-        io,
-        inputs,
-        shared.tracker.clone(),
-        healthy,
+    let io = SpeakerIo {
+        leases: io,
+        policies: Api::all(client.clone()),
         events,
-        metrics,
-    );
+    };
+    let speaker = Speaker::new(cfg, io, inputs, shared.tracker.clone(), healthy, metrics);
     tokio::spawn(speaker.run(stopped))
 }
 
