@@ -402,6 +402,27 @@ async fn announcement_follows_leases_endpoints_and_failures() {
             .any(|m| m.contains(&new) && m.contains(&format!("taken over from node {old}"))),
         "{msgs:?}"
     );
+    // The new holder's /metrics count what it did.
+    tokio::task::block_in_place(|| {
+        let index: u8 = new.trim_start_matches("node").parse().unwrap();
+        let metric = |n: &str| common_dataplane::proxy_metric(&lab.c, index, n).unwrap_or(0.0);
+        assert!(
+            metric("svcnet_l2_takeovers_total") >= 1.0,
+            "takeovers on {new}"
+        );
+        assert!(
+            metric("svcnet_l2_announcements_total") >= 1.0,
+            "announcements on {new}"
+        );
+        assert!(
+            metric("svcnet_l2_arp_replies_total") >= 1.0,
+            "ARP replies on {new}"
+        );
+        assert!(
+            metric("svcnet_l2_announced_addresses") >= 1.0,
+            "addresses on {new}"
+        );
+    });
     let _ = policies.delete(&broken, &Default::default()).await;
     lab.cleanup().await;
 }
