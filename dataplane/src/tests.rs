@@ -925,3 +925,49 @@ fn large_full_sync_equals_the_model_and_streams_in_key_order() {
         .collect();
     assert_eq!(order, expected, "streamed in Service key order");
 }
+
+#[test]
+fn kube_proxy_no_local_endpoints_counts_per_family_and_policy() {
+    use crate::node::kube_proxy_metrics::{no_local_endpoints, Policy};
+    let st = state(
+        vec![
+            // ETP Local, reachable from outside, endpoint only on node-b.
+            svc("ns", "etp", "10.96.0.5")
+                .cip("fd00::5")
+                .port("http", Protocol::Tcp, 80, Some(30080))
+                .etp_local(),
+            // ITP Local with a local endpoint in IPv4 only.
+            svc("ns", "itp", "10.96.0.6")
+                .cip("fd00::6")
+                .tcp(80)
+                .itp_local(),
+            // ETP Local but not reachable from outside: never counted as external.
+            svc("ns", "inner", "10.96.0.7").tcp(80).etp_local(),
+            // Cluster policies: never counted.
+            svc("ns", "plain", "10.96.0.8").tcp(80),
+        ],
+        vec![
+            slice("ns", "etp", "etp-1")
+                .tcp(8080)
+                .ep("10.244.2.8", "node-b"),
+            slice("ns", "itp", "itp-1")
+                .tcp(8080)
+                .ep("10.244.1.9", "node-a"),
+            slice("ns", "itp", "itp-2")
+                .v6()
+                .tcp(8080)
+                .ep("fd00:244:2::9", "node-b"),
+        ],
+    );
+    let on_a = no_local_endpoints(&st, "node-a");
+    assert_eq!(on_a.get(&(Family::Ipv4, Policy::External)), Some(&1));
+    assert_eq!(on_a.get(&(Family::Ipv6, Policy::External)), Some(&1));
+    assert_eq!(on_a.get(&(Family::Ipv4, Policy::Internal)), None);
+    assert_eq!(on_a.get(&(Family::Ipv6, Policy::Internal)), Some(&1));
+    let on_b = no_local_endpoints(&st, "node-b");
+    // node-b has etp's endpoint (IPv4 only: the IPv6 family has none) and itp's IPv6 one.
+    assert_eq!(on_b.get(&(Family::Ipv4, Policy::External)), None);
+    assert_eq!(on_b.get(&(Family::Ipv6, Policy::External)), Some(&1));
+    assert_eq!(on_b.get(&(Family::Ipv4, Policy::Internal)), Some(&1));
+    assert_eq!(on_b.get(&(Family::Ipv6, Policy::Internal)), None);
+}

@@ -174,7 +174,36 @@ async fn run_serves_health_check_node_port_and_follows_endpoint_updates() {
         let r2 = get(2);
         assert_eq!(r2.status(), Some(503), "node2: {r2:?}");
         assert_eq!(r2.json().expect("JSON body")["localEndpoints"], 0);
+        // kube-proxy's metric names, for dashboards written for kube-proxy: node2 has no local
+        // endpoint for the Local Service, node1 has one.
+        let metric = |node: u8, name: &str| common_dataplane::proxy_metric(&c, node, name);
+        let no_local = r#"kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv4",traffic_policy="external"}"#;
+        assert_eq!(metric(2, no_local), Some(1.0));
+        assert_eq!(metric(1, no_local), Some(0.0));
+        let last = metric(
+            1,
+            r#"kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family="IPv4"}"#,
+        );
+        assert!(
+            last.is_some_and(|t| t > 1.0e9),
+            "last sync timestamp {last:?}"
+        );
+        let full = metric(
+            1,
+            r#"kubeproxy_sync_full_proxy_rules_duration_seconds_count{ip_family="IPv6"}"#,
+        );
+        assert!(full.is_some_and(|n| n >= 1.0), "full syncs {full:?}");
+        assert!(metric(1, r#"kubeproxy_proxy_healthz_total{code="200"}"#).is_some_and(|n| n >= 1.0));
     });
+    let endpoint_changes = |node: u8| {
+        common_dataplane::proxy_metric(
+            &c,
+            node,
+            "kubeproxy_sync_proxy_rules_endpoint_changes_total",
+        )
+        .unwrap_or(0.0)
+    };
+    let changes_before = tokio::task::block_in_place(|| endpoint_changes(2));
 
     let mut two = slices.get("local-1").await.unwrap();
     two.endpoints = typed::<EndpointSlice>(&slice(
@@ -198,6 +227,19 @@ async fn run_serves_health_check_node_port_and_follows_endpoint_updates() {
             |o| o.iter().all(|x| x.is_replied()),
         );
         assert_eq!(answered(&outs), names(&["web-1"]), "{outs:?}");
+        // The slice update is one endpoint change, and node2's Local Service now has one.
+        assert!(
+            endpoint_changes(2) > changes_before,
+            "endpoint changes counted"
+        );
+        assert_eq!(
+            common_dataplane::proxy_metric(
+                &c,
+                2,
+                r#"kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv4",traffic_policy="external"}"#
+            ),
+            Some(0.0)
+        );
     });
     drop(c);
 }

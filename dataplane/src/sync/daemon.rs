@@ -1,7 +1,7 @@
 //! `svcnet-proxy run`: watches Services, EndpointSlices and the proxy's own Node, and keeps nftables in
 //! sync through a bounded-frequency sync loop (like kube-proxy's `BoundedFrequencyRunner`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -33,9 +33,10 @@ use crate::node::config::{local_addresses, RunArgs};
 use crate::node::health::{
     proxy_health_response, ProxyHealth, ServiceHealth, ServiceHealthServers,
 };
+use crate::node::kube_proxy_metrics::{no_local_endpoints, KubeProxyMetrics};
 use crate::node::metrics::{CodeLabels, Metrics, ReasonLabels, SyncLabels};
 use crate::sync::proxier::Proxier;
-use crate::types::{EndpointSliceInfo, ProxyState, ServiceKey};
+use crate::types::{EndpointSliceInfo, Family, ProxyState, ServiceKey};
 use crate::watch::convert::{self, WATCH_LABEL_SELECTOR};
 use crate::watch::tracker::Tracker;
 
@@ -44,13 +45,52 @@ struct Shared {
     notify: Notify,
     health: Arc<ProxyHealth>,
     metrics: Metrics,
+    kube_proxy: KubeProxyMetrics,
+    pending: std::sync::Mutex<PendingChanges>,
+}
+
+/// Services with changes not yet synced, by what changed (kube-proxy's `*_changes_pending`).
+#[derive(Default)]
+struct PendingChanges {
+    services: BTreeSet<ServiceKey>,
+    endpoints: BTreeSet<ServiceKey>,
 }
 
 impl Shared {
     fn changed(&self) {
-        self.health.queued(SystemTime::now());
+        let now = SystemTime::now();
+        self.health.queued(now);
+        self.kube_proxy.queued(&Family::ALL, unix_seconds(now));
         self.notify.notify_one();
     }
+
+    /// Counts a change of Service `key` (`endpoints`: through its EndpointSlices).
+    fn count_change(&self, key: ServiceKey, endpoints: bool) {
+        let m = &self.kube_proxy;
+        // A poisoned lock only means a panic elsewhere mid-update; the sets stay usable.
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if endpoints {
+            m.endpoint_changes.inc();
+            p.endpoints.insert(key);
+            m.endpoint_changes_pending.set(p.endpoints.len() as i64);
+        } else {
+            m.service_changes.inc();
+            p.services.insert(key);
+            m.service_changes_pending.set(p.services.len() as i64);
+        }
+    }
+
+    /// Forgets the pending changes (a sync is taking them).
+    fn take_changes(&self) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        *p = PendingChanges::default();
+    }
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 async fn client(args: &RunArgs) -> Result<Client> {
@@ -92,11 +132,23 @@ async fn watch_services(api: Api<Service>, shared: Arc<Shared>) {
             }
             Event::InitDone => t.reset_services(buffer.take().unwrap_or_default()) || t.ready(),
             Event::Apply(s) => match service_key(&s.metadata) {
-                Some(k) => t.apply_service(k, convert::service(&s)),
+                Some(k) => {
+                    let c = t.apply_service(k.clone(), convert::service(&s));
+                    if c {
+                        shared.count_change(k, false);
+                    }
+                    c
+                }
                 None => false,
             },
             Event::Delete(s) => match service_key(&s.metadata) {
-                Some(k) => t.apply_service(k, None),
+                Some(k) => {
+                    let c = t.apply_service(k.clone(), None);
+                    if c {
+                        shared.count_change(k, false);
+                    }
+                    c
+                }
                 None => false,
             },
         };
@@ -106,6 +158,19 @@ async fn watch_services(api: Api<Service>, shared: Arc<Shared>) {
             shared.changed();
         }
     }
+}
+
+/// The Service an EndpointSlice belongs to (its `kubernetes.io/service-name` label).
+fn owner(es: &EndpointSlice) -> Option<ServiceKey> {
+    let name = es
+        .metadata
+        .labels
+        .as_ref()?
+        .get("kubernetes.io/service-name")?;
+    Some(ServiceKey::new(
+        es.metadata.namespace.clone().unwrap_or_default(),
+        name.clone(),
+    ))
 }
 
 async fn watch_slices(api: Api<EndpointSlice>, shared: Arc<Shared>) {
@@ -141,11 +206,19 @@ async fn watch_slices(api: Api<EndpointSlice>, shared: Arc<Shared>) {
             Event::InitDone => t.reset_slices(buffer.take().unwrap_or_default()) || t.ready(),
             Event::Apply(es) => {
                 let (ns, name) = id(&es);
-                t.apply_slice(&ns, &name, convert::endpoint_slice(&es))
+                let c = t.apply_slice(&ns, &name, convert::endpoint_slice(&es));
+                if let (true, Some(svc)) = (c, owner(&es)) {
+                    shared.count_change(svc, true);
+                }
+                c
             }
             Event::Delete(es) => {
                 let (ns, name) = id(&es);
-                t.apply_slice(&ns, &name, None)
+                let c = t.apply_slice(&ns, &name, None);
+                if let (true, Some(svc)) = (c, owner(&es)) {
+                    shared.count_change(svc, true);
+                }
+                c
             }
         };
         shared.metrics.pending_changes.set(t.changed.len() as i64);
@@ -249,24 +322,22 @@ fn fold_node_for_l2(
 async fn healthz(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     let now = SystemTime::now();
     let (code, body) = proxy_health_response(&s.health.status(now), now, true);
-    s.metrics
-        .healthz
-        .get_or_create(&CodeLabels {
-            code: code.as_u16().to_string(),
-        })
-        .inc();
+    let labels = CodeLabels {
+        code: code.as_u16().to_string(),
+    };
+    s.metrics.healthz.get_or_create(&labels).inc();
+    s.kube_proxy.healthz.get_or_create(&labels).inc();
     (code, [(header::CONTENT_TYPE, "application/json")], body)
 }
 
 async fn livez(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     let now = SystemTime::now();
     let (code, body) = proxy_health_response(&s.health.status(now), now, false);
-    s.metrics
-        .livez
-        .get_or_create(&CodeLabels {
-            code: code.as_u16().to_string(),
-        })
-        .inc();
+    let labels = CodeLabels {
+        code: code.as_u16().to_string(),
+    };
+    s.metrics.livez.get_or_create(&labels).inc();
+    s.kube_proxy.livez.get_or_create(&labels).inc();
     (code, [(header::CONTENT_TYPE, "application/json")], body)
 }
 
@@ -323,6 +394,7 @@ pub async fn run(mut args: RunArgs) -> Result<()> {
     let client = client(&args).await?;
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    let kube_proxy = KubeProxyMetrics::register(&mut registry);
     let l2_metrics = args.l2.enabled.then(|| L2Metrics::register(&mut registry));
     let registry = Arc::new(registry);
     let health = Arc::new(ProxyHealth::new(args.sync_period * 2));
@@ -331,6 +403,8 @@ pub async fn run(mut args: RunArgs) -> Result<()> {
         notify: Notify::new(),
         health,
         metrics,
+        kube_proxy,
+        pending: Default::default(),
     });
 
     let health_app = Router::new()
@@ -561,6 +635,7 @@ async fn sync_loop(
             continue;
         };
         shared.metrics.pending_changes.set(0);
+        shared.take_changes();
         let started = SystemTime::now();
         last_sync = Some(Instant::now());
         let span = tracing::info_span!("sync", full, services = changed.len());
@@ -587,11 +662,24 @@ async fn sync_loop(
                     .unwrap_or_default()
                     .as_secs_f64();
                 m.last_sync_timestamp.set(now_s);
-                for trig in triggers {
-                    if now_s >= trig {
-                        m.network_programming.observe(now_s - trig);
-                    }
+                let programming: Vec<f64> = triggers
+                    .iter()
+                    .filter(|t| now_s >= **t)
+                    .map(|t| now_s - t)
+                    .collect();
+                for p in &programming {
+                    m.network_programming.observe(*p);
                 }
+                let families = proxier.node().families.clone();
+                let kp = &shared.kube_proxy;
+                kp.synced(
+                    &families,
+                    out.full,
+                    out.duration.as_secs_f64(),
+                    now_s,
+                    &programming,
+                );
+                kp.set_no_local(&families, &no_local_endpoints(state, &args.node.node_name));
                 shared.health.updated(started, now);
                 if out.full {
                     next_full = Instant::now() + args.full_sync_period;
@@ -630,6 +718,9 @@ async fn sync_loop(
                     t.changed.extend(changed);
                     t.triggers.extend(triggers);
                 }
+                shared
+                    .kube_proxy
+                    .sync_failed(&proxier.node().families.clone());
                 shared
                     .metrics
                     .sync_failures
