@@ -215,6 +215,9 @@ pub async fn run(args: Args) -> Result<()> {
     let endpoints_metrics = ControllerMetrics::register(&mut registry, "svcnet_endpoints");
     let mirroring_metrics =
         ControllerMetrics::register(&mut registry, "svcnet_endpointslice_mirroring");
+    // kube-controller-manager's names for the same figures.
+    slice_metrics.register_upstream(&mut registry, "endpoint_slice_controller");
+    mirroring_metrics.register_upstream(&mut registry, "endpoint_slice_mirroring_controller");
     let registry = Arc::new(registry);
     let ready = Readiness::default();
     let flags = ReadyFlags::register(&ready, selected);

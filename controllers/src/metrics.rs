@@ -11,8 +11,9 @@ use std::time::Duration;
 
 type Labels = Vec<(String, String)>;
 
+/// Endpoints per sync: 2 to 32768, doubling (kube-controller-manager's buckets).
 fn new_histogram_counts() -> Histogram {
-    Histogram::new(exponential_buckets(1.0, 2.0, 15))
+    Histogram::new(exponential_buckets(2.0, 2.0, 15))
 }
 
 /// Metrics of one endpoint controller; cheap to clone (shared handles).
@@ -98,6 +99,51 @@ impl ControllerMetrics {
         m
     }
 
+    /// Also registers the metrics kube-controller-manager's controller of the same job exports,
+    /// under its names and labels (`subsystem`: `endpoint_slice_controller` or
+    /// `endpoint_slice_mirroring_controller`), so that its dashboards and alerts work unchanged.
+    /// They share the handles of the `svcnet_*` ones. `num_endpoint_slices` (the slices that
+    /// exist after a sync) equals `desired_endpoint_slices` here: a sync writes exactly the
+    /// slices it wants.
+    pub fn register_upstream(&self, registry: &mut Registry, subsystem: &str) {
+        let n = |s: &str| format!("{subsystem}_{s}");
+        registry.register(
+            n("endpoints_added_per_sync"),
+            "Number of endpoints added on each Service sync",
+            self.endpoints_added.clone(),
+        );
+        registry.register(
+            n("endpoints_removed_per_sync"),
+            "Number of endpoints removed on each Service sync",
+            self.endpoints_removed.clone(),
+        );
+        registry.register(
+            n("endpoints_desired"),
+            "Number of endpoints desired",
+            self.endpoints_desired.clone(),
+        );
+        registry.register(
+            n("num_endpoint_slices"),
+            "Number of EndpointSlices",
+            self.desired_slices.clone(),
+        );
+        registry.register(
+            n("desired_endpoint_slices"),
+            "Number of EndpointSlices that would exist with perfect endpoint allocation",
+            self.desired_slices.clone(),
+        );
+        registry.register(
+            n("changes"),
+            "Number of EndpointSlice changes",
+            self.changes.clone(),
+        );
+        registry.register(
+            n("syncs"),
+            "Number of EndpointSlice syncs",
+            self.syncs.clone(),
+        );
+    }
+
     /// Counts a sync result and its duration.
     pub fn sync(&self, result: &str, took: Duration) {
         self.syncs
@@ -155,5 +201,37 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("svcnet_endpointslice_syncs_total{result=\"success\"} 1"));
+    }
+
+    #[test]
+    fn upstream_names_share_the_handles() {
+        let mut r = Registry::default();
+        let m = ControllerMetrics::register(&mut r, "svcnet_endpointslice");
+        m.register_upstream(&mut r, "endpoint_slice_controller");
+        m.change("create");
+        m.sync("stale", Duration::from_millis(1));
+        m.endpoints_added.observe(3.0);
+        m.endpoints_desired.set(7);
+        m.desired_slices.set(2);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &r).expect("encode");
+        for line in [
+            "# TYPE endpoint_slice_controller_changes counter",
+            "endpoint_slice_controller_changes_total{operation=\"create\"} 1",
+            "endpoint_slice_controller_syncs_total{result=\"stale\"} 1",
+            "# TYPE endpoint_slice_controller_endpoints_added_per_sync histogram",
+            "endpoint_slice_controller_endpoints_added_per_sync_bucket{le=\"4.0\"} 1",
+            "endpoint_slice_controller_endpoints_added_per_sync_bucket{le=\"32768.0\"} 1",
+            "# TYPE endpoint_slice_controller_endpoints_removed_per_sync histogram",
+            "endpoint_slice_controller_endpoints_desired 7",
+            "endpoint_slice_controller_num_endpoint_slices 2",
+            "endpoint_slice_controller_desired_endpoint_slices 2",
+        ] {
+            assert!(out.contains(line), "{line} missing:\n{out}");
+        }
+        // The first bucket is 2, as upstream's.
+        assert!(
+            out.contains("endpoint_slice_controller_endpoints_added_per_sync_bucket{le=\"2.0\"} 0")
+        );
     }
 }
