@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Writes the seed inputs corpus/frames/seed-* for the `frames` fuzz target.
+"""Writes the seed inputs corpus/frames/seed-* for the `frames` fuzz target and
+corpus/ctnetlink/seed-* (conntrack dump messages, an error acknowledgement) for `ctnetlink`.
 
 Run from dataplane/fuzz: `python3 make_seeds.py`. The frames are what a Linux client on the link
 sends: an ARP request and an ARP probe (padded to the 60-byte Ethernet minimum, as received off
@@ -54,9 +55,44 @@ SEEDS = {
     "seed-ns-dad": solicitation("::", "fd00:10::100"),
 }
 
-if __name__ == "__main__":
-    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "frames")
+def nla(kind, payload, nested=False):
+    body = struct.pack("=HH", 4 + len(payload), kind | (0x8000 if nested else 0)) + payload
+    return body + b"\0" * (-len(body) % 4)
+
+
+def tuple_attr(kind, src, dst, sport, dport, proto=17):
+    s, d = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+    a, b = (1, 2) if s.version == 4 else (3, 4)
+    ip = nla(a, s.packed) + nla(b, d.packed)
+    pr = nla(1, bytes([proto])) + nla(2, struct.pack("!H", sport)) + nla(3, struct.pack("!H", dport))
+    return nla(kind, nla(1, ip, True) + nla(2, pr, True), True)
+
+
+def nlmsg(kind, flags, seq, body):
+    return struct.pack("=IHHII", 16 + len(body), kind, flags, seq, 0) + body
+
+
+def ct_flow(family, orig, reply):
+    body = bytes([family, 0, 0, 0]) + tuple_attr(1, *orig) + tuple_attr(2, *reply)
+    return nlmsg(0x100, 0x2, 1, body)
+
+
+CT_SEEDS = {
+    "seed-dump-v4": ct_flow(2, ("10.0.0.1", "10.96.0.10", 40000, 53), ("10.244.1.5", "10.0.0.1", 53, 40000))
+    + nlmsg(3, 0x2, 1, struct.pack("=i", 0)),
+    "seed-dump-v6": ct_flow(10, ("fd00::1", "fd00:96::10", 40000, 53), ("fd00:244::5", "fd00::1", 53, 40000)),
+    "seed-ack-enoent": nlmsg(2, 0, 9, struct.pack("=i", -2) + b"\0" * 16),
+}
+
+
+def write(directory, seeds):
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", directory)
     os.makedirs(out, exist_ok=True)
-    for name, frame in SEEDS.items():
+    for name, data in seeds.items():
         with open(os.path.join(out, name), "wb") as f:
-            f.write(frame)
+            f.write(data)
+
+
+if __name__ == "__main__":
+    write("frames", SEEDS)
+    write("ctnetlink", CT_SEEDS)

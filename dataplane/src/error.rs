@@ -84,6 +84,15 @@ pub enum Error {
     /// Configuration error (bad flag values).
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The connection tracker could not be read or changed over ctnetlink.
+    #[error("conntrack netlink, {what}: {source}")]
+    Conntrack {
+        /// What was being done (opening the socket, dumping, deleting).
+        what: &'static str,
+        /// The underlying IO error (or the kernel's errno, or a malformed answer).
+        #[source]
+        source: std::io::Error,
+    },
     /// A link-layer socket for announcing addresses could not be used.
     #[error("{what} on interface {interface}: {source}")]
     Link {
@@ -112,6 +121,7 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::Serve { .. } => "serve",
             Error::Link { .. } => "link",
+            Error::Conntrack { .. } => "conntrack",
         }
     }
 }

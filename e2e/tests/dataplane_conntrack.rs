@@ -3,7 +3,7 @@
 //! UDP has no connection to tear down: once a flow's first packet has been DNATed to endpoint A,
 //! the node's conntrack entry keeps sending every later packet of that flow (same source address
 //! and port) to A, whatever the rules say now. So when A leaves the EndpointSlice, `svcnet-proxy
-//! run` must delete the flows toward A (`conntrack -D … --reply-src A`), as upstream does.
+//! run` must delete the flows toward A (over ctnetlink), as upstream does.
 //!
 //! Each test: a UDP Service whose only endpoint is `web-a`; a client sends from a fixed source port
 //! and is answered by `web-a` (the node holds a conntrack entry toward A); the EndpointSlice is
@@ -12,6 +12,9 @@
 //! again from the same source port: with cleanup it must reach `web-b` and no entry toward A may
 //! remain; with `--conntrack-cleanup false` (the control) it still reaches `web-a` through the
 //! stale entry, which shows the tests can tell the two outcomes apart.
+//!
+//! An endpoint removed while svcnet-proxy is down is cleaned at its next start (the start-up
+//! reconciliation of the whole UDP table, over ctnetlink).
 //!
 //! The same runs over IPv6 (`conntrack -f ipv6`): a dual-stack Service where only the IPv6
 //! EndpointSlice changes (and the IPv4 flow's entry toward A must survive, the cleanup being per
@@ -108,7 +111,9 @@ struct Seen {
 /// Runs the scenario described in the module docs over `family`; the Service's `clusterIPs` are
 /// `cluster_ips` (two = dual-stack, each family with its own EndpointSlice, and only `family`'s
 /// slice changes); `extra` are svcnet-proxy flags; after the rules have moved to web-b, the old
-/// flow is re-sent until web-b answers or `old_flow_wait` has passed.
+/// flow is re-sent until web-b answers or `old_flow_wait` has passed. With `down_during_change`
+/// the proxy is killed before the EndpointSlice changes and started again after it: the stale
+/// entry must then be found by the start-up reconciliation, which has no "before" to compare.
 async fn scenario(
     via: Via,
     family: Family,
@@ -116,6 +121,7 @@ async fn scenario(
     node_port: u16,
     extra: &[&str],
     old_flow_wait: Duration,
+    down_during_change: bool,
 ) -> Seen {
     let server = ApiServer::start(ServerConfig::default()).await.unwrap();
     let client = server.client().unwrap();
@@ -181,10 +187,9 @@ async fn scenario(
 
     let dir = tempfile::tempdir().unwrap();
     let node1 = c.topo.node(1).unwrap();
-    let proxy = tokio::task::block_in_place(|| {
-        let kubeconfig = node_kubeconfig_embedded(&c, &server, dir.path());
-        start_proxy_run(&c, node1, &kubeconfig, extra)
-    });
+    let kubeconfig =
+        tokio::task::block_in_place(|| node_kubeconfig_embedded(&c, &server, dir.path()));
+    let mut proxy = tokio::task::block_in_place(|| start_proxy_run(&c, node1, &kubeconfig, extra));
 
     let node1_ip: IpAddr = match family {
         Family::V4 => node1.ipv4().into(),
@@ -238,11 +243,23 @@ async fn scenario(
         udp_conntrack(&c, 1, target, None)
     });
 
+    if down_during_change {
+        // SIGKILL: the rules stay programmed (toward A) and nothing cleans up on the way out.
+        proxy.kill().unwrap();
+    }
     let name = family.slice_name();
     let mut moved = slices.get(name).await.unwrap();
     moved.endpoints =
         typed::<EndpointSlice>(&slice(name, "dns", UDP, &[Ep::ready(b, "node1")])).endpoints;
     slices.replace(name, &pp, &moved).await.unwrap();
+    if down_during_change {
+        tokio::task::block_in_place(|| {
+            // While the proxy is down the old flow still reaches A (the entry and the old rules).
+            let o = same_flow();
+            assert_eq!(o.pod(), Some("web-a"), "while the proxy is down: {o:?}");
+            proxy = start_proxy_run(&c, node1, &kubeconfig, extra);
+        });
+    }
 
     let seen = tokio::task::block_in_place(|| {
         // The rules now send new flows to B (the sync that programs them is the one that
@@ -320,6 +337,7 @@ async fn udp_clusterip_stale_flow_removed_when_endpoint_goes_away() {
         30161,
         &[],
         CONVERGE,
+        false,
     )
     .await;
     assert_cleaned(&seen, "ClusterIP");
@@ -337,9 +355,28 @@ async fn udp_nodeport_stale_flow_removed_when_endpoint_goes_away() {
         30162,
         &[],
         CONVERGE,
+        false,
     )
     .await;
     assert_cleaned(&seen, "NodePort");
+}
+
+/// Root only: web-a leaves the EndpointSlice while node1's proxy is down (SIGKILL). At its next
+/// start the proxy has no earlier endpoints to compare with; it reconciles the whole UDP table
+/// against the current endpoints, so the stale flow toward web-a is deleted and moves to web-b.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_flow_left_while_the_proxy_was_down_is_removed_at_start() {
+    let seen = scenario(
+        Via::ClusterIp,
+        Family::V4,
+        &[v4(10, 96, 11, 14)],
+        30166,
+        &[],
+        CONVERGE,
+        true,
+    )
+    .await;
+    assert_cleaned(&seen, "after a restart");
 }
 
 /// Root only, control: with `--conntrack-cleanup false` the same scenario keeps the stale entry:
@@ -356,6 +393,7 @@ async fn without_cleanup_stale_udp_flow_keeps_reaching_removed_endpoint() {
         &["--conntrack-cleanup", "false"],
         // The sync that programmed web-b would have cleaned up right after; give it ample time.
         Duration::from_secs(3),
+        false,
     )
     .await;
     assert_eq!(
@@ -389,6 +427,7 @@ async fn udp_ipv6_clusterip_stale_flow_removed_when_endpoint_goes_away() {
         30164,
         &[],
         CONVERGE,
+        false,
     )
     .await;
     assert_cleaned(&seen, "IPv6 ClusterIP");
@@ -412,6 +451,7 @@ async fn udp_ipv6_nodeport_stale_flow_removed_when_endpoint_goes_away() {
         30165,
         &[],
         CONVERGE,
+        false,
     )
     .await;
     assert_cleaned(&seen, "IPv6 NodePort");

@@ -1,11 +1,15 @@
-//! Removal of stale UDP conntrack entries when endpoints go away (upstream's per-change cleanup).
+//! Removal of stale UDP conntrack entries: UDP has no connection to end, so a flow pinned to an
+//! endpoint that went away keeps being sent there until its entry is deleted. svcnet-proxy
+//! reconciles the whole UDP table against the current endpoints at start-up, after every change
+//! of a UDP Service's endpoints, and on every full sync.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::process::Command;
 
+use super::conntrack_socket::Conntrack;
+use super::ctnetlink::{Flow, IPPROTO_UDP};
 use crate::compute::endpoints::endpoints_for_port;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::types::{Family, NodeConfig, Protocol, ProxyState};
 
 /// Where UDP traffic for a Service port arrives.
@@ -51,139 +55,149 @@ pub fn udp_endpoints(state: &ProxyState, node: &NodeConfig) -> UdpEndpoints {
     out
 }
 
-/// One `conntrack -D` to run.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Deletion {
-    /// What the flow was sent to.
-    pub target: UdpTarget,
-    /// Only flows answered by this endpoint; `None` = every flow to the target.
-    pub endpoint: Option<IpAddr>,
-}
-
-/// Flows to delete after moving from `old` to `new`: flows to endpoints that are gone, and every flow to a
-/// target that had no endpoint before (those were black-holed and would stay so).
-pub fn stale(old: &UdpEndpoints, new: &UdpEndpoints) -> Vec<Deletion> {
-    let mut out = vec![];
-    for (target, old_eps) in old {
-        let new_eps = new.get(target);
-        for ep in old_eps {
-            if !new_eps.is_some_and(|n| n.contains(ep)) {
-                out.push(Deletion {
-                    target: target.clone(),
-                    endpoint: Some(*ep),
-                });
+/// The UDP flows to delete: those sent to a Service target (a ClusterIP, external or
+/// LoadBalancer IP and port; or a NodePort on one of `node_addresses`) that go where the Service
+/// no longer sends: answered by an endpoint that is not serving any more, or never translated at
+/// all (created while the Service had no endpoint, they would stay black-holed) while it now has
+/// some. Flows to anything else are never touched. Like kube-proxy's conntrack reconciler, this
+/// looks at the whole table, so flows left behind while svcnet-proxy was not running are found
+/// too.
+pub fn stale_flows(
+    flows: &[Flow],
+    targets: &UdpEndpoints,
+    node_addresses: &BTreeSet<IpAddr>,
+) -> Vec<Flow> {
+    let mut out = Vec::new();
+    for f in flows.iter().filter(|f| f.proto == IPPROTO_UDP) {
+        let vip = UdpTarget::Vip(f.orig.dst, f.orig.dport);
+        let eps = match targets.get(&vip) {
+            Some(eps) => eps,
+            None if node_addresses.contains(&f.orig.dst) => {
+                match targets.get(&UdpTarget::NodePort(Family::of(&f.orig.dst), f.orig.dport)) {
+                    Some(eps) => eps,
+                    None => continue,
+                }
             }
-        }
-    }
-    for (target, new_eps) in new {
-        let had = old.get(target).is_some_and(|o| !o.is_empty());
-        if !had && !new_eps.is_empty() {
-            out.push(Deletion {
-                target: target.clone(),
-                endpoint: None,
-            });
+            None => continue,
+        };
+        let translated = f.reply.src != f.orig.dst;
+        let stale = if translated {
+            !eps.contains(&f.reply.src)
+        } else {
+            !eps.is_empty()
+        };
+        if stale {
+            out.push(*f);
         }
     }
     out.sort();
     out
 }
 
-/// Arguments of `conntrack` for one deletion.
-pub fn args(d: &Deletion) -> Vec<String> {
-    let mut a: Vec<String> = vec!["-D".into()];
-    let fam = match &d.target {
-        UdpTarget::Vip(ip, _) => Family::of(ip),
-        UdpTarget::NodePort(f, _) => *f,
-    };
-    if fam == Family::Ipv6 {
-        a.extend(["-f".into(), "ipv6".into()]);
-    }
-    a.extend(["-p".into(), "udp".into()]);
-    match &d.target {
-        UdpTarget::Vip(ip, port) => {
-            a.extend([
-                "--orig-dst".into(),
-                ip.to_string(),
-                "--orig-port-dst".into(),
-                port.to_string(),
-            ]);
-        }
-        UdpTarget::NodePort(_, port) => {
-            a.extend(["--orig-port-dst".into(), port.to_string()]);
-        }
-    }
-    if let Some(ep) = d.endpoint {
-        a.extend(["--reply-src".into(), ep.to_string()]);
-    }
-    a
+/// What one reconciliation of a family did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reconciled {
+    /// The family.
+    pub family: Family,
+    /// UDP entries the dump returned.
+    pub seen: usize,
+    /// Entries deleted.
+    pub deleted: usize,
+    /// How long the dump, the comparison and the deletes took.
+    pub took: std::time::Duration,
 }
 
-/// Runs the deletions with the `conntrack` CLI; "0 flow entries" is not an error. Returns how many
-/// commands deleted something.
-pub fn run(deletions: &[Deletion]) -> Result<usize> {
-    let mut deleted = 0;
-    for d in deletions {
-        let out = Command::new("conntrack")
-            .args(args(d))
-            .output()
-            .map_err(|source| Error::Exec {
-                program: "conntrack".into(),
-                source,
-            })?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if out.status.success() {
-            deleted += 1;
-        } else if !stderr.contains("0 flow entries") {
-            return Err(Error::Exec {
-                program: "conntrack".into(),
-                source: std::io::Error::other(stderr.into_owned()),
-            });
-        }
+/// Dumps the UDP entries of each of `families`, and deletes the [`stale_flows`].
+pub fn reconcile(
+    ct: &mut Conntrack,
+    families: &[Family],
+    targets: &UdpEndpoints,
+    node_addresses: &BTreeSet<IpAddr>,
+) -> Result<Vec<Reconciled>> {
+    let mut out = Vec::new();
+    for &family in families {
+        let started = std::time::Instant::now();
+        let flows = ct.dump(family, &[IPPROTO_UDP])?;
+        let stale = stale_flows(&flows, targets, node_addresses);
+        let deleted = if stale.is_empty() {
+            0
+        } else {
+            ct.delete(&stale)?
+        };
+        out.push(Reconciled {
+            family,
+            seen: flows.len(),
+            deleted,
+            took: started.elapsed(),
+        });
     }
-    Ok(deleted)
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apply::ctnetlink::Tuple;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn udp(orig_dst: &str, dport: u16, reply_src: &str) -> Flow {
+        Flow {
+            proto: IPPROTO_UDP,
+            orig: Tuple {
+                src: ip("192.168.0.50"),
+                dst: ip(orig_dst),
+                sport: 40000,
+                dport,
+            },
+            reply: Tuple {
+                src: ip(reply_src),
+                dst: ip("192.168.0.50"),
+                sport: dport,
+                dport: 40000,
+            },
+            zone: 0,
+        }
+    }
 
     #[test]
-    fn removed_endpoint_and_new_endpoints_are_stale() {
-        let vip = UdpTarget::Vip("10.0.0.10".parse().unwrap(), 53);
+    fn stale_flows_are_those_going_where_the_service_no_longer_sends() {
+        let vip = UdpTarget::Vip(ip("10.96.0.10"), 53);
+        let empty = UdpTarget::Vip(ip("10.96.0.11"), 53);
         let np = UdpTarget::NodePort(Family::Ipv4, 30053);
-        let a: IpAddr = "10.1.0.1".parse().unwrap();
-        let b: IpAddr = "10.1.0.2".parse().unwrap();
-        let old: UdpEndpoints =
-            [(vip.clone(), [a, b].into()), (np.clone(), BTreeSet::new())].into();
-        let new: UdpEndpoints = [(vip.clone(), [a].into()), (np.clone(), [a].into())].into();
-        let s = stale(&old, &new);
-        assert_eq!(
-            s,
-            vec![
-                Deletion {
-                    target: vip.clone(),
-                    endpoint: Some(b)
-                },
-                Deletion {
-                    target: np.clone(),
-                    endpoint: None
-                },
-            ]
-        );
-        assert_eq!(
-            args(&s[0]),
-            [
-                "-D",
-                "-p",
-                "udp",
-                "--orig-dst",
-                "10.0.0.10",
-                "--orig-port-dst",
-                "53",
-                "--reply-src",
-                "10.1.0.2"
-            ]
-        );
-        assert!(stale(&new, &new).is_empty());
+        let targets: UdpEndpoints = [
+            (vip, [ip("10.244.1.1")].into()),
+            (empty, BTreeSet::new()),
+            (np, [ip("10.244.1.1")].into()),
+        ]
+        .into();
+        let node: BTreeSet<IpAddr> = [ip("192.168.0.10")].into();
+        let live = udp("10.96.0.10", 53, "10.244.1.1");
+        let gone = udp("10.96.0.10", 53, "10.244.9.9");
+        let blackholed = udp("10.96.0.10", 53, "10.96.0.10");
+        let to_empty_old = udp("10.96.0.11", 53, "10.244.9.9");
+        let to_empty_untranslated = udp("10.96.0.11", 53, "10.96.0.11");
+        let np_gone = udp("192.168.0.10", 30053, "10.244.9.9");
+        let np_elsewhere = udp("192.168.0.99", 30053, "10.244.9.9");
+        let other_port = udp("10.96.0.10", 54, "10.244.9.9");
+        let mut tcp = gone;
+        tcp.proto = 6;
+        let flows = [
+            live,
+            gone,
+            blackholed,
+            to_empty_old,
+            to_empty_untranslated,
+            np_gone,
+            np_elsewhere,
+            other_port,
+            tcp,
+        ];
+        let mut want = vec![gone, blackholed, to_empty_old, np_gone];
+        want.sort();
+        assert_eq!(stale_flows(&flows, &targets, &node), want);
+        assert!(stale_flows(&[live], &targets, &node).is_empty());
     }
 }

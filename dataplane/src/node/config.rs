@@ -120,7 +120,8 @@ pub struct RunArgs {
         default_value = "127.0.0.1:10249"
     )]
     pub metrics_bind_address: std::net::SocketAddr,
-    /// Delete stale UDP conntrack entries (needs the `conntrack` tool).
+    /// Delete stale UDP conntrack entries (over ctnetlink): at start-up, after UDP endpoint
+    /// changes and on full syncs, the whole UDP table is compared with the current endpoints.
     #[arg(long, env = "SVCNET_CONNTRACK_CLEANUP", default_value_t = true, action = clap::ArgAction::Set)]
     pub conntrack_cleanup: bool,
     /// L2 announcement of LoadBalancer addresses.

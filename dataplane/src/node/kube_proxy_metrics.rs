@@ -78,6 +78,8 @@ pub struct KubeProxyMetrics {
     /// Service changes seen.
     pub service_changes: Counter,
     sync_failures: MetricFamily<IpFamilyLabels, Counter>,
+    conntrack_deleted: MetricFamily<IpFamilyLabels, Counter>,
+    conntrack_duration: Histograms,
     no_local_endpoints: MetricFamily<NoLocalLabels, Gauge>,
     /// `/healthz` answers by code.
     pub healthz: MetricFamily<CodeLabels, Counter>,
@@ -106,6 +108,10 @@ impl KubeProxyMetrics {
             service_changes_pending: Gauge::default(),
             service_changes: Counter::default(),
             sync_failures: MetricFamily::default(),
+            conntrack_deleted: MetricFamily::default(),
+            conntrack_duration: MetricFamily::new_with_constructor(
+                sync_buckets as fn() -> Histogram,
+            ),
             no_local_endpoints: MetricFamily::default(),
             healthz: MetricFamily::default(),
             livez: MetricFamily::default(),
@@ -165,6 +171,16 @@ impl KubeProxyMetrics {
             "sync_proxy_rules_nftables_sync_failures",
             "Cumulative proxy nftables sync failures",
             m.sync_failures.clone(),
+        );
+        r.register(
+            "conntrack_reconciler_deleted_entries",
+            "Cumulative conntrack flows deleted by conntrack reconciler",
+            m.conntrack_deleted.clone(),
+        );
+        r.register(
+            "conntrack_reconciler_sync_duration_seconds",
+            "ReconcileConntrackFlowsLatency latency in seconds",
+            m.conntrack_duration.clone(),
         );
         r.register(
             "sync_proxy_rules_no_local_endpoints_total",
@@ -229,6 +245,17 @@ impl KubeProxyMetrics {
         for l in Self::each(families) {
             self.sync_failures.get_or_create(&l).inc();
         }
+    }
+
+    /// Records one conntrack reconciliation of `family`.
+    pub fn conntrack_reconciled(&self, family: Family, deleted: usize, seconds: f64) {
+        let l = IpFamilyLabels {
+            ip_family: family_label(family),
+        };
+        self.conntrack_deleted
+            .get_or_create(&l)
+            .inc_by(deleted as u64);
+        self.conntrack_duration.get_or_create(&l).observe(seconds);
     }
 
     /// Sets the no-local-endpoints gauges from [`no_local_endpoints`].
@@ -319,6 +346,7 @@ mod tests {
             .get_or_create(&CodeLabels { code: "200".into() })
             .inc();
         m.set_no_local(&Family::ALL, &BTreeMap::new());
+        m.conntrack_reconciled(Family::Ipv4, 2, 0.003);
         let mut text = String::new();
         encode(&mut text, &r).unwrap();
         for (name, kind) in [
@@ -365,6 +393,14 @@ mod tests {
                 "gauge",
             ),
             ("kubeproxy_proxy_healthz_total", "counter"),
+            (
+                "kubeproxy_conntrack_reconciler_deleted_entries_total",
+                "counter",
+            ),
+            (
+                "kubeproxy_conntrack_reconciler_sync_duration_seconds",
+                "histogram",
+            ),
             ("kubeproxy_proxy_livez_total", "counter"),
         ] {
             let base = name.strip_suffix("_total").filter(|_| kind == "counter");
@@ -382,6 +418,7 @@ mod tests {
             r#"kubeproxy_sync_proxy_rules_nftables_sync_failures_total{ip_family="IPv6"} 1"#,
             r#"kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv4",traffic_policy="external"} 0"#,
             r#"kubeproxy_proxy_healthz_total{code="200"} 1"#,
+            r#"kubeproxy_conntrack_reconciler_deleted_entries_total{ip_family="IPv4"} 2"#,
         ] {
             assert!(text.contains(series), "{series} missing:\n{text}");
         }

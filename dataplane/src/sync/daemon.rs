@@ -2,7 +2,7 @@
 //! sync through a bounded-frequency sync loop (like kube-proxy's `BoundedFrequencyRunner`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -26,6 +26,7 @@ use crate::announce::metrics::L2Metrics;
 use crate::announce::speaker::{HealthCheck, Speaker, SpeakerConfig, SpeakerIo};
 
 use crate::apply::conntrack::{self, UdpEndpoints};
+use crate::apply::conntrack_socket::Conntrack;
 use crate::apply::nft::ExecNft;
 use crate::compute::endpoints::local_ready_count;
 use crate::error::{Error, Result};
@@ -574,6 +575,7 @@ async fn sync_loop(
     let mut next_full = Instant::now();
     // Unknown before the first sync: a restart must not flush live UDP flows as "new endpoints".
     let mut udp_prev: Option<UdpEndpoints> = None;
+    let mut ct: Option<Conntrack> = None;
     let mut retry: Option<Duration> = None;
     let mut ready = false;
     let mut mirror: Option<ProxyState> = None;
@@ -694,21 +696,51 @@ async fn sync_loop(
                 let udp_now = conntrack::udp_endpoints(state, proxier.node());
                 let failures = health_servers.sync(wanted).await;
                 report_listen_failures(&recorder, &args.node.node_name, failures).await;
-                let stale = match &udp_prev {
-                    Some(prev) => conntrack::stale(prev, &udp_now),
-                    None => vec![],
-                };
-                udp_prev = Some(udp_now);
-                if args.conntrack_cleanup && !stale.is_empty() {
-                    match tokio::task::block_in_place(|| conntrack::run(&stale)) {
-                        Ok(n) => {
-                            m.conntrack_deleted.inc_by(n as u64);
+                // The whole UDP table is compared with the endpoints at start-up (flows left
+                // from before), whenever a UDP Service's endpoints changed, and on full syncs.
+                let reconcile = udp_prev.as_ref() != Some(&udp_now) || out.full;
+                if args.conntrack_cleanup && reconcile {
+                    let node = proxier.node();
+                    let families = node.families.clone();
+                    let addresses: BTreeSet<IpAddr> = node
+                        .node_ips
+                        .iter()
+                        .chain(node.local_addresses.iter())
+                        .copied()
+                        .collect();
+                    let result = tokio::task::block_in_place(|| {
+                        if ct.is_none() {
+                            ct = Some(Conntrack::open()?);
+                        }
+                        match ct.as_mut() {
+                            Some(c) => conntrack::reconcile(c, &families, &udp_now, &addresses),
+                            None => Ok(vec![]),
+                        }
+                    });
+                    match result {
+                        Ok(done) => {
+                            for r in done {
+                                m.conntrack_deleted.inc_by(r.deleted as u64);
+                                shared.kube_proxy.conntrack_reconciled(
+                                    r.family,
+                                    r.deleted,
+                                    r.took.as_secs_f64(),
+                                );
+                                if r.deleted > 0 {
+                                    tracing::info!(family = ?r.family, seen = r.seen, deleted = r.deleted, "deleted stale UDP conntrack entries");
+                                }
+                            }
+                            udp_prev = Some(udp_now);
                         }
                         Err(e) => {
+                            // Reopen next time; `udp_prev` stays, so the next sync retries.
+                            ct = None;
                             m.conntrack_failures.inc();
                             tracing::warn!(error = %e, "conntrack cleanup failed");
                         }
                     }
+                } else {
+                    udp_prev = Some(udp_now);
                 }
             }
             Err(e) => {
