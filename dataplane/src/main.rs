@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use dataplane::apply::nft::{ExecNft, Nft as _};
 use dataplane::node::config::{local_addresses, NodeArgs, RunArgs};
 use dataplane::sync::proxier::Proxier;
@@ -42,7 +42,7 @@ enum Cmd {
     /// Run the agent: watch the API server and keep nftables in sync.
     Run {
         #[command(flatten)]
-        args: RunArgs,
+        args: Box<RunArgs>,
     },
     /// Delete svcnet-proxy's tables from the current network namespace.
     Cleanup,
@@ -82,7 +82,29 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    // Bad flags exit 64 (EX_USAGE) like every other configuration error; --help and --version 0.
+    let usage = |e: clap::Error| -> ExitCode {
+        if !e.use_stderr() {
+            e.exit();
+        }
+        let _ = e.print();
+        ExitCode::from(EX_USAGE)
+    };
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return usage(e),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => return usage(e),
+    };
+    let cli = match with_config_file(cli, &matches) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("svcnet-proxy: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -90,6 +112,33 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Applies `run --config` (a kube-proxy `KubeProxyConfiguration`): flags given on the command
+/// line or in the environment win over the file; what the file sets but svcnet-proxy does not
+/// implement is reported.
+fn with_config_file(mut cli: Cli, matches: &clap::ArgMatches) -> Result<Cli, dataplane::Error> {
+    let Cmd::Run { args } = &mut cli.command else {
+        return Ok(cli);
+    };
+    let Some(path) = args.config.clone() else {
+        return Ok(cli);
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| dataplane::Error::Config(format!("--config {}: {e}", path.display())))?;
+    let run = matches.subcommand_matches("run");
+    let explicit = |id: &str| {
+        run.and_then(|m| m.value_source(id)).is_some_and(|s| {
+            matches!(
+                s,
+                clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable
+            )
+        })
+    };
+    for report in dataplane::node::kube_proxy_config::apply(args, &text, &explicit)? {
+        tracing::warn!(file = %path.display(), "{report}");
+    }
+    Ok(cli)
 }
 
 /// Exit status for bad configuration (EX_USAGE).
@@ -101,7 +150,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            if let Err(e) = rt.block_on(dataplane::sync::daemon::run(args)) {
+            if let Err(e) = rt.block_on(dataplane::sync::daemon::run(*args)) {
                 if matches!(e, dataplane::Error::Config(_)) {
                     eprintln!("svcnet-proxy: {e}");
                     std::process::exit(EX_USAGE.into());

@@ -4,5 +4,6 @@
 
 pub mod config;
 pub mod health;
+pub mod kube_proxy_config;
 pub mod kube_proxy_metrics;
 pub mod metrics;

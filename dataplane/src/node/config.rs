@@ -94,6 +94,11 @@ pub struct RunArgs {
     /// Path to a kubeconfig; in-cluster or `$KUBECONFIG` configuration when unset.
     #[arg(long, env = "SVCNET_KUBECONFIG")]
     pub kubeconfig: Option<std::path::PathBuf>,
+    /// A kube-proxy `KubeProxyConfiguration` file (kubeproxy.config.k8s.io/v1alpha1): the fields
+    /// svcnet-proxy implements set their flags unless given explicitly; the others are reported
+    /// at start-up; unknown fields are an error.
+    #[arg(long = "config", env = "SVCNET_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
     /// Node settings.
     #[command(flatten)]
     pub node: NodeArgs,
