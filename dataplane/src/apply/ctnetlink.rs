@@ -191,20 +191,30 @@ pub fn dump_request(family: Family, seq: u32) -> Vec<u8> {
 /// Appends to `buf` a request (acknowledged) to delete `flow`, named by its original tuple and
 /// zone.
 pub fn delete_request(buf: &mut Vec<u8>, flow: &Flow, seq: u32) {
+    flow_msg(
+        buf,
+        flow,
+        IPCTNL_MSG_CT_DELETE,
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        false,
+    );
+}
+
+/// A ctnetlink message about `flow`: its original tuple, its reply tuple when `with_reply`, its
+/// zone when not the default.
+fn flow_msg(buf: &mut Vec<u8>, flow: &Flow, kind: u16, flags: u16, seq: u32, with_reply: bool) {
     let start = buf.len();
     let family = if flow.orig.src.is_ipv4() {
         AF_INET
     } else {
         AF_INET6
     };
-    header(
-        buf,
-        (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE,
-        NLM_F_REQUEST | NLM_F_ACK,
-        seq,
-        family,
-    );
+    header(buf, (NFNL_SUBSYS_CTNETLINK << 8) | kind, flags, seq, family);
     tuple(buf, CTA_TUPLE_ORIG, &flow.orig, flow.proto);
+    if with_reply {
+        tuple(buf, CTA_TUPLE_REPLY, &flow.reply, flow.proto);
+    }
     if flow.zone != 0 {
         attr(buf, CTA_ZONE, &flow.zone.to_be_bytes());
     }
@@ -213,25 +223,8 @@ pub fn delete_request(buf: &mut Vec<u8>, flow: &Flow, seq: u32) {
 
 /// Appends a message announcing `flow` as the kernel's dump does (tests and fuzz seeds).
 pub fn flow_message(buf: &mut Vec<u8>, flow: &Flow, seq: u32) {
-    let start = buf.len();
-    let family = if flow.orig.src.is_ipv4() {
-        AF_INET
-    } else {
-        AF_INET6
-    };
-    header(
-        buf,
-        (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW,
-        0x2,
-        seq,
-        family,
-    );
-    tuple(buf, CTA_TUPLE_ORIG, &flow.orig, flow.proto);
-    tuple(buf, CTA_TUPLE_REPLY, &flow.reply, flow.proto);
-    if flow.zone != 0 {
-        attr(buf, CTA_ZONE, &flow.zone.to_be_bytes());
-    }
-    finish(buf, start);
+    // NLM_F_MULTI, as the messages of a dump.
+    flow_msg(buf, flow, IPCTNL_MSG_CT_NEW, 0x2, seq, true);
 }
 
 fn u16_ne(b: &[u8], at: usize) -> Result<u16, CodecError> {
