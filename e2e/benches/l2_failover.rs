@@ -14,7 +14,9 @@
 //!
 //! Same lab as the `dataplane_l2` e2e test (three nodes, embedded API server unless
 //! `KUBEBUILDER_ASSETS` / `E2E_KUBECONFIG` choose another). **Needs root** and the workspace
-//! binaries: `cargo build --workspace --bins && cargo bench -p svcnet-e2e --bench l2_failover`.
+//! binaries of the same profile: `cargo build --workspace --bins && cargo bench --profile dev -p
+//! svcnet-e2e --bench l2_failover` (the failover is bounded by timers, not by code speed; with
+//! `cargo bench`'s release profile build the binaries with `--release` first).
 
 #![allow(clippy::unwrap_used)]
 
