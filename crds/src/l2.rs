@@ -5,7 +5,19 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{Condition, LabelSelector};
+use crate::{Condition, LabelSelector, ServiceIPClaim};
+
+/// Label on every Lease of L2 announcement: `node` (a node's heartbeat) or `address` (the node
+/// answering for an address), so that one watch (or `kubectl get lease -l`) finds them all.
+pub const LEASE_KIND_LABEL: &str = "svcnet.io/l2-lease";
+/// Name prefix of the address Leases.
+pub const ADDRESS_LEASE_PREFIX: &str = "svcnet-l2-";
+
+/// The name of the Lease naming the node that answers for `ip` (`svcnet-l2-<address>`, the
+/// address spelled as in [`ServiceIPClaim::name_for`]).
+pub fn address_lease_name(ip: std::net::IpAddr) -> String {
+    format!("{ADDRESS_LEASE_PREFIX}{}", ServiceIPClaim::name_for(ip))
+}
 
 /// Which LoadBalancer addresses are announced on the LAN, by which nodes, on which interfaces.
 ///

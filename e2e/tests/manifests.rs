@@ -1732,7 +1732,7 @@ async fn rbac_covers_every_api_call_and_nothing_more() {
             !l.metadata
                 .labels
                 .as_ref()
-                .is_some_and(|m| m.contains_key("svcnet.io/l2-lease"))
+                .is_some_and(|m| m.contains_key(::crds::l2::LEASE_KIND_LABEL))
         })
         .filter_map(|l| l.spec.and_then(|s| s.holder_identity))
         .collect();

@@ -13,14 +13,9 @@ use testkit::netns::{Outcome, Process, Proto, Topology};
 use super::control::NAMESPACE;
 use super::report::Report;
 
-/// The Lease name svcnet-proxy's L2 speaker uses for `ip`.
-fn lease_name(ip: IpAddr) -> String {
-    format!("svcnet-l2-{}", crds::ServiceIPClaim::name_for(ip))
-}
-
 async fn holder(leases: &Api<Lease>, ip: IpAddr) -> Option<String> {
     leases
-        .get_opt(&lease_name(ip))
+        .get_opt(&crds::l2::address_lease_name(ip))
         .await
         .ok()
         .flatten()
@@ -121,7 +116,7 @@ pub async fn takeover(
             "{ip} (in the LAN prefix, no route to any node): the outside client resolved it by \
              ARP to {old}, the holder of Lease {}/{}; a new connection reached pod {pod}",
             NAMESPACE,
-            lease_name(ip)
+            crds::l2::address_lease_name(ip)
         ),
     );
 

@@ -18,10 +18,10 @@ use kube::Api;
 use crds::ServiceIPClaim;
 use sha2::{Digest, Sha256};
 
-/// Label on every L2 Lease: `node` (heartbeat) or `address`.
-pub const KIND_LABEL: &str = "svcnet.io/l2-lease";
+use crds::l2::ADDRESS_LEASE_PREFIX as ADDRESS_PREFIX;
+pub use crds::l2::{address_lease_name, LEASE_KIND_LABEL as KIND_LABEL};
+
 const NODE_PREFIX: &str = "svcnet-l2-node-";
-const ADDRESS_PREFIX: &str = "svcnet-l2-";
 /// Object names are at most 253 characters.
 const MAX_NAME: usize = 253;
 
@@ -43,11 +43,6 @@ pub fn node_lease_name(node: &str) -> String {
     let digest = Sha256::digest(node.as_bytes());
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
     format!("{NODE_PREFIX}{hex}")
-}
-
-/// The Lease name of an address.
-pub fn address_lease_name(ip: IpAddr) -> String {
-    format!("{ADDRESS_PREFIX}{}", ServiceIPClaim::name_for(ip))
 }
 
 /// Classifies a watched Lease; `None` for Leases that are not ours.

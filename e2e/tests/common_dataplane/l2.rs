@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crds::{L2Announcement, LoadBalancerIPPool, ServiceIPClaim};
+use crds::{L2Announcement, LoadBalancerIPPool};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -92,9 +92,8 @@ pub async fn put_slice(api: &Api<EndpointSlice>, name: &str, svc: &str, eps: &[E
 /// The node the address Lease of `ip` names (`None`: no Lease, or released).
 pub async fn holder(leases: &Api<Lease>, ip: &str) -> Option<String> {
     let ip: IpAddr = ip.parse().unwrap();
-    let name = format!("svcnet-l2-{}", ServiceIPClaim::name_for(ip));
     leases
-        .get_opt(&name)
+        .get_opt(&crds::l2::address_lease_name(ip))
         .await
         .ok()
         .flatten()
