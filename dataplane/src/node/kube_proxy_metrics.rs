@@ -229,8 +229,6 @@ impl KubeProxyMetrics {
                 self.network_programming.get_or_create(&l).observe(*p);
             }
         }
-        self.endpoint_changes_pending.set(0);
-        self.service_changes_pending.set(0);
     }
 
     /// Records that a sync was queued at Unix time `now`.

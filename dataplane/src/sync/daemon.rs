@@ -81,10 +81,12 @@ impl Shared {
         }
     }
 
-    /// Forgets the pending changes (a sync is taking them).
+    /// Forgets the pending changes (a sync is taking them), as kube-proxy's change trackers do.
     fn take_changes(&self) {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         *p = PendingChanges::default();
+        self.kube_proxy.endpoint_changes_pending.set(0);
+        self.kube_proxy.service_changes_pending.set(0);
     }
 }
 
