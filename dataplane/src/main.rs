@@ -71,7 +71,9 @@ fn node_config(
     } else {
         vec![]
     };
-    Ok(args.resolve(node.as_ref(), local)?)
+    let mut cfg = args.resolve(node.as_ref(), local)?;
+    cfg.service_cidrs = m.service_cidr_source().effective(&cfg.service_cidrs);
+    Ok(cfg)
 }
 
 fn main() -> ExitCode {

@@ -39,7 +39,9 @@ pub struct NodeArgs {
         default_value = "primary"
     )]
     pub nodeport_addresses: Vec<String>,
-    /// Service CIDRs; traffic to an unallocated IP inside them is dropped.
+    /// Service CIDRs; traffic to an unallocated IP inside them is dropped. `run` uses them only
+    /// where the API does not serve networking.k8s.io/v1 ServiceCIDRs; where it does, it follows
+    /// those objects instead.
     #[arg(
         long = "service-cluster-ip-range",
         env = "SVCNET_SERVICE_CLUSTER_IP_RANGE",

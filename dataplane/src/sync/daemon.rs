@@ -1,7 +1,8 @@
-//! `svcnet-proxy run`: watches Services, EndpointSlices and the proxy's own Node, and keeps nftables in
+//! `svcnet-proxy run`: watches Services, EndpointSlices and the proxy's own Node ([`watches`]) and
+//! the ServiceCIDRs where served ([`crate::watch::service_cidr_watch`]), and keeps nftables in
 //! sync through a bounded-frequency sync loop (like kube-proxy's `BoundedFrequencyRunner`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -11,11 +12,6 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use prometheus_client::registry::Registry;
 use tokio::sync::{watch, Mutex, Notify};
@@ -38,8 +34,10 @@ use crate::node::kube_proxy_metrics::{no_local_endpoints, KubeProxyMetrics};
 use crate::node::metrics::{CodeLabels, Metrics, ReasonLabels, SyncLabels};
 use crate::sync::proxier::Proxier;
 use crate::types::{EndpointSliceInfo, Family, ProxyState, ServiceKey};
-use crate::watch::convert::{self, WATCH_LABEL_SELECTOR};
+use crate::watch::service_cidrs::ServiceCidrSource;
 use crate::watch::tracker::Tracker;
+
+mod watches;
 
 struct Shared {
     tracker: Arc<Mutex<Tracker>>,
@@ -100,226 +98,6 @@ async fn client(args: &RunArgs) -> Result<Client> {
     runtime::client::client(args.kubeconfig.as_deref())
         .await
         .map_err(|e| Error::Config(e.to_string()))
-}
-
-fn service_key(meta: &kube::api::ObjectMeta) -> Option<ServiceKey> {
-    Some(ServiceKey::new(
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone()?,
-    ))
-}
-
-async fn watch_services(api: Api<Service>, shared: Arc<Shared>) {
-    let cfg = watcher::Config::default().labels(WATCH_LABEL_SELECTOR);
-    let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
-    let mut buffer: Option<BTreeMap<ServiceKey, crate::types::ServiceInfo>> = None;
-    while let Some(ev) = stream.next().await {
-        let ev = match ev {
-            Ok(ev) => ev,
-            Err(e) => {
-                tracing::warn!(error = %e, "service watch error");
-                continue;
-            }
-        };
-        let mut t = shared.tracker.lock().await;
-        let changed = match ev {
-            Event::Init => {
-                buffer = Some(BTreeMap::new());
-                false
-            }
-            Event::InitApply(s) => {
-                if let (Some(b), Some(info)) = (buffer.as_mut(), convert::service(&s)) {
-                    b.insert(info.key.clone(), info);
-                }
-                false
-            }
-            Event::InitDone => t.reset_services(buffer.take().unwrap_or_default()) || t.ready(),
-            Event::Apply(s) => match service_key(&s.metadata) {
-                Some(k) => {
-                    let c = t.apply_service(k.clone(), convert::service(&s));
-                    if c {
-                        shared.count_change(k, false);
-                    }
-                    c
-                }
-                None => false,
-            },
-            Event::Delete(s) => match service_key(&s.metadata) {
-                Some(k) => {
-                    let c = t.apply_service(k.clone(), None);
-                    if c {
-                        shared.count_change(k, false);
-                    }
-                    c
-                }
-                None => false,
-            },
-        };
-        shared.metrics.pending_changes.set(t.changed.len() as i64);
-        drop(t);
-        if changed {
-            shared.changed();
-        }
-    }
-}
-
-/// The Service an EndpointSlice belongs to (its `kubernetes.io/service-name` label).
-fn owner(es: &EndpointSlice) -> Option<ServiceKey> {
-    let name = es
-        .metadata
-        .labels
-        .as_ref()?
-        .get("kubernetes.io/service-name")?;
-    Some(ServiceKey::new(
-        es.metadata.namespace.clone().unwrap_or_default(),
-        name.clone(),
-    ))
-}
-
-async fn watch_slices(api: Api<EndpointSlice>, shared: Arc<Shared>) {
-    let cfg = watcher::Config::default().labels(WATCH_LABEL_SELECTOR);
-    let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
-    let mut buffer: Option<Vec<EndpointSliceInfo>> = None;
-    while let Some(ev) = stream.next().await {
-        let ev = match ev {
-            Ok(ev) => ev,
-            Err(e) => {
-                tracing::warn!(error = %e, "endpointslice watch error");
-                continue;
-            }
-        };
-        let mut t = shared.tracker.lock().await;
-        let id = |es: &EndpointSlice| {
-            (
-                es.metadata.namespace.clone().unwrap_or_default(),
-                es.metadata.name.clone().unwrap_or_default(),
-            )
-        };
-        let changed = match ev {
-            Event::Init => {
-                buffer = Some(vec![]);
-                false
-            }
-            Event::InitApply(es) => {
-                if let (Some(b), Some(info)) = (buffer.as_mut(), convert::endpoint_slice(&es)) {
-                    b.push(info);
-                }
-                false
-            }
-            Event::InitDone => t.reset_slices(buffer.take().unwrap_or_default()) || t.ready(),
-            Event::Apply(es) => {
-                let (ns, name) = id(&es);
-                let c = t.apply_slice(&ns, &name, convert::endpoint_slice(&es));
-                if let (true, Some(svc)) = (c, owner(&es)) {
-                    shared.count_change(svc, true);
-                }
-                c
-            }
-            Event::Delete(es) => {
-                let (ns, name) = id(&es);
-                let c = t.apply_slice(&ns, &name, None);
-                if let (true, Some(svc)) = (c, owner(&es)) {
-                    shared.count_change(svc, true);
-                }
-                c
-            }
-        };
-        shared.metrics.pending_changes.set(t.changed.len() as i64);
-        drop(t);
-        if changed {
-            shared.changed();
-        }
-    }
-}
-
-/// Watches this proxy's Node, or every Node when L2 announcement needs them all (`l2`): one Node
-/// watch per process either way.
-async fn watch_node(
-    api: Api<Node>,
-    name: String,
-    shared: Arc<Shared>,
-    l2: Option<Arc<SharedInputs>>,
-) {
-    let cfg = match &l2 {
-        Some(_) => watcher::Config::default(),
-        None => watcher::Config::default().fields(&format!("metadata.name={name}")),
-    };
-    let mut stream = watcher::watcher(api, cfg)
-        .default_backoff()
-        .modify(|n: &mut Node| n.metadata.managed_fields = None)
-        .boxed();
-    let mut seen: Option<crate::watch::convert::NodeInfo> = None;
-    let mut all: Option<BTreeMap<String, crate::watch::convert::NodeInfo>> = None;
-    let ours = |n: &Node| n.metadata.name.as_deref() == Some(name.as_str());
-    while let Some(ev) = stream.next().await {
-        let ev = match ev {
-            Ok(ev) => ev,
-            Err(e) => {
-                tracing::warn!(error = %e, "node watch error");
-                continue;
-            }
-        };
-        if let Some(inputs) = &l2 {
-            fold_node_for_l2(inputs, &ev, &mut all);
-        }
-        let mut t = shared.tracker.lock().await;
-        let changed = match ev {
-            Event::Init => {
-                seen = None;
-                false
-            }
-            Event::InitApply(n) => {
-                if ours(&n) {
-                    seen = Some(convert::node(&n));
-                }
-                false
-            }
-            Event::InitDone => {
-                t.node_synced = true;
-                t.apply_node(seen.take()) || t.ready()
-            }
-            Event::Apply(n) if ours(&n) => t.apply_node(Some(convert::node(&n))),
-            Event::Delete(n) if ours(&n) => t.apply_node(None),
-            Event::Apply(_) | Event::Delete(_) => false,
-        };
-        drop(t);
-        if changed {
-            shared.changed();
-        }
-    }
-}
-
-/// Folds a Node watch event into the L2 speaker's Node map.
-fn fold_node_for_l2(
-    inputs: &SharedInputs,
-    ev: &Event<Node>,
-    all: &mut Option<BTreeMap<String, crate::watch::convert::NodeInfo>>,
-) {
-    let mut i = inputs.lock();
-    match ev {
-        Event::Init => *all = Some(BTreeMap::new()),
-        Event::InitApply(n) => {
-            if let (Some(m), Some(name)) = (all.as_mut(), n.metadata.name.clone()) {
-                m.insert(name, convert::node(n));
-            }
-        }
-        Event::InitDone => {
-            i.nodes = all.take().unwrap_or_default();
-            i.synced.insert("nodes");
-        }
-        Event::Apply(n) => {
-            if let Some(name) = n.metadata.name.clone() {
-                i.nodes.insert(name, convert::node(n));
-            }
-        }
-        Event::Delete(n) => {
-            if let Some(name) = n.metadata.name.as_deref() {
-                i.nodes.remove(name);
-            }
-        }
-    }
-    drop(i);
-    inputs.changed.notify_one();
 }
 
 async fn healthz(State(s): State<Arc<Shared>>) -> impl IntoResponse {
@@ -402,7 +180,10 @@ pub async fn run(mut args: RunArgs) -> Result<()> {
     let registry = Arc::new(registry);
     let health = Arc::new(ProxyHealth::new(args.sync_period * 2));
     let shared = Arc::new(Shared {
-        tracker: Arc::new(Mutex::new(Tracker::default())),
+        // No sync before discovery has said where the Service CIDRs come from.
+        tracker: Arc::new(Mutex::new(Tracker::with_service_cidrs(
+            ServiceCidrSource::Undecided,
+        ))),
         notify: Notify::new(),
         health,
         metrics,
@@ -442,10 +223,23 @@ pub async fn run(mut args: RunArgs) -> Result<()> {
     );
     let _metrics_srv = serve("metrics", args.metrics_bind_address, metrics_app).await?;
 
-    tokio::spawn(watch_services(Api::all(client.clone()), shared.clone()));
-    tokio::spawn(watch_slices(Api::all(client.clone()), shared.clone()));
+    tokio::spawn(watches::watch_services(
+        Api::all(client.clone()),
+        shared.clone(),
+    ));
+    tokio::spawn(watches::watch_slices(
+        Api::all(client.clone()),
+        shared.clone(),
+    ));
+    let woken = shared.clone();
+    tokio::spawn(crate::watch::service_cidr_watch::follow(
+        client.clone(),
+        shared.tracker.clone(),
+        args.node.service_cidrs.clone(),
+        move || woken.changed(),
+    ));
     let l2_inputs = args.l2.enabled.then(|| Arc::new(SharedInputs::default()));
-    tokio::spawn(watch_node(
+    tokio::spawn(watches::watch_node(
         Api::all(client.clone()),
         args.node.node_name.clone(),
         shared.clone(),
@@ -606,7 +400,7 @@ async fn sync_loop(
             continue;
         }
         let full = Instant::now() >= next_full || proxier.needs_full_sync();
-        if t.node_changed || full {
+        if t.node_changed || t.service_cidrs_changed || full {
             let local = match local_addresses() {
                 Ok(a) => a,
                 Err(e) => {
@@ -615,7 +409,8 @@ async fn sync_loop(
                 }
             };
             match args.node.resolve(t.node.as_ref(), local) {
-                Ok(cfg) => {
+                Ok(mut cfg) => {
+                    cfg.service_cidrs = t.service_cidrs.effective(&cfg.service_cidrs);
                     health_servers.set_bind(crate::node::health::health_check_addresses(&cfg));
                     proxier.set_node(cfg);
                 }
@@ -625,6 +420,7 @@ async fn sync_loop(
                 .health
                 .set_node_eligible(!t.node.as_ref().is_some_and(|n| n.being_deleted));
             t.node_changed = false;
+            t.service_cidrs_changed = false;
         }
         let changed = std::mem::take(&mut t.changed);
         let triggers = std::mem::take(&mut t.triggers);

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::ServiceCIDR;
 
 use crate::types::{
     EndpointInfo, EndpointPort, EndpointSliceInfo, Family, Protocol, ServiceInfo, ServiceKey,
@@ -243,6 +244,26 @@ pub fn endpoint_slice(es: &EndpointSlice) -> Option<EndpointSliceInfo> {
         endpoints,
         trigger_time,
     })
+}
+
+/// Converts a ServiceCIDR into its name and `spec.cidrs` (unparsable entries are skipped with a
+/// warning: the API server validates them, so one means a server this proxy does not understand).
+pub fn service_cidr(sc: &ServiceCIDR) -> Option<(String, Vec<ipnet::IpNet>)> {
+    let name = sc.metadata.name.clone()?;
+    let mut cidrs = vec![];
+    for c in sc
+        .spec
+        .as_ref()
+        .and_then(|s| s.cidrs.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        match c.trim().parse::<ipnet::IpNet>() {
+            Ok(n) => cidrs.push(n),
+            Err(_) => tracing::warn!(servicecidr = %name, cidr = %c, "ignoring unparsable CIDR"),
+        }
+    }
+    Some((name, cidrs))
 }
 
 /// What the proxy takes from its own Node object.

@@ -1,9 +1,11 @@
-//! Reading multi-document YAML/JSON manifests (Services, EndpointSlices, an optional Node, `List`s).
+//! Reading multi-document YAML/JSON manifests (Services, EndpointSlices, an optional Node,
+//! ServiceCIDRs, `List`s).
 
 use std::path::Path;
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::ServiceCIDR;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -17,6 +19,8 @@ pub struct Manifests {
     pub slices: Vec<EndpointSlice>,
     /// Nodes.
     pub nodes: Vec<Node>,
+    /// ServiceCIDRs.
+    pub service_cidrs: Vec<ServiceCIDR>,
 }
 
 impl Manifests {
@@ -54,6 +58,9 @@ impl Manifests {
             "Node" => self
                 .nodes
                 .push(serde_json::from_value(v).map_err(|e| e.to_string())?),
+            "ServiceCIDR" => self
+                .service_cidrs
+                .push(serde_json::from_value(v).map_err(|e| e.to_string())?),
             k if k.ends_with("List") => {
                 if let Some(items) = v.get("items").and_then(|i| i.as_array()) {
                     for item in items.clone() {
@@ -78,6 +85,23 @@ impl Manifests {
             m.parse_str(&text, p)?;
         }
         Ok(m)
+    }
+
+    /// Where the Service CIDRs come from: the ServiceCIDR objects when the manifests hold any
+    /// (as `run` does where the API serves them), else the flag.
+    pub fn service_cidr_source(&self) -> crate::watch::service_cidrs::ServiceCidrSource {
+        use crate::watch::service_cidrs::ServiceCidrSource;
+        if self.service_cidrs.is_empty() {
+            return ServiceCidrSource::Flag;
+        }
+        let mut source = ServiceCidrSource::objects();
+        source.reset(
+            self.service_cidrs
+                .iter()
+                .filter_map(crate::watch::convert::service_cidr)
+                .collect(),
+        );
+        source
     }
 
     /// Converts to the renderer's state (ignored objects dropped).

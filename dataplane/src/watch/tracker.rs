@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::types::{EndpointSliceInfo, ProxyState, ServiceInfo, ServiceKey};
 use crate::watch::convert::NodeInfo;
+use crate::watch::service_cidrs::ServiceCidrSource;
 
 /// Folded watch state.
 #[derive(Debug, Default)]
@@ -24,15 +25,27 @@ pub struct Tracker {
     pub node: Option<NodeInfo>,
     /// The Node changed since the last sync.
     pub node_changed: bool,
+    /// Where the Service CIDRs come from (the flag, or ServiceCIDR objects).
+    pub service_cidrs: ServiceCidrSource,
+    /// The Service CIDRs may have changed since the last sync.
+    pub service_cidrs_changed: bool,
     /// Trigger times (unix seconds) of EndpointSlice changes not yet programmed.
     pub triggers: Vec<f64>,
     slice_owner: HashMap<(String, String), ServiceKey>,
 }
 
 impl Tracker {
+    /// An empty tracker whose Service CIDRs come from `source`.
+    pub fn with_service_cidrs(source: ServiceCidrSource) -> Self {
+        Tracker {
+            service_cidrs: source,
+            ..Tracker::default()
+        }
+    }
+
     /// Whether every initial list is done (no sync happens before).
     pub fn ready(&self) -> bool {
-        self.services_synced && self.slices_synced && self.node_synced
+        self.services_synced && self.slices_synced && self.node_synced && self.service_cidrs.ready()
     }
 
     /// Applies a Service add/update (`Some`) or delete / ignored Service (`None`). Returns whether
