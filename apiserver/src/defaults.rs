@@ -12,11 +12,17 @@ use super::status::FieldError;
 
 mod endpointslice;
 mod event;
+mod ip;
+mod networking;
 mod pod;
 mod service;
 
 use endpointslice::validate_endpointslice;
 use event::validate_event;
+use networking::{
+    create_service_cidr, validate_ip_address, validate_ip_address_update,
+    validate_service_cidr_update,
+};
 use pod::{default_pod, pod_qos, validate_pod, validate_pod_spec_update};
 use service::{default_service, keep_allocated_values, validate_service};
 
@@ -62,11 +68,13 @@ fn is_qualified_name(s: &str) -> bool {
 }
 
 /// Validate the object name for a resource (upstream uses DNS-1035 for Services,
-/// DNS-1123 labels for Namespaces, subdomains for most others).
+/// DNS-1123 labels for Namespaces, IP addresses for IPAddresses, subdomains for most others).
 pub(crate) fn validate_name(info: &ResourceInfo, name: &str) -> Vec<FieldError> {
     let ok = match (info.group.as_str(), info.plural.as_str()) {
         ("", "services") => is_dns1035_label(name),
         ("", "namespaces") => is_dns1123_label(name),
+        ("networking.k8s.io", "ipaddresses") => return ip::validate_ip("metadata.name", name),
+        ("networking.k8s.io", "servicecidrs") => is_dns1123_subdomain(name),
         _ => {
             is_dns1123_subdomain(name)
                 || (info.crd.is_none() && name.contains(':') && !name.contains('/'))
@@ -77,6 +85,12 @@ pub(crate) fn validate_name(info: &ResourceInfo, name: &str) -> Vec<FieldError> 
     } else {
         vec![FieldError::invalid("metadata.name", Value::String(name.into()), "a lowercase RFC 1123 name must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character")]
     }
+}
+
+/// The name a create with only `generateName` gets, when the kind does not append a random
+/// suffix: IPAddress names are the address itself, so upstream uses `generateName` as it is.
+pub(crate) fn generated_name(info: &ResourceInfo, generate: &str) -> Option<String> {
+    (info.group == "networking.k8s.io" && info.plural == "ipaddresses").then(|| generate.into())
 }
 
 /// Validate labels and finalizers.
@@ -147,6 +161,8 @@ pub(crate) fn on_create(info: &ResourceInfo, obj: &mut Value) -> Vec<FieldError>
         }
         ("discovery.k8s.io", "endpointslices") => validate_endpointslice(obj),
         ("", "events") => validate_event(obj),
+        ("networking.k8s.io", "servicecidrs") => create_service_cidr(obj),
+        ("networking.k8s.io", "ipaddresses") => validate_ip_address(obj),
         _ => {
             if info.crd.is_some() && info.status {
                 if let Some(m) = obj.as_object_mut() {
@@ -193,6 +209,8 @@ pub(crate) fn on_update(
         }
         ("discovery.k8s.io", "endpointslices", _) => validate_endpointslice(new),
         ("", "events", Sub::Main) => validate_event(new),
+        ("networking.k8s.io", "servicecidrs", Sub::Main) => validate_service_cidr_update(old, new),
+        ("networking.k8s.io", "ipaddresses", Sub::Main) => validate_ip_address_update(old, new),
         _ => Vec::new(),
     }
 }

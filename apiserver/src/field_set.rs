@@ -267,9 +267,10 @@ impl Schema {
             ("Pod", ".status.conditions") => keys(&["type"]),
             ("Pod", ".status.podIPs" | ".status.hostIPs") => keys(&["ip"]),
             ("Service", ".spec.ports") => keys(&["port", "protocol"]),
-            ("Service" | "Namespace" | "CustomResourceDefinition", ".status.conditions") => {
-                keys(&["type"])
-            }
+            (
+                "Service" | "Namespace" | "CustomResourceDefinition" | "ServiceCIDR",
+                ".status.conditions",
+            ) => keys(&["type"]),
             ("Node", ".status.conditions" | ".status.addresses") => keys(&["type"]),
             ("Node", ".spec.podCIDRs") => Set,
             _ => Atomic,

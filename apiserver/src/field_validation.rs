@@ -58,7 +58,7 @@ fn roundtrip<T: DeserializeOwned + Serialize>(v: &Value) -> Option<Value> {
 /// The object as the typed model of its kind keeps it, or `None` when the kind has no typed
 /// model here or the object does not decode (wrong value types are left to validation).
 fn typed_copy(info: &ResourceInfo, obj: &Value) -> Option<Value> {
-    use k8s_openapi::api::{coordination, core, discovery, events};
+    use k8s_openapi::api::{coordination, core, discovery, events, networking};
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions;
     if info.crd.is_some() {
         return None;
@@ -79,6 +79,8 @@ fn typed_copy(info: &ResourceInfo, obj: &Value) -> Option<Value> {
         ("discovery.k8s.io", "EndpointSlice") => roundtrip::<discovery::v1::EndpointSlice>(&v),
         ("coordination.k8s.io", "Lease") => roundtrip::<coordination::v1::Lease>(&v),
         ("events.k8s.io", "Event") => roundtrip::<events::v1::Event>(&v),
+        ("networking.k8s.io", "ServiceCIDR") => roundtrip::<networking::v1::ServiceCIDR>(&v),
+        ("networking.k8s.io", "IPAddress") => roundtrip::<networking::v1::IPAddress>(&v),
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
             roundtrip::<apiextensions::v1::CustomResourceDefinition>(&v)
         }

@@ -6,7 +6,10 @@
 //!
 //! * **Resources**: core/v1 Namespace, Node, Pod, Service, Endpoints, Event, ConfigMap,
 //!   ServiceAccount; discovery.k8s.io/v1 EndpointSlice; coordination.k8s.io/v1 Lease;
-//!   events.k8s.io/v1 Event; apiextensions.k8s.io/v1 CustomResourceDefinition, and the kinds of
+//!   events.k8s.io/v1 Event; networking.k8s.io/v1 ServiceCIDR (with `/status`) and IPAddress
+//!   (both cluster-scoped, validated as upstream; the server creates none of them itself: the
+//!   default `kubernetes` ServiceCIDR and the IPAddresses of ClusterIPs are svcnet's IPAM
+//!   controller's business here); apiextensions.k8s.io/v1 CustomResourceDefinition, and the kinds of
 //!   every created CRD (namespaced or cluster-scoped, `/status` when declared, every served
 //!   version with conversion strategy `None`). Legacy discovery (`/api`, `/apis`, `/version`, per
 //!   group-version resource lists).
@@ -39,6 +42,8 @@
 //!   usual immutability rules apply. On a real apiserver the apiserver allocates and our IPAM
 //!   controller adopts. Tests must assert the contract (unique, in range), not who allocated.
 //!   Likewise `ipFamilies`/`ipFamilyPolicy` are not filled in.
+//!   For the same reason the server creates no `kubernetes` ServiceCIDR and no IPAddress objects
+//!   (kube-apiserver from 1.33 does both); it only stores and validates those written to it.
 //! * **Server-side apply and `managedFields`** follow structured-merge-diff with the list and map
 //!   markers of the real OpenAPI for the fields that have them (Service ports, containers, env,
 //!   conditions, finalizers, …) and the CRD's structural schema for custom resources; other lists

@@ -229,6 +229,9 @@ pub(crate) fn create(
     }
     let ns = if info.namespaced { ns } else { None };
     if name.is_empty() {
+        name = defaults::generated_name(info, &generate).unwrap_or_default();
+    }
+    if name.is_empty() {
         name = format!("{generate}{}", random_suffix());
         for _ in 0..8 {
             if inner.get(&info.key, &object_key(ns, &name)).is_none() {
@@ -511,6 +514,9 @@ fn status_write(info: &ResourceInfo, old: &Value, sent: Value) -> Value {
     let protected: &[&str] = match info.status_write {
         StatusWrite::KeepsMetadataButOwners => &["ownerReferences"],
         StatusWrite::SpecAndObjectMeta => &["labels", "annotations", "ownerReferences"],
+        StatusWrite::SpecAndMetaForStatus => {
+            &["labels", "annotations", "ownerReferences", "finalizers"]
+        }
         StatusWrite::KeepsMetadata | StatusWrite::StatusOnly => &[],
     };
     if let (Some(old_meta), Some(new_meta)) = (

@@ -124,7 +124,7 @@ fn list_strategy(kind: &str, path: &str) -> ListStrategy {
             ".spec.podCIDRs" => Set,
             _ => Atomic,
         },
-        "Namespace" => match path {
+        "Namespace" | "ServiceCIDR" => match path {
             ".status.conditions" => MergeKey("type"),
             _ => Atomic,
         },

@@ -34,6 +34,9 @@ pub(crate) enum StatusWrite {
     KeepsMetadataButOwners,
     /// `.spec`, labels, annotations and ownerReferences are reset (CustomResourceDefinitions).
     SpecAndObjectMeta,
+    /// As `SpecAndObjectMeta`, and finalizers are reset too (upstream's
+    /// `ResetObjectMetaForStatus`: ServiceCIDRs).
+    SpecAndMetaForStatus,
     /// Everything but `.status` comes from the stored object (custom resources).
     StatusOnly,
 }
@@ -88,6 +91,7 @@ impl ResourceInfo {
             status_write: match kind {
                 "Pod" => StatusWrite::KeepsMetadataButOwners,
                 "CustomResourceDefinition" => StatusWrite::SpecAndObjectMeta,
+                "ServiceCIDR" => StatusWrite::SpecAndMetaForStatus,
                 _ => StatusWrite::KeepsMetadata,
             },
             create_on_update,
@@ -244,6 +248,28 @@ impl Registry {
                 Generation::None,
                 true,
                 &["ev"],
+            ),
+            b(
+                "networking.k8s.io",
+                "v1",
+                "ServiceCIDR",
+                "servicecidrs",
+                false,
+                true,
+                Generation::None,
+                false,
+                &[],
+            ),
+            b(
+                "networking.k8s.io",
+                "v1",
+                "IPAddress",
+                "ipaddresses",
+                false,
+                false,
+                Generation::None,
+                false,
+                &[],
             ),
             b(
                 "apiextensions.k8s.io",

@@ -264,11 +264,60 @@ fn columns_and_cells(info: &ResourceInfo, items: &[Value]) -> (Vec<Value>, Vec<V
                 })
                 .collect(),
         ),
+        ("networking.k8s.io", "servicecidrs") => (
+            vec![
+                col("Name", "string", 0),
+                col("CIDRs", "string", 0),
+                col("Age", "string", 0),
+            ],
+            items
+                .iter()
+                .map(|o| vec![name(o), json!(service_cidrs(o)), json!(age(o))])
+                .collect(),
+        ),
+        // Upstream declares only these two columns for IPAddresses.
+        ("networking.k8s.io", "ipaddresses") => (
+            vec![col("Name", "string", 0), col("ParentRef", "string", 0)],
+            items
+                .iter()
+                .map(|o| vec![name(o), json!(parent_ref(o))])
+                .collect(),
+        ),
         _ => (
             vec![col("Name", "string", 0), col("Age", "string", 0)],
             items.iter().map(|o| vec![name(o), json!(age(o))]).collect(),
         ),
     }
+}
+
+/// A ServiceCIDR's ranges, comma-separated.
+fn service_cidrs(obj: &Value) -> String {
+    obj.pointer("/spec/cidrs")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+/// An IPAddress's owner as `resource[.group][/namespace]/name`, lower-cased resource and group.
+fn parent_ref(obj: &Value) -> String {
+    let Some(r) = obj.pointer("/spec/parentRef").filter(|r| r.is_object()) else {
+        return "<none>".into();
+    };
+    let (group, resource) = (s(r, "/group"), s(r, "/resource"));
+    let mut out = if group.is_empty() {
+        resource.to_lowercase()
+    } else {
+        format!("{resource}.{group}").to_lowercase()
+    };
+    if !s(r, "/namespace").is_empty() {
+        out = format!("{out}/{}", s(r, "/namespace"));
+    }
+    format!("{out}/{}", s(r, "/name"))
 }
 
 fn abbreviate(addrs: &[String]) -> String {
@@ -326,5 +375,35 @@ mod tests {
             "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
         ));
         assert!(!wants_table("application/json"));
+    }
+
+    #[test]
+    fn networking_rows() {
+        let reg = Registry::builtin();
+        let cidrs = reg.find("networking.k8s.io", "v1", "servicecidrs").unwrap();
+        let c = json!({"metadata": {"name": "extra", "creationTimestamp": "2020-01-01T00:00:00Z"},
+                       "spec": {"cidrs": ["10.96.0.0/16", "fd00::/108"]}});
+        let t = render(&cidrs, &[c], 1, None, "");
+        assert_eq!(t["columnDefinitions"][1]["name"], "CIDRs");
+        assert_eq!(t["rows"][0]["cells"][1], "10.96.0.0/16,fd00::/108");
+        let ips = reg.find("networking.k8s.io", "v1", "ipaddresses").unwrap();
+        let svc = json!({"metadata": {"name": "10.96.0.10"},
+                         "spec": {"parentRef": {"group": "", "resource": "services", "namespace": "kube-system", "name": "dns"}}});
+        let gw = json!({"metadata": {"name": "10.96.0.11"},
+                        "spec": {"parentRef": {"group": "Gateway.networking.k8s.io", "resource": "Gateways", "name": "gw"}}});
+        let t = render(
+            &ips,
+            &[svc, gw, json!({"metadata": {"name": "::1"}})],
+            1,
+            None,
+            "",
+        );
+        assert_eq!(t["columnDefinitions"].as_array().unwrap().len(), 2);
+        assert_eq!(t["rows"][0]["cells"][1], "services/kube-system/dns");
+        assert_eq!(
+            t["rows"][1]["cells"][1],
+            "gateways.gateway.networking.k8s.io/gw"
+        );
+        assert_eq!(t["rows"][2]["cells"][1], "<none>");
     }
 }
