@@ -340,6 +340,15 @@ mod tests {
         assert!(bare.leader_elect && bare.install_crds);
         let bad = Args::try_parse_from(["x", "--service-node-port-range=40000-30000"]).unwrap();
         assert!(bad.ipam_config("me".into()).is_err());
+        assert_eq!(cfg.ledger, crate::ipam::config::LedgerChoice::Auto);
+        let claims = Args::try_parse_from(["x", "--cluster-ip-ledger=serviceipclaim"]).unwrap();
+        assert_eq!(
+            claims.ipam_config("me".into()).unwrap().ledger,
+            crate::ipam::config::LedgerChoice::ServiceIpClaim
+        );
+        let bad = Args::try_parse_from(["x", "--cluster-ip-ledger=etcd"]).unwrap();
+        let err = bad.ipam_config("me".into()).unwrap_err().to_string();
+        assert!(err.contains("--cluster-ip-ledger"), "{err}");
         let bad = Args::try_parse_from(["x", "--metrics-bind-address=nope"]).unwrap();
         assert!(bad.admin_addr().is_err());
         let all = Args::try_parse_from(["x"]).unwrap();

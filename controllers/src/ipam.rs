@@ -12,9 +12,16 @@
 //! # Durability: one claim object per allocated value
 //! Every allocated value is an object in the API, created atomically:
 //!
+//! * a `networking.k8s.io/v1` `IPAddress` named by the address for every ClusterIP, where the
+//!   API serves that type (Kubernetes 1.33+, the embedded server) — the objects kube-apiserver
+//!   records its own ClusterIPs with ([`addresses`]); the ranges then come from the
+//!   `ServiceCIDR` objects ([`service_cidrs`]), added and removed at run time, the default one
+//!   made from `--service-cluster-ip-range`. ClusterIP claims of an older version are migrated
+//!   to IPAddresses at start, before any allocation, each IPAddress created before its claim is
+//!   deleted;
 //! * a [`crds::ServiceIPClaim`] named by the address ([`crds::ServiceIPClaim::name_for`]) for
-//!   every ClusterIP and LoadBalancer IP, with `parentRefs` naming the Service(s) by namespace,
-//!   name and UID;
+//!   every LoadBalancer IP, and for ClusterIPs where the API has no IPAddress type, with
+//!   `parentRefs` naming the Service(s) by namespace, name and UID;
 //! * a [`crds::NodePortClaim`] named by the port number for every nodePort and
 //!   healthCheckNodePort (one number serving TCP and UDP of one Service is one claim).
 //!
@@ -44,7 +51,10 @@
 //! # Structure
 //! * [`svc_view`] — the allocation-relevant parts of a Service, converted at the boundary.
 //! * [`plan`] — pure planning (ClusterIP families, node ports, LoadBalancer pools and sharing).
-//! * [`state`] — in-memory index of claims + bitmaps (from the `ipam` crate) to pick candidates.
+//! * [`state`] — in-memory index of claims + bitmaps (from the `ipam` crate) to pick candidates;
+//!   [`cluster_ranges`] — the ClusterIP ranges, ready or not.
+//! * [`addresses`], [`service_cidrs`] (pure) and [`service_cidr_io`] — the IPAddress ledger,
+//!   the ServiceCIDR lifecycle (finalizer, `Ready`, deletion) and the claim migration.
 //! * [`claims`] — API operations on claim objects.
 //! * [`reconcile`] — plan → claim → write Service (update with resourceVersion; LB status via
 //!   merge patch on `/status`) → release.
@@ -52,9 +62,11 @@
 //!
 //! Writes never use server-side apply (our embedded API server refuses it).
 
+pub mod addresses;
 pub mod apply;
 pub mod claim_io;
 pub mod claims;
+pub mod cluster_ranges;
 pub mod config;
 pub mod context;
 pub mod controller;
@@ -63,6 +75,8 @@ pub mod metrics;
 pub mod plan;
 pub mod reconcile;
 pub mod repair;
+pub mod service_cidr_io;
+pub mod service_cidrs;
 pub mod state;
 pub mod svc_view;
 

@@ -670,7 +670,7 @@ async fn ip_address_lifecycle_and_watch() {
                 .collect()
         })
         .unwrap_or_default();
-    assert_eq!(gone, [v4.clone()], "deletecollection by label");
+    assert_eq!(gone, std::slice::from_ref(&v4), "deletecollection by label");
 
     // The watch saw it all, in order.
     let mut seen = Vec::new();

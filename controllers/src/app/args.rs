@@ -4,6 +4,7 @@
 
 use crate::driver::Settings as _;
 use crate::error::in_range;
+use crate::ipam::config::LedgerChoice;
 use crate::ipam::{parse_service_cidrs, IpamConfig};
 use crate::{Error, Result};
 use runtime::duration::duration_flag;
@@ -29,6 +30,13 @@ pub struct Args {
         default_value = "10.96.0.0/12"
     )]
     pub service_cluster_ip_range: String,
+
+    /// Where ClusterIPs are recorded: `auto` (IPAddress objects where the API serves
+    /// networking.k8s.io/v1 IPAddress and ServiceCIDR, ServiceIPClaims otherwise),
+    /// `ipaddress` (refuse to start without them) or `serviceipclaim` (keep the claims, e.g.
+    /// while replicas of an older version that know only claims still run).
+    #[arg(long, env = "SVCNET_CLUSTER_IP_LEDGER", default_value = "auto")]
+    pub cluster_ip_ledger: String,
 
     /// Port range for NodePort Services, inclusive (`30000-32767`).
     #[arg(
@@ -170,8 +178,21 @@ impl Args {
                 reason: e.to_string(),
             }
         })?;
+        let ledger = match self.cluster_ip_ledger.as_str() {
+            "auto" => LedgerChoice::Auto,
+            "ipaddress" => LedgerChoice::IpAddress,
+            "serviceipclaim" => LedgerChoice::ServiceIpClaim,
+            other => {
+                return Err(Error::InvalidConfig {
+                    flag: "--cluster-ip-ledger",
+                    value: other.to_string(),
+                    reason: "must be auto, ipaddress or serviceipclaim".to_string(),
+                })
+            }
+        };
         Ok(IpamConfig {
             service_cidrs,
+            ledger,
             node_port_range: self.service_node_port_range.clone(),
             default_lb_class: self.default_load_balancer_class,
             workers: self.ipam_workers.max(1),

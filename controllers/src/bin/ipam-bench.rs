@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use controllers::ipam::config::LedgerChoice;
 use controllers::ipam::{Ipam, IpamConfig, IpamMetrics};
 use futures::{stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Service};
@@ -47,6 +48,10 @@ struct Args {
     /// Service CIDR.
     #[arg(long, default_value = "10.96.0.0/16")]
     service_cidr: String,
+    /// Where ClusterIPs are recorded: `ipaddress` or `serviceipclaim` (run against fresh API
+    /// servers to compare the two).
+    #[arg(long, default_value = "ipaddress")]
+    cluster_ip_ledger: String,
 }
 
 async fn install_crds(client: &Client) -> anyhow::Result<()> {
@@ -148,9 +153,15 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let client = runtime::client::client(Some(&args.kubeconfig)).await?;
     install_crds(&client).await?;
+    let ledger = match args.cluster_ip_ledger.as_str() {
+        "ipaddress" => LedgerChoice::IpAddress,
+        "serviceipclaim" => LedgerChoice::ServiceIpClaim,
+        other => anyhow::bail!("--cluster-ip-ledger {other:?}: ipaddress or serviceipclaim"),
+    };
     let cfg = IpamConfig {
         service_cidrs: controllers::ipam::parse_service_cidrs(&args.service_cidr)?,
         workers: args.workers,
+        ledger,
         ..Default::default()
     };
     let n = args.services;
@@ -181,6 +192,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let out = json!({
         "services_per_phase": n,
+        "cluster_ip_ledger": args.cluster_ip_ledger,
         "nodeport_services_per_phase": np,
         "workers": args.workers,
         "create_concurrency": args.concurrency,

@@ -101,7 +101,7 @@ impl Ipam {
                     // the API confirms it is still ours (the cache may lag).
                     let mut reused = None;
                     for ip in reuse {
-                        if self.ip_claim_is_ours(ip, uid).await? {
+                        if self.cluster_ip_is_ours(ip, view).await? {
                             reused = Some(ip);
                             break;
                         }

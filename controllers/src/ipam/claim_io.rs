@@ -7,16 +7,34 @@ use std::net::IpAddr;
 use crds::{IpPurpose, NodePortClaim, PortPurpose, ServiceIPClaim, ServiceRef};
 use k8s_openapi::api::core::v1::Service;
 
+use crate::ipam::addresses::info_of;
 use crate::ipam::claims::Created;
 use crate::ipam::context::Ipam;
 use crate::ipam::reconcile::{alloc_err, fam_tag};
-use crate::ipam::state::Reserve;
+use crate::ipam::state::{AddressManager, IpClaimInfo, Reserve};
 use crate::ipam::svc_view::{Family, SvcView};
 use crate::{Error, Result};
 
 impl Ipam {
-    /// Whether the API's claim on `ip` lists `uid` as a holder (refreshing our index).
-    pub(super) async fn ip_claim_is_ours(&self, ip: IpAddr, uid: &str) -> Result<bool> {
+    /// Whether the API's record of ClusterIP `ip` (its IPAddress or claim) names the Service of
+    /// `view` as a holder (refreshing our index).
+    pub(super) async fn cluster_ip_is_ours(&self, ip: IpAddr, view: &SvcView) -> Result<bool> {
+        if self.uses_addresses() {
+            let found = self.addresses.get(ip).await?;
+            let mut st = self.state.lock().await;
+            return Ok(match found.as_ref().and_then(info_of) {
+                Some((_, info)) => {
+                    let ours = info.held_by(&view.namespace, &view.name, &view.uid);
+                    st.record(ip, info);
+                    ours
+                }
+                None => {
+                    st.remove_address(ip);
+                    false
+                }
+            });
+        }
+        let uid = view.uid.as_str();
         let claim = self
             .claims
             .ip_api()
@@ -29,7 +47,7 @@ impl Ipam {
                 c.spec.parent_refs.iter().any(|p| p.uid == uid)
             }
             None => {
-                st.remove_ip(ip);
+                st.remove_ip_claim(ip);
                 false
             }
         })
@@ -78,11 +96,28 @@ impl Ipam {
     }
 
     pub(super) async fn release_ip(&self, ip: IpAddr, uid: &str, purpose: IpPurpose) -> Result<()> {
-        let after = self.claims.release_ip(ip, uid).await?;
-        let mut st = self.state.lock().await;
-        match after {
-            Some(c) => st.apply_ip_claim(&c),
-            None => st.remove_ip(ip),
+        let ledger = self.state.lock().await.ip(ip).map(|i| i.ledger);
+        if purpose == IpPurpose::ClusterIP
+            && ledger.is_some_and(|l| l.address == Some(AddressManager::Ours))
+        {
+            // Only an IPAddress this controller made for exactly this Service is deleted.
+            if let Some(a) = self.addresses.get(ip).await? {
+                let ours = info_of(&a).is_some_and(|(_, i)| i.parents.iter().any(|p| p.uid == uid));
+                if ours {
+                    self.addresses.delete_if_unchanged(&a).await?;
+                    self.state.lock().await.remove_address(ip);
+                }
+            } else {
+                self.state.lock().await.remove_address(ip);
+            }
+        }
+        if ledger.is_none_or(|l| l.claim) {
+            let after = self.claims.release_ip(ip, uid).await?;
+            let mut st = self.state.lock().await;
+            match after {
+                Some(c) => st.apply_ip_claim(&c),
+                None => st.remove_ip_claim(ip),
+            }
         }
         self.metrics.released(match purpose {
             IpPurpose::ClusterIP => "cluster_ip",
@@ -119,18 +154,20 @@ impl Ipam {
         };
         match reserve {
             Reserve::Held(info) => {
-                if info.parents.iter().any(|p| p.uid == view.uid) {
+                if info.held_by(&view.namespace, &view.name, &view.uid) {
                     return Ok(ip);
                 }
                 Err(self.ip_conflict(svc, ip, &info.parents).await)
             }
             Reserve::Busy => Err(Error::Retry(format!("{ip} is being claimed"))),
             Reserve::OutOfRange => {
-                let ranges: Vec<String> = self
-                    .families
-                    .iter()
-                    .filter_map(|f| self.cidr_of(*f))
-                    .collect();
+                let ranges: Vec<String> = {
+                    let st = self.state.lock().await;
+                    self.families
+                        .iter()
+                        .filter_map(|f| st.cidr_of(*f))
+                        .collect()
+                };
                 let msg = format!(
                     "Cluster IP {} is not within the configured Service CIDR {}; please recreate service",
                     fam_tag(ip),
@@ -141,13 +178,26 @@ impl Ipam {
                     .await)
             }
             Reserve::Reserved => {
-                let res = self
-                    .claims
-                    .create_ip(ip, IpPurpose::ClusterIP, None, None, Self::svc_ref(view))
-                    .await;
+                let res = self.create_cluster_ip(ip, view).await;
                 self.finish_ip_claim(svc, view, ip, res, "cluster_ip").await
             }
         }
+    }
+
+    /// Records ClusterIP `ip` for the Service in the ledger in use.
+    async fn create_cluster_ip(&self, ip: IpAddr, view: &SvcView) -> Result<Created<IpClaimInfo>> {
+        let parent = Self::svc_ref(view);
+        if self.uses_addresses() {
+            return self.addresses.create(ip, &parent).await;
+        }
+        let created = self
+            .claims
+            .create_ip(ip, IpPurpose::ClusterIP, None, None, parent)
+            .await?;
+        Ok(match created {
+            Created::New(c) => Created::New(IpClaimInfo::from_claim(&c)),
+            Created::Existing(c) => Created::Existing(IpClaimInfo::from_claim(&c)),
+        })
     }
 
     pub(super) async fn finish_ip_claim(
@@ -155,27 +205,29 @@ impl Ipam {
         svc: &Service,
         view: &SvcView,
         ip: IpAddr,
-        res: Result<Created<ServiceIPClaim>>,
+        res: Result<Created<IpClaimInfo>>,
         kind: &str,
     ) -> Result<IpAddr> {
         match res {
-            Ok(Created::New(c)) => {
+            Ok(Created::New(info)) => {
                 let mut st = self.state.lock().await;
-                st.apply_ip_claim(&c);
+                st.record(ip, info);
                 st.unreserve_ip(ip, true);
                 self.metrics.allocated(kind);
                 Ok(ip)
             }
-            Ok(Created::Existing(c)) => {
+            Ok(Created::Existing(info)) => {
+                let ours = info.held_by(&view.namespace, &view.name, &view.uid);
+                let parents = info.parents.clone();
                 {
                     let mut st = self.state.lock().await;
-                    st.apply_ip_claim(&c);
+                    st.record(ip, info);
                     st.unreserve_ip(ip, true);
                 }
-                if c.spec.parent_refs.iter().any(|p| p.uid == view.uid) {
+                if ours {
                     Ok(ip)
                 } else {
-                    Err(self.ip_conflict(svc, ip, &c.spec.parent_refs).await)
+                    Err(self.ip_conflict(svc, ip, &parents).await)
                 }
             }
             Err(e) => {
@@ -221,17 +273,14 @@ impl Ipam {
                     return Err(alloc_err("full", msg));
                 }
             };
-            let res = self
-                .claims
-                .create_ip(ip, IpPurpose::ClusterIP, None, None, Self::svc_ref(view))
-                .await;
+            let res = self.create_cluster_ip(ip, view).await;
             match res {
-                Ok(Created::Existing(c))
-                    if !c.spec.parent_refs.iter().any(|p| p.uid == view.uid) =>
+                Ok(Created::Existing(info))
+                    if !info.held_by(&view.namespace, &view.name, &view.uid) =>
                 {
                     // Someone else (another replica, a stale view) holds it: try another.
                     let mut st = self.state.lock().await;
-                    st.apply_ip_claim(&c);
+                    st.record(ip, info);
                     st.unreserve_ip(ip, true);
                     continue;
                 }

@@ -40,11 +40,26 @@ pub fn parse_service_cidrs(value: &str) -> Result<Vec<IpNet>, Error> {
     Ok(out)
 }
 
+/// Where ClusterIPs are recorded (`--cluster-ip-ledger`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LedgerChoice {
+    /// IPAddress objects where the API serves them, ServiceIPClaims otherwise.
+    #[default]
+    Auto,
+    /// IPAddress objects; not starting where the API lacks them.
+    IpAddress,
+    /// ServiceIPClaims, and the ranges from the flag.
+    ServiceIpClaim,
+}
+
 /// Everything the IPAM controller needs to know about the cluster.
 #[derive(Debug, Clone)]
 pub struct IpamConfig {
-    /// Service CIDRs, primary first.
+    /// Service CIDRs, primary first. Where ServiceCIDR objects give the ranges, these make the
+    /// default one (if it does not exist yet) and fix the families Services may use.
     pub service_cidrs: Vec<IpNet>,
+    /// Where ClusterIPs are recorded.
+    pub ledger: LedgerChoice,
     /// `--service-node-port-range`, e.g. `30000-32767`.
     pub node_port_range: String,
     /// Whether LoadBalancer Services without a class are ours.
@@ -75,6 +90,7 @@ impl Default for IpamConfig {
     fn default() -> Self {
         IpamConfig {
             service_cidrs: vec!["10.96.0.0/12".parse().expect("valid literal CIDR")],
+            ledger: LedgerChoice::Auto,
             node_port_range: "30000-32767".to_string(),
             default_lb_class: false,
             workers: 8,

@@ -7,13 +7,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crds::LoadBalancerIPPool;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::ServiceCIDR;
 use kube::Client;
 use runtime::events::EventRecorder;
 use runtime::queue::{Backoff, WorkQueue};
-use tokio::sync::{Mutex, RwLock};
+use tokio::sync::{Mutex, Notify, RwLock};
 
+use crate::ipam::addresses::AddressApi;
 use crate::ipam::claims::ClaimApi;
 use crate::ipam::config::IpamConfig;
 use crate::ipam::metrics::IpamMetrics;
@@ -48,6 +52,17 @@ pub struct Ipam {
     pub(crate) recorder: EventRecorder,
     pub(crate) metrics: IpamMetrics,
     pub(crate) claims: ClaimApi,
+    /// IPAddress objects (the ClusterIP ledger where the API serves them).
+    pub(crate) addresses: AddressApi,
+    /// ClusterIPs are recorded as IPAddress objects (decided at start from discovery);
+    /// otherwise as ServiceIPClaims.
+    pub(crate) use_addresses: AtomicBool,
+    /// The ServiceCIDR objects by name (watched only where the API serves them).
+    pub(crate) service_cidrs: RwLock<BTreeMap<String, ServiceCIDR>>,
+    /// Wakes the ServiceCIDR lifecycle loop.
+    pub(crate) cidr_kick: Notify,
+    /// The default ServiceCIDR's difference from the flag was reported.
+    pub(crate) default_mismatch_logged: AtomicBool,
 }
 
 impl Ipam {
@@ -57,6 +72,11 @@ impl Ipam {
         Ok(Arc::new(Ipam {
             recorder: EventRecorder::new(client.clone(), "svcnet-ipam", cfg.instance.clone()),
             claims: ClaimApi::new(client.clone()),
+            addresses: AddressApi::new(client.clone()),
+            use_addresses: AtomicBool::new(false),
+            service_cidrs: RwLock::new(BTreeMap::new()),
+            cidr_kick: Notify::new(),
+            default_mismatch_logged: AtomicBool::new(false),
             families: cfg.families(),
             client,
             cfg,
@@ -72,12 +92,9 @@ impl Ipam {
         }))
     }
 
-    pub(crate) fn cidr_of(&self, f: Family) -> Option<String> {
-        self.cfg
-            .service_cidrs
-            .iter()
-            .find(|c| crate::ipam::svc_view::family_of(c.network()) == f)
-            .map(ToString::to_string)
+    /// Whether ClusterIPs are recorded as IPAddress objects.
+    pub(crate) fn uses_addresses(&self) -> bool {
+        self.use_addresses.load(Ordering::Relaxed)
     }
 
     pub(crate) async fn tombstone(&self, key: String, uid: Option<String>) {

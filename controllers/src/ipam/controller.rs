@@ -13,9 +13,16 @@ use kube::{Api, ResourceExt};
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
+use std::sync::atomic::Ordering;
+
 use crate::index::{Change, TaskGuard};
+use crate::ipam::addresses::api_serves_addresses;
+use crate::ipam::config::LedgerChoice;
 use crate::ipam::context::Ipam;
 use crate::ipam::plan::load_balancer::PoolView;
+use crate::ipam::service_cidr_io::{
+    cidr_loop, migrate_claims, watch_addresses, watch_service_cidrs,
+};
 use crate::watches::Watches;
 use crate::{Error, Result};
 use runtime::admin::ReadyFlag;
@@ -106,23 +113,13 @@ async fn watch_ip_claims(ipam: Arc<Ipam>, synced: tokio::sync::mpsc::Sender<&'st
             Ok(Event::InitApply(c)) => buffer.push(c),
             Ok(Event::InitDone) => {
                 let list = std::mem::take(&mut buffer);
-                {
-                    let mut st = ipam.state.lock().await;
-                    let ports: Vec<NodePortClaim> = Vec::new();
-                    // Reset only the IP side: re-apply port claims as they are.
-                    let known_ports: Vec<(u16, crate::ipam::state::PortClaimInfo)> =
-                        st.all_ports().map(|(p, i)| (*p, i.clone())).collect();
-                    st.reset(&list, &ports);
-                    for (p, i) in known_ports {
-                        st.set_port(p, i);
-                    }
-                }
+                ipam.state.lock().await.reset_ip_claims(&list);
                 let _ = synced.send("serviceipclaims").await;
             }
             Ok(Event::Apply(c)) => ipam.state.lock().await.apply_ip_claim(&c),
             Ok(Event::Delete(c)) => {
                 if let Some(ip) = ServiceIPClaim::ip_from_name(&c.name_any()) {
-                    ipam.state.lock().await.remove_ip(ip);
+                    ipam.state.lock().await.remove_ip_claim(ip);
                 }
             }
             Err(err) => tracing::warn!(%err, "serviceipclaim watch error"),
@@ -139,16 +136,7 @@ async fn watch_port_claims(ipam: Arc<Ipam>, synced: tokio::sync::mpsc::Sender<&'
             Ok(Event::InitApply(c)) => buffer.push(c),
             Ok(Event::InitDone) => {
                 let list = std::mem::take(&mut buffer);
-                {
-                    let mut st = ipam.state.lock().await;
-                    let stale: Vec<u16> = st.all_ports().map(|(p, _)| *p).collect();
-                    for p in stale {
-                        st.remove_port(p);
-                    }
-                    for c in &list {
-                        st.apply_port_claim(c);
-                    }
-                }
+                ipam.state.lock().await.reset_port_claims(&list);
                 let _ = synced.send("nodeportclaims").await;
             }
             Ok(Event::Apply(c)) => ipam.state.lock().await.apply_port_claim(&c),
@@ -320,8 +308,47 @@ pub async fn run(ipam: Arc<Ipam>, ready: ReadyFlag) -> Result<()> {
 /// watch them too); its claims, pools and Namespaces only IPAM reads. `ready` is set once all
 /// caches are synced and workers run.
 pub async fn run_with(watches: &Watches, ipam: Arc<Ipam>, ready: ReadyFlag) -> Result<()> {
+    // Where the API serves IPAddress / ServiceCIDR, those are the ClusterIP ledger and ranges;
+    // otherwise ServiceIPClaims and the flag.
+    let addresses = match ipam.cfg.ledger {
+        LedgerChoice::ServiceIpClaim => false,
+        LedgerChoice::Auto => api_serves_addresses(&ipam.client).await?,
+        LedgerChoice::IpAddress => {
+            if !api_serves_addresses(&ipam.client).await? {
+                // Retried by the caller: the API server may be upgraded meanwhile.
+                return Err(Error::InvalidConfig {
+                    flag: "--cluster-ip-ledger",
+                    value: "ipaddress".to_string(),
+                    reason: "the API server does not serve networking.k8s.io/v1 ipaddresses \
+                             and servicecidrs"
+                        .to_string(),
+                });
+            }
+            true
+        }
+    };
+    ipam.use_addresses.store(addresses, Ordering::Relaxed);
+    tracing::info!(
+        ledger = if addresses {
+            "IPAddress"
+        } else {
+            "ServiceIPClaim"
+        },
+        ranges = if addresses {
+            "ServiceCIDR objects"
+        } else {
+            "--service-cluster-ip-range"
+        },
+        "ClusterIP allocation"
+    );
     let mut tasks = JoinSet::new();
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let mut expected = 5;
+    if addresses {
+        tasks.spawn(watch_addresses(ipam.clone(), tx.clone()));
+        tasks.spawn(watch_service_cidrs(ipam.clone(), tx.clone()));
+        expected += 2;
+    }
     tasks.spawn(watch_ip_claims(ipam.clone(), tx.clone()));
     tasks.spawn(watch_port_claims(ipam.clone(), tx.clone()));
     tasks.spawn(watch_pools(ipam.clone(), tx.clone()));
@@ -333,13 +360,19 @@ pub async fn run_with(watches: &Watches, ipam: Arc<Ipam>, ready: ReadyFlag) -> R
     let _feed = TaskGuard(vec![feed]);
     tasks.spawn(watch_services(ipam.clone(), services, tx.clone()));
     let mut synced = std::collections::HashSet::new();
-    while synced.len() < 5 {
+    while synced.len() < expected {
         match rx.recv().await {
             Some(what) => {
                 synced.insert(what);
             }
             None => return Err(Error::Retry("watches ended before syncing".to_string())),
         }
+    }
+    if addresses {
+        // Before any allocation, so no address is ever recorded only in the old ledger while
+        // a worker allocates from the new one.
+        migrate_claims(&ipam).await?;
+        tasks.spawn(cidr_loop(ipam.clone()));
     }
     tracing::info!("IPAM caches synced; starting workers");
     tasks.spawn(ipam.queue.clone().run_timer());

@@ -34,7 +34,9 @@ use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::{Api, Resource};
 
+use crate::ipam::addresses::info_of;
 use crate::ipam::context::Ipam;
+use crate::ipam::state::AddressManager;
 use crate::ipam::svc_view::SvcView;
 
 mod status;
@@ -158,7 +160,9 @@ pub async fn repair_loop(ipam: Arc<Ipam>) {
             .collect();
         let claims: Vec<(Value, Vec<ServiceRef>, Option<Timestamp>)> = {
             let st = ipam.state.lock().await;
+            // Another allocator's IPAddresses are that allocator's to repair.
             st.all_ips()
+                .filter(|(_, i)| i.ledger.address != Some(AddressManager::Other))
                 .map(|(ip, i)| (Value::Ip(*ip), i.parents.clone(), i.created))
                 .chain(
                     st.all_ports()
@@ -214,6 +218,37 @@ async fn release_leak(ipam: &Ipam, value: &Value) -> crate::Result<()> {
     // Re-read the claim and its holders from the API, re-check, then delete with the claim's
     // resourceVersion as precondition.
     match value {
+        Value::Ip(ip)
+            if ipam
+                .state
+                .lock()
+                .await
+                .ip(*ip)
+                .is_some_and(|i| i.ledger.address == Some(AddressManager::Ours)) =>
+        {
+            let Some(a) = ipam.addresses.get(*ip).await? else {
+                ipam.state.lock().await.remove_address(*ip);
+                return Ok(());
+            };
+            let Some((_, info)) = info_of(&a) else {
+                return Ok(());
+            };
+            let live = live_parents(ipam, &info.parents).await?;
+            if !is_leaked(value, &info.parents, &live) {
+                return Ok(());
+            }
+            ipam.addresses.delete_if_unchanged(&a).await?;
+            ipam.state.lock().await.remove_address(*ip);
+            report(
+                ipam,
+                a.object_ref(&()),
+                &format!(
+                    "ClusterIP {ip} appears to have leaked (none of its holders exists: {}): cleaning up",
+                    holders_text(&info.parents)
+                ),
+            )
+            .await;
+        }
         Value::Ip(ip) => {
             let Some(claim) = ipam
                 .claims
@@ -221,7 +256,7 @@ async fn release_leak(ipam: &Ipam, value: &Value) -> crate::Result<()> {
                 .get_opt(&ServiceIPClaim::name_for(*ip))
                 .await?
             else {
-                ipam.state.lock().await.remove_ip(*ip);
+                ipam.state.lock().await.remove_ip_claim(*ip);
                 return Ok(());
             };
             let live = live_parents(ipam, &claim.spec.parent_refs).await?;
@@ -229,7 +264,7 @@ async fn release_leak(ipam: &Ipam, value: &Value) -> crate::Result<()> {
                 return Ok(());
             }
             ipam.claims.delete_ip_if_unchanged(&claim).await?;
-            ipam.state.lock().await.remove_ip(*ip);
+            ipam.state.lock().await.remove_ip_claim(*ip);
             let kind = match claim.spec.purpose {
                 IpPurpose::ClusterIP => "ClusterIP",
                 IpPurpose::LoadBalancer => "LoadBalancer IP",

@@ -13,10 +13,11 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use crds::{IpPurpose, NodePortClaim, PortPurpose, ServiceIPClaim, ServiceRef};
-use ipam::{IpRange, PortRange};
+use ipam::PortRange;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
+use crate::ipam::cluster_ranges::{ClusterRanges, RangeSpec};
 use crate::ipam::config::IpamConfig;
 use crate::ipam::svc_view::Family;
 use crate::{Error, Result};
@@ -34,6 +35,63 @@ pub struct IpClaimInfo {
     pub parents: Vec<ServiceRef>,
     /// Creation time (for the leak grace period).
     pub created: Option<Timestamp>,
+    /// Which objects record it.
+    pub ledger: Ledger,
+}
+
+/// Which API objects record an address: a `ServiceIPClaim` (LoadBalancer IPs, and ClusterIPs
+/// where the API has no IPAddress type), an `IPAddress` (ClusterIPs), or both for a moment while
+/// a claim is migrated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Ledger {
+    /// A `ServiceIPClaim` exists.
+    pub claim: bool,
+    /// An `IPAddress` exists, and who manages it.
+    pub address: Option<AddressManager>,
+}
+
+/// Who manages an `IPAddress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressManager {
+    /// This controller (it creates and deletes it).
+    Ours,
+    /// Another allocator, e.g. kube-apiserver's: it is respected, never changed or deleted.
+    Other,
+}
+
+impl IpClaimInfo {
+    /// What a `ServiceIPClaim` says.
+    pub fn from_claim(claim: &ServiceIPClaim) -> Self {
+        IpClaimInfo {
+            purpose: claim.spec.purpose,
+            pool: claim.spec.pool.clone(),
+            sharing_key: claim.spec.sharing_key.clone(),
+            parents: claim.spec.parent_refs.clone(),
+            created: claim.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            ledger: Ledger {
+                claim: true,
+                address: None,
+            },
+        }
+    }
+
+    /// Whether the Service `namespace/name` with `uid` is a holder. A holder recorded without
+    /// a UID (an IPAddress another allocator made names its Service only by namespace and name)
+    /// matches by name.
+    pub fn held_by(&self, namespace: &str, name: &str, uid: &str) -> bool {
+        held_by(&self.parents, namespace, name, uid)
+    }
+}
+
+/// See [`IpClaimInfo::held_by`].
+pub fn held_by(parents: &[ServiceRef], namespace: &str, name: &str, uid: &str) -> bool {
+    parents.iter().any(|p| {
+        if p.uid.is_empty() {
+            p.namespace == namespace && p.name == name
+        } else {
+            p.uid == uid
+        }
+    })
 }
 
 /// What the index knows of one node-port claim.
@@ -62,7 +120,7 @@ pub enum Reserve<T> {
 
 /// The index.
 pub struct AllocState {
-    ranges: Vec<IpRange>,
+    ranges: ClusterRanges,
     ports: PortRange,
     ips: HashMap<IpAddr, IpClaimInfo>,
     node_ports: HashMap<u16, PortClaimInfo>,
@@ -75,17 +133,24 @@ pub struct AllocState {
 impl AllocState {
     /// Empty index for `cfg`'s ranges.
     pub fn new(cfg: &IpamConfig) -> Result<Self> {
-        let ranges = cfg
+        let specs: Vec<RangeSpec> = cfg
             .service_cidrs
             .iter()
-            .map(|c| {
-                IpRange::new(*c).map_err(|e| Error::InvalidConfig {
-                    flag: "--service-cluster-ip-range",
-                    value: c.to_string(),
-                    reason: e.to_string(),
-                })
+            .map(|c| RangeSpec {
+                cidr: *c,
+                ready: true,
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect();
+        let ranges = ClusterRanges::new(&specs, []).map_err(|e| Error::InvalidConfig {
+            flag: "--service-cluster-ip-range",
+            value: cfg
+                .service_cidrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            reason: e.to_string(),
+        })?;
         let ports = PortRange::parse(&cfg.node_port_range).map_err(|e| Error::InvalidConfig {
             flag: "--service-node-port-range",
             value: cfg.node_port_range.clone(),
@@ -103,9 +168,21 @@ impl AllocState {
         })
     }
 
-    /// The Service CIDR allocators.
-    pub fn ranges(&self) -> &[IpRange] {
+    /// The ClusterIP ranges.
+    pub fn ranges(&self) -> &ClusterRanges {
         &self.ranges
+    }
+
+    /// Replaces the ClusterIP ranges (the ServiceCIDR objects changed); every address known to
+    /// be held or being claimed stays marked.
+    pub fn set_ranges(&mut self, specs: &[RangeSpec]) -> std::result::Result<(), ipam::Error> {
+        let held: Vec<IpAddr> = self
+            .ips
+            .keys()
+            .chain(self.pending_ips.iter())
+            .copied()
+            .collect();
+        self.ranges.set(specs, held)
     }
 
     /// The node-port allocator.
@@ -113,21 +190,15 @@ impl AllocState {
         &self.ports
     }
 
-    fn range_mut(&mut self, ip: IpAddr) -> Option<&mut IpRange> {
-        self.ranges.iter_mut().find(|r| r.contains(ip))
-    }
-
-    /// Whether `ip` is an allocatable ClusterIP of a configured range.
+    /// Whether a new ClusterIP claim on `ip` may be made (a ready range contains it).
     pub fn in_cluster_range(&self, ip: IpAddr) -> bool {
-        self.ranges.iter().any(|r| r.contains(ip))
+        self.ranges.allows(ip)
     }
 
-    /// The configured CIDR of `family`, as text.
+    /// The ready CIDRs of `family`, as text (`None` when there is none).
     pub fn cidr_of(&self, family: Family) -> Option<String> {
-        self.ranges
-            .iter()
-            .find(|r| r.family() == family)
-            .map(|r| r.cidr().to_string())
+        let cidrs = self.ranges.cidrs(family);
+        (!cidrs.is_empty()).then(|| cidrs.join(","))
     }
 
     // --- claims (from watches and our own writes) ---
@@ -137,27 +208,34 @@ impl AllocState {
         let Some(ip) = ServiceIPClaim::ip_from_name(&claim.name_any()) else {
             return;
         };
-        let info = IpClaimInfo {
-            purpose: claim.spec.purpose,
-            pool: claim.spec.pool.clone(),
-            sharing_key: claim.spec.sharing_key.clone(),
-            parents: claim.spec.parent_refs.clone(),
-            created: claim.metadata.creation_timestamp.as_ref().map(|t| t.0),
-        };
+        self.record(ip, IpClaimInfo::from_claim(claim));
+    }
+
+    /// Records what one ledger object says of `ip` (`info.ledger` names the object: a claim or
+    /// an IPAddress). While both exist for one address the IPAddress speaks for it; the other
+    /// object's presence is remembered so its removal does not free the address.
+    pub fn record(&mut self, ip: IpAddr, mut info: IpClaimInfo) {
+        if let Some(old) = self.ips.get(&ip) {
+            let by_claim = info.ledger.claim && info.ledger.address.is_none();
+            if by_claim && old.ledger.address.is_some() {
+                let mut kept = old.clone();
+                kept.ledger.claim = true;
+                info = kept;
+            } else {
+                info.ledger.claim |= old.ledger.claim;
+                info.ledger.address = info.ledger.address.or(old.ledger.address);
+            }
+        }
         self.set_ip(ip, info);
     }
 
     /// Records an IP claim from its parts (after our own create/update).
     pub fn set_ip(&mut self, ip: IpAddr, info: IpClaimInfo) {
         self.forget_ip_owners(ip);
-        for p in &info.parents {
+        for p in info.parents.iter().filter(|p| !p.uid.is_empty()) {
             self.ips_by_uid.entry(p.uid.clone()).or_default().insert(ip);
         }
-        if let Some(r) = self.range_mut(ip) {
-            if !r.is_allocated(ip) {
-                let _ = r.allocate(ip);
-            }
-        }
+        self.ranges.mark(ip);
         self.ips.insert(ip, info);
     }
 
@@ -174,14 +252,31 @@ impl AllocState {
         }
     }
 
-    /// Forgets an IP claim (deleted).
-    pub fn remove_ip(&mut self, ip: IpAddr) {
+    /// Forgets the `ServiceIPClaim` of `ip` (deleted); the address stays held if an IPAddress
+    /// records it too.
+    pub fn remove_ip_claim(&mut self, ip: IpAddr) {
+        match self.ips.get_mut(&ip) {
+            Some(info) if info.ledger.address.is_some() => info.ledger.claim = false,
+            Some(_) => self.forget_ip(ip),
+            None => {}
+        }
+    }
+
+    /// Forgets the `IPAddress` of `ip` (deleted); the address stays held if a claim records it
+    /// too.
+    pub fn remove_address(&mut self, ip: IpAddr) {
+        match self.ips.get_mut(&ip) {
+            Some(info) if info.ledger.claim => info.ledger.address = None,
+            Some(_) => self.forget_ip(ip),
+            None => {}
+        }
+    }
+
+    fn forget_ip(&mut self, ip: IpAddr) {
         self.forget_ip_owners(ip);
         self.ips.remove(&ip);
         if !self.pending_ips.contains(&ip) {
-            if let Some(r) = self.range_mut(ip) {
-                r.release(ip);
-            }
+            self.ranges.unmark(ip);
         }
     }
 
@@ -233,18 +328,44 @@ impl AllocState {
         }
     }
 
-    /// Replaces the whole index with a fresh listing (after a relist of the claim watches).
-    pub fn reset(&mut self, ip_claims: &[ServiceIPClaim], port_claims: &[NodePortClaim]) {
-        let ips: Vec<IpAddr> = self.ips.keys().copied().collect();
+    /// Replaces what the index knows from `ServiceIPClaim`s with a fresh listing (after a
+    /// relist of the claim watch).
+    pub fn reset_ip_claims(&mut self, ip_claims: &[ServiceIPClaim]) {
+        let ips: Vec<IpAddr> = self
+            .ips
+            .iter()
+            .filter(|(_, i)| i.ledger.claim)
+            .map(|(ip, _)| *ip)
+            .collect();
         for ip in ips {
-            self.remove_ip(ip);
-        }
-        let ports: Vec<u16> = self.node_ports.keys().copied().collect();
-        for p in ports {
-            self.remove_port(p);
+            self.remove_ip_claim(ip);
         }
         for c in ip_claims {
             self.apply_ip_claim(c);
+        }
+    }
+
+    /// Replaces what the index knows from `IPAddress` objects with a fresh listing.
+    pub fn reset_addresses(&mut self, addresses: Vec<(IpAddr, IpClaimInfo)>) {
+        let ips: Vec<IpAddr> = self
+            .ips
+            .iter()
+            .filter(|(_, i)| i.ledger.address.is_some())
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in ips {
+            self.remove_address(ip);
+        }
+        for (ip, info) in addresses {
+            self.record(ip, info);
+        }
+    }
+
+    /// Replaces the node-port index with a fresh listing.
+    pub fn reset_port_claims(&mut self, port_claims: &[NodePortClaim]) {
+        let ports: Vec<u16> = self.node_ports.keys().copied().collect();
+        for p in ports {
+            self.remove_port(p);
         }
         for c in port_claims {
             self.apply_port_claim(c);
@@ -311,24 +432,14 @@ impl AllocState {
         if !in_range {
             return Reserve::OutOfRange;
         }
-        if let Some(r) = self.range_mut(ip) {
-            let _ = r.allocate(ip);
-        }
+        self.ranges.mark(ip);
         self.pending_ips.insert(ip);
         Reserve::Reserved
     }
 
     /// Reserves a free ClusterIP of `family` (upstream's band-aware random scan).
     pub fn reserve_next_ip(&mut self, family: Family) -> Result<IpAddr, ipam::Error> {
-        let range = self
-            .ranges
-            .iter_mut()
-            .find(|r| r.family() == family)
-            .ok_or_else(|| ipam::Error::InvalidRange {
-                range: family.to_string(),
-                reason: "family not configured".to_string(),
-            })?;
-        let ip = range.allocate_next()?;
+        let ip = self.ranges.allocate_next(family)?;
         self.pending_ips.insert(ip);
         Ok(ip)
     }
@@ -338,9 +449,7 @@ impl AllocState {
     pub fn unreserve_ip(&mut self, ip: IpAddr, claimed: bool) {
         self.pending_ips.remove(&ip);
         if !claimed && !self.ips.contains_key(&ip) {
-            if let Some(r) = self.range_mut(ip) {
-                r.release(ip);
-            }
+            self.ranges.unmark(ip);
         }
     }
 
@@ -390,100 +499,4 @@ impl AllocState {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crds::{NodePortClaimSpec, ServiceIPClaimSpec};
-
-    fn cfg() -> IpamConfig {
-        IpamConfig {
-            service_cidrs: vec!["10.0.0.0/29".parse().unwrap()],
-            node_port_range: "30000-30002".into(),
-            ..Default::default()
-        }
-    }
-
-    fn owner(uid: &str) -> ServiceRef {
-        ServiceRef {
-            namespace: "ns".into(),
-            name: uid.into(),
-            uid: uid.into(),
-        }
-    }
-
-    fn ip_claim(ip: &str, uid: &str) -> ServiceIPClaim {
-        let ip: IpAddr = ip.parse().unwrap();
-        ServiceIPClaim::new(
-            &ServiceIPClaim::name_for(ip),
-            ServiceIPClaimSpec {
-                ip: ip.to_string(),
-                purpose: IpPurpose::ClusterIP,
-                pool: None,
-                sharing_key: None,
-                parent_refs: vec![owner(uid)],
-            },
-        )
-    }
-
-    #[test]
-    fn reservations_never_hand_out_a_claimed_or_pending_value() {
-        let mut st = AllocState::new(&cfg()).unwrap();
-        // /29 → 6 usable addresses.
-        st.apply_ip_claim(&ip_claim("10.0.0.1", "a"));
-        let mut got = HashSet::new();
-        while let Ok(ip) = st.reserve_next_ip(Family::V4) {
-            assert!(got.insert(ip));
-        }
-        assert_eq!(got.len(), 5);
-        assert!(!got.contains(&"10.0.0.1".parse::<IpAddr>().unwrap()));
-        let some = *got.iter().next().unwrap();
-        assert_eq!(st.reserve_ip(some, true), Reserve::Busy);
-        st.unreserve_ip(some, false);
-        assert_eq!(st.reserve_next_ip(Family::V4).unwrap(), some);
-        assert!(matches!(
-            st.reserve_ip("10.0.0.1".parse().unwrap(), true),
-            Reserve::Held(_)
-        ));
-        assert_eq!(
-            st.reserve_ip("10.9.0.1".parse().unwrap(), false),
-            Reserve::OutOfRange
-        );
-    }
-
-    #[test]
-    fn index_by_owner_follows_applies_and_removals() {
-        let mut st = AllocState::new(&cfg()).unwrap();
-        st.apply_ip_claim(&ip_claim("10.0.0.2", "a"));
-        st.apply_ip_claim(&ip_claim("10.0.0.3", "a"));
-        assert_eq!(st.ips_of("a").len(), 2);
-        // Re-owned (e.g. repaired for another Service).
-        st.apply_ip_claim(&ip_claim("10.0.0.3", "b"));
-        assert_eq!(st.ips_of("a").len(), 1);
-        assert_eq!(st.ips_of("b").len(), 1);
-        st.remove_ip("10.0.0.2".parse().unwrap());
-        assert!(st.ips_of("a").is_empty());
-        assert_eq!(st.ranges()[0].used(), 1);
-
-        let pc = NodePortClaim::new(
-            "30001",
-            NodePortClaimSpec {
-                port: 30001,
-                purpose: PortPurpose::NodePort,
-                parent_ref: owner("a"),
-            },
-        );
-        st.apply_port_claim(&pc);
-        assert_eq!(st.ports_of("a").len(), 1);
-        assert_eq!(
-            st.reserve_port(30001),
-            Reserve::Held(st.port(30001).unwrap().clone())
-        );
-        assert_eq!(st.reserve_port(40000), Reserve::OutOfRange);
-        let mut n = 0;
-        while st.reserve_next_port().is_ok() {
-            n += 1;
-        }
-        assert_eq!(n, 2);
-        st.reset(&[], &[]);
-        assert!(st.ports_of("a").is_empty() && st.ips_of("b").is_empty());
-    }
-}
+mod tests;

@@ -295,6 +295,7 @@ mod tests {
                 sharing_key: None,
                 parents: vec![parent(uid)],
                 created: None,
+                ledger: Default::default(),
             },
         );
         ip

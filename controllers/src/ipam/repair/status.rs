@@ -159,7 +159,7 @@ pub async fn status_loop(ipam: Arc<Ipam>) {
         let pools = ipam.pools.read().await.clone();
         let used: Vec<u64> = {
             let st = ipam.state.lock().await;
-            for r in st.ranges() {
+            for r in st.ranges().iter() {
                 ipam.metrics
                     .set_range("cluster_ip", &r.cidr().to_string(), r.size(), r.used());
             }
