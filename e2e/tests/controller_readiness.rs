@@ -108,7 +108,7 @@ async fn not_ready_until_the_endpoint_controllers_have_synced() {
 
 /// Every controller of one process (IPAM and the three endpoint controllers) shares one watch
 /// per kind (and label selector): Services, Pods, Nodes, Endpoints, Namespaces and IPAM's own
-/// kinds once each; EndpointSlices twice (each endpoint controller watches only the slices
+/// kinds (claims, pools, IPAddresses, ServiceCIDRs) once each; EndpointSlices twice (each endpoint controller watches only the slices
 /// carrying its own managed-by value). Embedded server only: it records the requests it
 /// serves.
 #[tokio::test]
@@ -134,12 +134,15 @@ async fn one_watch_per_kind_per_process() {
     let want: std::collections::BTreeMap<String, usize> = [
         ("endpoints", 1),
         ("endpointslices", 2),
+        // The embedded server serves networking.k8s.io/v1: IPAM's ClusterIP ledger and ranges.
+        ("ipaddresses", 1),
         ("loadbalancerippools", 1),
         ("namespaces", 1),
         ("nodeportclaims", 1),
         ("nodes", 1),
         ("pods", 1),
         ("serviceipclaims", 1),
+        ("servicecidrs", 1),
         ("services", 1),
     ]
     .into_iter()
