@@ -107,6 +107,16 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
+    // The local-traffic detector's settings, for every subcommand that renders.
+    let detect = match &cli.command {
+        Cmd::Render { node, .. } | Cmd::Apply { node, .. } => Some(node.detect_local().validate()),
+        Cmd::Run { args } => Some(args.node.detect_local().validate()),
+        Cmd::Cleanup => None,
+    };
+    if let Some(Err(e)) = detect {
+        eprintln!("svcnet-proxy: {e}");
+        return ExitCode::from(EX_USAGE);
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -3,6 +3,7 @@
 //! ([`metrics`], and kube-proxy's own names in [`kube_proxy_metrics`]).
 
 pub mod config;
+pub mod detect_local;
 pub mod health;
 pub mod kube_proxy_config;
 pub mod kube_proxy_metrics;

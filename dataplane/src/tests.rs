@@ -972,4 +972,5 @@ fn kube_proxy_no_local_endpoints_counts_per_family_and_policy() {
     assert_eq!(on_b.get(&(Family::Ipv6, Policy::Internal)), None);
 }
 
+mod detect_local;
 mod service_cidrs;

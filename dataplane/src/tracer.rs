@@ -22,6 +22,8 @@ pub struct Packet {
     pub src_local: bool,
     /// `fib daddr type local`: addressed to one of the node's addresses.
     pub dst_local: bool,
+    /// `iifname`: the interface it arrived on ("" when sent by the node itself).
+    pub iifname: &'static str,
 }
 
 /// What happens to it.
@@ -48,6 +50,17 @@ pub fn pkt(src: &str, dst: &str, proto: Protocol, dport: u16) -> Packet {
         dport,
         src_local: false,
         dst_local: false,
+        iifname: "",
+    }
+}
+
+/// Whether interface `name` matches an `iifname` operand as nft does: `prefix*` is a prefix
+/// match, anything else an exact one (quotes stripped).
+fn ifname_matches(operand: &str, name: &str) -> bool {
+    let operand = operand.trim_matches('"');
+    match operand.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == operand,
     }
 }
 
@@ -121,6 +134,18 @@ impl Ctx<'_> {
                 }
                 [_, "saddr", "@cluster-cidrs", tail @ ..] => {
                     if !src_in_cidrs {
+                        return false;
+                    }
+                    rest = tail;
+                }
+                ["iifname", "!=", name, tail @ ..] => {
+                    if ifname_matches(name, self.p.iifname) {
+                        return false;
+                    }
+                    rest = tail;
+                }
+                ["iifname", name, tail @ ..] => {
+                    if !ifname_matches(name, self.p.iifname) {
                         return false;
                     }
                     rest = tail;

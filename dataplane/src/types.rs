@@ -242,6 +242,19 @@ pub enum NodePortAddresses {
     Cidrs(Vec<IpNet>),
 }
 
+/// How the rules recognise traffic from this node's pods (the "local traffic detector").
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum DetectLocal {
+    /// Source address inside [`NodeConfig::cluster_cidrs`] (modes ClusterCIDR and NodeCIDR); no
+    /// CIDR of a family means no pod traffic is recognised in it.
+    #[default]
+    Cidrs,
+    /// Arrived on this interface (`iifname`), mode BridgeInterface.
+    BridgeInterface(String),
+    /// Arrived on an interface whose name starts with this, mode InterfaceNamePrefix.
+    InterfaceNamePrefix(String),
+}
+
 /// Node-level configuration of the renderer.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct NodeConfig {
@@ -253,8 +266,10 @@ pub struct NodeConfig {
     pub local_addresses: Vec<IpAddr>,
     /// The node's labels (`topology.kubernetes.io/zone` is used for topology hints).
     pub node_labels: BTreeMap<String, String>,
-    /// `--cluster-cidr`: pod networks (the "local traffic detector").
+    /// Pod networks for [`DetectLocal::Cidrs`]: `--cluster-cidr`, or the Node's podCIDRs.
     pub cluster_cidrs: Vec<IpNet>,
+    /// The local traffic detector.
+    pub detect_local: DetectLocal,
     /// `--masquerade-all`.
     pub masquerade_all: bool,
     /// `--nodeport-addresses`, resolved.

@@ -46,6 +46,18 @@ fn bad_flags_and_bad_config_files_exit_64_naming_the_problem() {
         (vec![unknown.as_str()], "nftables.syncPeriods"),
         (vec![local.as_str()], "BridgeInterface"),
         (vec!["--cluster-cidr=10.0.0.0/40"], "cluster-cidr"),
+        (vec!["--detect-local-mode=PodCIDR"], "--detect-local-mode"),
+        (
+            vec!["--detect-local-mode=InterfaceNamePrefix"],
+            "needs --pod-interface-name-prefix",
+        ),
+        (
+            vec![
+                "--detect-local-mode=BridgeInterface",
+                "--pod-bridge-interface=br0;x",
+            ],
+            "--pod-bridge-interface",
+        ),
     ] {
         let (code, stderr) = run(&args);
         assert_eq!(code, Some(64), "{args:?}: {stderr}");
@@ -70,4 +82,22 @@ fn a_valid_config_file_gets_past_validation_and_reports_what_it_ignores() {
     assert_eq!(code, Some(64), "{stderr}");
     assert!(stderr.contains("--kubeconfig /nonexistent"), "{stderr}");
     assert!(stderr.contains("oomScoreAdj"), "{stderr}");
+    for args in [
+        &["--detect-local-mode=NodeCIDR"][..],
+        &[
+            "--detect-local-mode=BridgeInterface",
+            "--pod-bridge-interface=cbr0",
+        ],
+        &[
+            "--detect-local-mode=InterfaceNamePrefix",
+            "--pod-interface-name-prefix=cali",
+        ],
+    ] {
+        let (code, stderr) = run(args);
+        assert_eq!(code, Some(64), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("--kubeconfig /nonexistent"),
+            "{args:?}: {stderr}"
+        );
+    }
 }

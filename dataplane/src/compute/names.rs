@@ -183,12 +183,38 @@ pub fn is_valid_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
-/// True when `s` may appear as a rule / element fragment: printable ASCII only, no `;`, `#`, quotes or
-/// newlines (our renderer never needs them; comments are added by the model, not inside fragments).
+/// True when `s` may appear as a rule / element fragment: printable ASCII only, no `;`, `#`,
+/// single quotes, backslashes or newlines, and double quotes only around an interface name
+/// (see [`quoted_interface_names_ok`]); comments are added by the model, not inside fragments.
 pub fn is_valid_fragment(s: &str) -> bool {
     !s.is_empty()
-        && s.chars().all(|c| {
-            (' '..='~').contains(&c) && !matches!(c, ';' | '#' | '"' | '\'' | '\\' | '`' | '$')
+        && s.chars()
+            .all(|c| (' '..='~').contains(&c) && !matches!(c, ';' | '#' | '\'' | '\\' | '`' | '$'))
+        && quoted_interface_names_ok(s)
+}
+
+/// Double quotes may only enclose the interface name of an `iifname` match (`iifname "cbr0"`,
+/// `iifname != "veth*"`), because an unquoted name that is also an nft keyword (`tcp`, `meta`)
+/// does not parse. The name is 1 to 15 of `[A-Za-z0-9_.-]`, optionally followed by `*` (a
+/// prefix match), so nothing inside the quotes is nft syntax.
+pub fn quoted_interface_names_ok(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('"').collect();
+    if parts.len().is_multiple_of(2) {
+        return false;
+    }
+    parts
+        .iter()
+        .enumerate()
+        .skip(1)
+        .step_by(2)
+        .all(|(i, inside)| {
+            let before = parts[i - 1];
+            let name = inside.strip_suffix('*').unwrap_or(inside);
+            (before.ends_with("iifname ") || before.ends_with("iifname != "))
+                && (1..=15).contains(&name.len())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
         })
 }
 
@@ -226,5 +252,20 @@ mod tests {
         assert!(!is_valid_fragment("accept; flush ruleset"));
         assert!(!is_valid_fragment("accept\nflush ruleset"));
         assert!(!is_valid_fragment("comment \"x\""));
+        assert!(is_valid_fragment(
+            "iifname != \"cbr0\" jump mark-for-masquerade"
+        ));
+        assert!(is_valid_fragment("iifname \"veth*\" goto x"));
+        for bad in [
+            "iifname \"a b\"",
+            "iifname \"cbr0",
+            "iifname \"\"",
+            "iifname \"*\"",
+            "iifname \"v*x\"",
+            "iifname \"sixteen-chars-xx\"",
+            "iifname \"cbr0\" comment \"x\"",
+        ] {
+            assert!(!is_valid_fragment(bad), "{bad}");
+        }
     }
 }

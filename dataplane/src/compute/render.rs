@@ -36,7 +36,9 @@ use std::net::IpAddr;
 use crate::compute::endpoints::{categorize, endpoints_for_port, Categorized, Endpoint};
 use crate::compute::model::{BaseChain, Chain, Model, Set, SetSpec, Table};
 use crate::compute::names::*;
-use crate::types::{Family, NodeConfig, Protocol, ProxyState, ServiceInfo, ServicePort};
+use crate::types::{
+    DetectLocal, Family, NodeConfig, Protocol, ProxyState, ServiceInfo, ServicePort,
+};
 
 /// Renders the complete desired model for every configured family, straight from the
 /// Services: each family's [`skeleton`] plus every Service's [`service_fragment`]. This is the
@@ -135,7 +137,10 @@ struct FamilyRenderer<'a> {
     saddr: &'static str,
     /// Rule that marks ClusterIP traffic for masquerade, if any.
     masq_rule: Option<String>,
+    /// The `@cluster-cidrs` set is declared (CIDR detector with a CIDR of this family).
     has_cluster_cidrs: bool,
+    /// The local-traffic detector's match for "from a local pod", if it recognises any.
+    local_match: Option<String>,
     hairpin: BTreeSet<IpAddr>,
 }
 
@@ -145,15 +150,29 @@ impl<'a> FamilyRenderer<'a> {
             Family::Ipv4 => ("ip daddr", "ip saddr"),
             Family::Ipv6 => ("ip6 daddr", "ip6 saddr"),
         };
-        let has_cluster_cidrs = node.cluster_cidrs.iter().any(|c| Family::of_net(c) == fam);
+        let has_cluster_cidrs = node.detect_local == DetectLocal::Cidrs
+            && node.cluster_cidrs.iter().any(|c| Family::of_net(c) == fam);
+        // (local, not local), as upstream's detectors: source CIDRs, or the input interface.
+        let detector = match &node.detect_local {
+            DetectLocal::Cidrs => has_cluster_cidrs.then(|| {
+                (
+                    format!("{saddr} @{CLUSTER_CIDRS}"),
+                    format!("{saddr} != @{CLUSTER_CIDRS}"),
+                )
+            }),
+            DetectLocal::BridgeInterface(i) => {
+                Some((format!("iifname \"{i}\""), format!("iifname != \"{i}\"")))
+            }
+            DetectLocal::InterfaceNamePrefix(p) => {
+                Some((format!("iifname \"{p}*\""), format!("iifname != \"{p}*\"")))
+            }
+        };
         let masq_rule = if node.masquerade_all {
             Some(format!("jump {MARK_FOR_MASQUERADE}"))
-        } else if has_cluster_cidrs {
-            Some(format!(
-                "{saddr} != @{CLUSTER_CIDRS} jump {MARK_FOR_MASQUERADE}"
-            ))
         } else {
-            None
+            detector
+                .as_ref()
+                .map(|(_, not_local)| format!("{not_local} jump {MARK_FOR_MASQUERADE}"))
         };
         FamilyRenderer {
             fam,
@@ -164,6 +183,7 @@ impl<'a> FamilyRenderer<'a> {
             saddr,
             masq_rule,
             has_cluster_cidrs,
+            local_match: detector.map(|(local, _)| local),
             hairpin: BTreeSet::new(),
         }
     }
@@ -261,11 +281,8 @@ impl<'a> FamilyRenderer<'a> {
         local_target: Option<&str>,
     ) -> Vec<String> {
         let mut rules = vec![];
-        if self.has_cluster_cidrs {
-            rules.push(format!(
-                "{} @{CLUSTER_CIDRS} goto {cluster_target}",
-                self.saddr
-            ));
+        if let Some(local) = &self.local_match {
+            rules.push(format!("{local} goto {cluster_target}"));
         }
         rules.push(format!("fib saddr type local jump {MARK_FOR_MASQUERADE}"));
         rules.push(format!("fib saddr type local goto {cluster_target}"));

@@ -6,6 +6,7 @@ use std::process::Command;
 
 use ipnet::IpNet;
 
+use super::detect_local::{DetectLocalArgs, DetectLocalMode};
 use crate::error::{Error, Result};
 use crate::types::{Family, NodeConfig, NodePortAddresses};
 use crate::watch::convert::NodeInfo;
@@ -27,6 +28,22 @@ pub struct NodeArgs {
     /// Pod network CIDRs: traffic from outside them to a ClusterIP is masqueraded.
     #[arg(long, env = "SVCNET_CLUSTER_CIDR", value_delimiter = ',')]
     pub cluster_cidr: Vec<IpNet>,
+    /// How pod traffic is recognised: ClusterCIDR (source in --cluster-cidr), NodeCIDR (source
+    /// in the Node's spec.podCIDRs), BridgeInterface (arrived on --pod-bridge-interface) or
+    /// InterfaceNamePrefix (arrived on an interface named --pod-interface-name-prefix*).
+    #[arg(
+        long,
+        env = "SVCNET_DETECT_LOCAL_MODE",
+        value_enum,
+        default_value = "ClusterCIDR"
+    )]
+    pub detect_local_mode: DetectLocalMode,
+    /// The pods' bridge, for --detect-local-mode=BridgeInterface.
+    #[arg(long, env = "SVCNET_POD_BRIDGE_INTERFACE")]
+    pub pod_bridge_interface: Option<String>,
+    /// The prefix of the pods' host-side interfaces, for --detect-local-mode=InterfaceNamePrefix.
+    #[arg(long, env = "SVCNET_POD_INTERFACE_NAME_PREFIX")]
+    pub pod_interface_name_prefix: Option<String>,
     /// Masquerade all traffic sent to ClusterIPs.
     #[arg(long, env = "SVCNET_MASQUERADE_ALL")]
     pub masquerade_all: bool,
@@ -54,6 +71,16 @@ pub struct NodeArgs {
 }
 
 impl NodeArgs {
+    /// The local-traffic detector settings.
+    pub fn detect_local(&self) -> DetectLocalArgs<'_> {
+        DetectLocalArgs {
+            mode: self.detect_local_mode,
+            cluster_cidrs: &self.cluster_cidr,
+            bridge_interface: self.pod_bridge_interface.as_deref(),
+            interface_name_prefix: self.pod_interface_name_prefix.as_deref(),
+        }
+    }
+
     /// Resolves flags plus what is known about the Node (object and local interface addresses).
     pub fn resolve(
         &self,
@@ -76,12 +103,16 @@ impl NodeArgs {
             self.node_ips.clone()
         };
         let nodeport_addresses = resolve_nodeport_addresses(&self.nodeport_addresses, &node_ips)?;
+        let detect = self.detect_local();
+        detect.validate()?;
+        let (cluster_cidrs, detect_local) = detect.resolve(node);
         Ok(NodeConfig {
             node_name: self.node_name.clone(),
             node_ips,
             local_addresses,
             node_labels: labels,
-            cluster_cidrs: self.cluster_cidr.clone(),
+            cluster_cidrs,
+            detect_local,
             masquerade_all: self.masquerade_all,
             nodeport_addresses,
             service_cidrs: self.service_cidrs.clone(),

@@ -5,8 +5,8 @@
 //! flag unless that flag was given explicitly (command line or `SVCNET_*` environment), which
 //! wins. The ones it does not implement are reported by name at start-up when they are set to
 //! anything but their zero value; a value that would change behaviour svcnet-proxy cannot provide
-//! (a detect-local mode other than `ClusterCIDR`, `localhost` NodePorts) is an error rather than
-//! silently ignored, and so is any field the type does not have.
+//! (`localhost` NodePorts, an unknown detect-local mode) is an error rather than silently
+//! ignored, and so is any field the type does not have.
 //!
 //! The proxy mode's own section is used, as kube-proxy does: `nftables.*` for `mode: nftables`,
 //! `iptables.*` for `iptables` or an empty mode (kube-proxy's Linux default), `ipvs.*` for `ipvs`.
@@ -17,6 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 use serde_json::Value;
 
 use super::config::RunArgs;
+use super::detect_local::DetectLocalMode;
 use crate::error::{Error, Result};
 
 /// The file's API version and kind.
@@ -84,8 +85,8 @@ const FIELDS: &[(&str, Use)] = &[
     ("winkernel.forwardHealthCheckVip", Use::Reported),
     ("detectLocalMode", Use::Honoured),
     ("detectLocal", Use::Section),
-    ("detectLocal.bridgeInterface", Use::Reported),
-    ("detectLocal.interfaceNamePrefix", Use::Reported),
+    ("detectLocal.bridgeInterface", Use::Honoured),
+    ("detectLocal.interfaceNamePrefix", Use::Honoured),
     ("clusterCIDR", Use::Honoured),
     ("nodePortAddresses", Use::Honoured),
     ("oomScoreAdj", Use::Reported),
@@ -283,10 +284,31 @@ pub fn apply(
     }
     if let Some(v) = get("detectLocalMode") {
         let m = string(v, "detectLocalMode")?;
-        if !(m.is_empty() || m == "ClusterCIDR") {
-            return Err(bad(format!(
-                "detectLocalMode {m:?} is not supported: svcnet-proxy detects pod traffic by clusterCIDR only"
-            )));
+        let mode = DetectLocalMode::parse(&m).ok_or_else(|| {
+            bad(format!(
+                "detectLocalMode {m:?} is not one of ClusterCIDR, NodeCIDR, BridgeInterface, InterfaceNamePrefix"
+            ))
+        })?;
+        if !m.is_empty() && flag("detect_local_mode") {
+            args.node.detect_local_mode = mode;
+        }
+    }
+    for (path, id) in [
+        ("detectLocal.bridgeInterface", "pod_bridge_interface"),
+        (
+            "detectLocal.interfaceNamePrefix",
+            "pod_interface_name_prefix",
+        ),
+    ] {
+        if let Some(v) = get(path) {
+            let s = string(v, path)?;
+            if !s.is_empty() && flag(id) {
+                let target = match id {
+                    "pod_bridge_interface" => &mut args.node.pod_bridge_interface,
+                    _ => &mut args.node.pod_interface_name_prefix,
+                };
+                *target = Some(s);
+            }
         }
     }
     if let Some(v) = get("clusterCIDR") {
@@ -503,6 +525,29 @@ winkernel:
     }
 
     #[test]
+    fn detect_local_settings_are_honoured_and_flags_win() {
+        use crate::node::detect_local::DetectLocalMode as M;
+        let file = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n\
+                    detectLocalMode: BridgeInterface\n\
+                    detectLocal: {bridgeInterface: cni0, interfaceNamePrefix: veth}\n";
+        let mut a = args(&[]);
+        let r = apply(&mut a, file, &|_| false).unwrap();
+        assert_eq!(a.node.detect_local_mode, M::BridgeInterface);
+        assert_eq!(a.node.pod_bridge_interface.as_deref(), Some("cni0"));
+        assert_eq!(a.node.pod_interface_name_prefix.as_deref(), Some("veth"));
+        assert!(!r.iter().any(|l| l.contains("detectLocal")), "{r:?}");
+        let mut a = args(&[
+            "--detect-local-mode=InterfaceNamePrefix",
+            "--pod-interface-name-prefix=cali",
+        ]);
+        let explicit = |id: &str| id == "detect_local_mode" || id == "pod_interface_name_prefix";
+        apply(&mut a, file, &explicit).unwrap();
+        assert_eq!(a.node.detect_local_mode, M::InterfaceNamePrefix);
+        assert_eq!(a.node.pod_interface_name_prefix.as_deref(), Some("cali"));
+        assert_eq!(a.node.pod_bridge_interface.as_deref(), Some("cni0"));
+    }
+
+    #[test]
     fn unknown_fields_and_unsupported_behaviour_are_errors() {
         let head = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n";
         for (body, word) in [
@@ -511,7 +556,7 @@ winkernel:
                 "iptables.masqueradeBits",
             ),
             ("bogus: 1\n", "\"bogus\""),
-            ("detectLocalMode: NodeCIDR\n", "NodeCIDR"),
+            ("detectLocalMode: NodeCidr\n", "NodeCidr"),
             ("nodePortAddresses: [localhost]\n", "localhost"),
             ("mode: userspace\n", "userspace"),
             ("clusterCIDR: 10.0.0.0/33\n", "clusterCIDR"),

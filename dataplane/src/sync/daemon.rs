@@ -172,6 +172,10 @@ pub async fn run(mut args: RunArgs) -> Result<()> {
     // Validate the flags before binding anything.
     args.node.resolve(None, vec![])?;
     args.l2.validate()?;
+    let detect = args.node.detect_local();
+    for unused in detect.unused() {
+        tracing::warn!(mode = ?detect.mode, "{unused} is not used by this --detect-local-mode");
+    }
     let client = client(&args).await?;
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
@@ -374,6 +378,7 @@ async fn sync_loop(
     let mut ct: Option<Conntrack> = None;
     let mut retry: Option<Duration> = None;
     let mut ready = false;
+    let mut waiting_logged = false;
     let mut mirror: Option<ProxyState> = None;
     loop {
         let wait = if ready {
@@ -395,7 +400,14 @@ async fn sync_loop(
             }
         }
         let mut t = shared.tracker.lock().await;
-        ready = t.ready();
+        // NodeCIDR detects pod traffic by the Node's podCIDRs: no sync before they are known
+        // (a ruleset without them would masquerade every pod), as kube-proxy waits for them.
+        let detector_known = args.node.detect_local().known(t.node.as_ref());
+        if t.ready() && !detector_known && !waiting_logged {
+            tracing::info!("--detect-local-mode=NodeCIDR: waiting for the Node's spec.podCIDRs");
+            waiting_logged = true;
+        }
+        ready = t.ready() && detector_known;
         if !ready {
             continue;
         }

@@ -277,6 +277,8 @@ pub struct NodeInfo {
     pub being_deleted: bool,
     /// `spec.unschedulable` (cordoned).
     pub unschedulable: bool,
+    /// `spec.podCIDRs` (or `spec.podCIDR`): this node's pod networks.
+    pub pod_cidrs: Vec<ipnet::IpNet>,
 }
 
 /// Converts a Node.
@@ -304,6 +306,16 @@ pub fn node(n: &Node) -> NodeInfo {
         .as_ref()
         .and_then(|s| s.taints.as_ref())
         .is_some_and(|t| t.iter().any(|t| t.key == "ToBeDeletedByClusterAutoscaler"));
+    let spec = n.spec.as_ref();
+    let raw_pod_cidrs: Vec<String> = match spec.and_then(|s| s.pod_cidrs.clone()) {
+        Some(c) if !c.is_empty() => c,
+        _ => spec.and_then(|s| s.pod_cidr.clone()).into_iter().collect(),
+    };
+    let pod_cidrs = raw_pod_cidrs
+        .iter()
+        .filter_map(|c| c.trim().parse::<ipnet::IpNet>().ok())
+        .map(|c| c.trunc())
+        .collect();
     NodeInfo {
         labels: labels.into_iter().collect(),
         addresses,
@@ -313,5 +325,6 @@ pub fn node(n: &Node) -> NodeInfo {
             .as_ref()
             .and_then(|s| s.unschedulable)
             .unwrap_or(false),
+        pod_cidrs,
     }
 }
