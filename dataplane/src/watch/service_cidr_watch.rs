@@ -35,6 +35,17 @@ pub async fn served(client: &Client) -> Result<bool, kube::Error> {
     }
 }
 
+/// Whether a watch error is the API refusing this proxy the list or watch (403).
+fn forbidden(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 403,
+        watcher::Error::WatchError(s) => s.code == 403,
+        _ => false,
+    }
+}
+
 /// Asks discovery until it answers (the proxy syncs nothing before: the Service CIDRs are not
 /// known), then either settles on the flag or follows the ServiceCIDR objects for the life of
 /// the process. `changed` wakes the sync loop; `flag` is `--service-cluster-ip-range`.
@@ -100,6 +111,21 @@ async fn watch(
         let ev = match ev {
             Ok(ev) => ev,
             Err(e) => {
+                let listed = tracker.lock().await.service_cidrs.ready();
+                if forbidden(&e) && !listed {
+                    // RBAC without servicecidrs (manifests older than this proxy): waiting
+                    // would never sync at all; the flag is what such a proxy used before.
+                    tracing::error!(
+                        error = %e,
+                        "not allowed to list {RESOURCE}: Service CIDRs from --service-cluster-ip-range"
+                    );
+                    let mut t = tracker.lock().await;
+                    t.service_cidrs = ServiceCidrSource::Flag;
+                    t.service_cidrs_changed = true;
+                    drop(t);
+                    changed();
+                    return;
+                }
                 tracing::warn!(error = %e, "servicecidr watch error");
                 continue;
             }
@@ -138,5 +164,24 @@ async fn watch(
         if wake {
             changed();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_403_counts_as_forbidden() {
+        let status = |code| Box::new(kube::core::Status::failure("x", "y").with_code(code));
+        assert!(forbidden(&watcher::Error::InitialListFailed(
+            kube::Error::Api(status(403))
+        )));
+        assert!(forbidden(&watcher::Error::WatchError(status(403))));
+        assert!(!forbidden(&watcher::Error::InitialListFailed(
+            kube::Error::Api(status(500))
+        )));
+        assert!(!forbidden(&watcher::Error::WatchError(status(410))));
+        assert!(!forbidden(&watcher::Error::NoResourceVersion));
     }
 }
