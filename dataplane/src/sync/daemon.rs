@@ -1,4 +1,4 @@
-//! `svcnet-proxy run`: watches Services, EndpointSlices and the proxy's own Node ([`watches`]) and
+//! `svcnet-proxy run`: watches Services, EndpointSlices and the proxy's own Node (`watches`) and
 //! the ServiceCIDRs where served ([`crate::watch::service_cidr_watch`]), and keeps nftables in
 //! sync through a bounded-frequency sync loop (like kube-proxy's `BoundedFrequencyRunner`).
 
