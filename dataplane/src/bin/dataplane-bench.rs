@@ -4,6 +4,12 @@
 //!   baseline: plain `nft -f` of the same S×E backends as one flat map (same netns shape, same runs).
 //! * `single_change`: one endpoint change at that scale (partial sync; median / p90 / max of N changes).
 //! * `connect_latency`: TCP connect to a ClusterIP with S Services installed vs with 100.
+//! * `peak_rss_mib`: the peak resident size of the process that built the state and ran the full
+//!   sync (the proxy's in-memory model, renderer and applier; the real binary's watch caches come
+//!   on top — the `proxy_scale` bench of the e2e crate measures the binary).
+//!
+//! The shapes of interest: `--services 10000 --endpoints 10`, `--services 5000 --endpoints 50`
+//! and `--services 100000 --endpoints 10` (one million endpoints).
 //!
 //! Each measurement runs in a child process started with `ip netns exec`, so nft runs exactly as it
 //! does under svcnet-proxy (no `ip netns exec` per transaction).
@@ -229,6 +235,16 @@ fn inner_breakdown(o: &Opts) -> anyhow::Result<Value> {
     }))
 }
 
+/// `VmHWM` (peak resident set) of this process, in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
 fn inner_full(o: &Opts) -> anyhow::Result<Value> {
     let st = state(o.services, o.endpoints);
     let mut p = Proxier::new(ExecNft::new(), node());
@@ -238,6 +254,7 @@ fn inner_full(o: &Opts) -> anyhow::Result<Value> {
     Ok(json!({
         "seconds": secs, "chains": out.counts.chains, "rules": out.counts.rules,
         "sets": out.counts.sets, "elements": out.counts.elements,
+        "peak_rss_mib": peak_rss_mib(),
     }))
 }
 
@@ -475,6 +492,7 @@ fn main() -> anyhow::Result<()> {
             "paired_ratio_median": median(&mut full.iter().zip(&base).map(|(f, b)| f / b).collect::<Vec<_>>()),
             "loadavg_at_start": loadavg,
             "chains": counts["chains"], "rules": counts["rules"], "sets": counts["sets"], "elements": counts["elements"],
+            "peak_rss_mib": counts["peak_rss_mib"],
         }),
     );
     report.insert("scale", scale);
