@@ -53,7 +53,7 @@ cargo nextest run --workspace --locked --no-fail-fast --profile ci
 
 # The API-level suites: they talk to the Kubernetes API only through testkit::harness::TestEnv, so
 # they run unchanged on the embedded server (above) and on a real etcd + kube-apiserver (below).
-api_suites=(apiserver_conformance apiserver_apply endpointslice_e2e ipam_e2e kubectl reflector_sync dataplane_run dataplane_l2 controller_readiness)
+api_suites=(apiserver_conformance apiserver_apply apiserver_networking endpointslice_e2e ipam_e2e ipam_servicecidr kubectl reflector_sync dataplane_run dataplane_l2 dataplane_servicecidr dataplane_detect_local controller_readiness)
 # Only meaningful with upstream's binaries: svcnet's endpoint controllers compared object by
 # object with kube-controller-manager's on the same inputs (it says SKIPPED without them).
 real_only_suites=(endpoints_differential)
