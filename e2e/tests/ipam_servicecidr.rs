@@ -44,6 +44,19 @@ async fn skip_unless_served(env: &TestEnv, test: &str) -> bool {
     true
 }
 
+/// The test's control plane and namespace, when it serves the types (`None`: skipped, said).
+async fn served_setup(
+    cidrs: &[&str],
+    test: &str,
+) -> Option<(TestEnv, testkit::harness::TestNamespace, Api<Service>, Client)> {
+    let (env, ns, api) = setup(cidrs).await;
+    let client = env.client();
+    if skip_unless_served(&env, test).await {
+        return None;
+    }
+    Some((env, ns, api, client))
+}
+
 fn ready_of(c: &ServiceCIDR) -> Option<(String, String)> {
     c.status
         .as_ref()?
@@ -250,11 +263,9 @@ fn old_claim(ip: &str, ns: &str, name: &str, uid: &str) -> ServiceIPClaim {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn claims_of_an_older_version_migrate_without_a_gap() {
     let cidrs = ["10.96.0.0/24"];
-    let (env, ns, api) = setup(&cidrs).await;
-    let client = env.client();
-    if skip_unless_served(&env, "claim migration").await {
+    let Some((_env, ns, api, client)) = served_setup(&cidrs, "claim migration").await else {
         return;
-    }
+    };
     let claims: Api<ServiceIPClaim> = Api::all(client.clone());
     // Every other address of the range, so new picks land between them.
     let old: Vec<String> = (0..120).map(|i| format!("10.96.0.{}", 2 + 2 * i)).collect();
@@ -346,11 +357,9 @@ async fn claims_of_an_older_version_migrate_without_a_gap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_allocators_ipaddresses_are_respected() {
     let cidrs = ["10.96.0.0/16"];
-    let (env, ns, api) = setup(&cidrs).await;
-    let client = env.client();
-    if skip_unless_served(&env, "foreign IPAddresses").await {
+    let Some((_env, ns, api, client)) = served_setup(&cidrs, "foreign IPAddresses").await else {
         return;
-    }
+    };
     let addrs: Api<IPAddress> = Api::all(client.clone());
     api.create(
         &PostParams::default(),

@@ -36,6 +36,15 @@ pub async fn served(client: &Client) -> Result<bool, kube::Error> {
 }
 
 /// Whether a watch error is the API refusing this proxy the list or watch (403).
+/// Switches the tracker to `--service-cluster-ip-range` and asks for a sync.
+async fn use_flag(tracker: &Mutex<Tracker>, changed: &(impl Fn() + Send + Sync)) {
+    let mut t = tracker.lock().await;
+    t.service_cidrs = ServiceCidrSource::Flag;
+    t.service_cidrs_changed = true;
+    drop(t);
+    changed();
+}
+
 fn forbidden(e: &watcher::Error) -> bool {
     match e {
         watcher::Error::InitialListFailed(kube::Error::Api(s))
@@ -71,11 +80,7 @@ pub async fn follow(
             cidrs = ?flag,
             "the API does not serve {GROUP_VERSION} {RESOURCE}: Service CIDRs from --service-cluster-ip-range"
         );
-        let mut t = tracker.lock().await;
-        t.service_cidrs = ServiceCidrSource::Flag;
-        t.service_cidrs_changed = true;
-        drop(t);
-        changed();
+        use_flag(&tracker, &changed).await;
         return;
     }
     if flag.is_empty() {
@@ -119,11 +124,7 @@ async fn watch(
                         error = %e,
                         "not allowed to list {RESOURCE}: Service CIDRs from --service-cluster-ip-range"
                     );
-                    let mut t = tracker.lock().await;
-                    t.service_cidrs = ServiceCidrSource::Flag;
-                    t.service_cidrs_changed = true;
-                    drop(t);
-                    changed();
+                    use_flag(&tracker, &changed).await;
                     return;
                 }
                 tracing::warn!(error = %e, "servicecidr watch error");
