@@ -48,7 +48,12 @@ async fn skip_unless_served(env: &TestEnv, test: &str) -> bool {
 async fn served_setup(
     cidrs: &[&str],
     test: &str,
-) -> Option<(TestEnv, testkit::harness::TestNamespace, Api<Service>, Client)> {
+) -> Option<(
+    TestEnv,
+    testkit::harness::TestNamespace,
+    Api<Service>,
+    Client,
+)> {
     let (env, ns, api) = setup(cidrs).await;
     let client = env.client();
     if skip_unless_served(&env, test).await {
