@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 use crds::{IpPurpose, ServiceRef};
 use k8s_openapi::api::networking::v1::{IPAddress, IPAddressSpec, ParentReference};
-use kube::api::{DeleteParams, ObjectMeta, PostParams, Preconditions};
+use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client, ResourceExt};
 
 use crate::ipam::claims::Created;
@@ -163,22 +163,7 @@ impl AddressApi {
 
     /// Deletes `a` if it is still the version read.
     pub async fn delete_if_unchanged(&self, a: &IPAddress) -> Result<()> {
-        let name = a.name_any();
-        let dp = DeleteParams {
-            preconditions: Some(Preconditions {
-                resource_version: a.metadata.resource_version.clone(),
-                uid: a.metadata.uid.clone(),
-            }),
-            ..Default::default()
-        };
-        match self.api.delete(&name, &dp).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_code(&e, 404) => Ok(()),
-            Err(e) if is_code(&e, 409) => {
-                Err(crate::Error::Retry(format!("IPAddress {name} changed")))
-            }
-            Err(e) => Err(e.into()),
-        }
+        crate::ipam::claims::delete_if_unchanged(&self.api, a).await
     }
 }
 

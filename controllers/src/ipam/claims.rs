@@ -43,6 +43,29 @@ fn is_code(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
 }
 
+/// Deletes `obj` only if it is still the version (resourceVersion and UID) read: gone already
+/// is success, changed meanwhile is [`crate::Error::Retry`].
+pub async fn delete_if_unchanged<K>(api: &Api<K>, obj: &K) -> Result<()>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    let meta = obj.meta();
+    let name = meta.name.clone().unwrap_or_default();
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions {
+            resource_version: meta.resource_version.clone(),
+            uid: meta.uid.clone(),
+        }),
+        ..Default::default()
+    };
+    match api.delete(&name, &dp).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_code(&e, 404) => Ok(()),
+        Err(e) if is_code(&e, 409) => Err(crate::Error::Retry(format!("{name} changed"))),
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl ClaimApi {
     /// Handles on the cluster-scoped claim resources.
     pub fn new(client: Client) -> Self {
@@ -160,20 +183,7 @@ impl ClaimApi {
 
     /// Deletes an IP claim if it still has the resourceVersion we read.
     pub async fn delete_ip_if_unchanged(&self, claim: &ServiceIPClaim) -> Result<()> {
-        let name = claim.metadata.name.clone().unwrap_or_default();
-        let dp = DeleteParams {
-            preconditions: Some(Preconditions {
-                resource_version: claim.metadata.resource_version.clone(),
-                uid: claim.metadata.uid.clone(),
-            }),
-            ..Default::default()
-        };
-        match self.ips.delete(&name, &dp).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_code(&e, 404) => Ok(()),
-            Err(e) if is_code(&e, 409) => Err(crate::Error::Retry(format!("claim {name} changed"))),
-            Err(e) => Err(e.into()),
-        }
+        delete_if_unchanged(&self.ips, claim).await
     }
 
     /// Replaces an IP claim (CAS on its resourceVersion).
@@ -200,19 +210,6 @@ impl ClaimApi {
 
     /// Deletes a node-port claim if it still has the resourceVersion we read.
     pub async fn delete_port_if_unchanged(&self, claim: &NodePortClaim) -> Result<()> {
-        let name = claim.metadata.name.clone().unwrap_or_default();
-        let dp = DeleteParams {
-            preconditions: Some(Preconditions {
-                resource_version: claim.metadata.resource_version.clone(),
-                uid: claim.metadata.uid.clone(),
-            }),
-            ..Default::default()
-        };
-        match self.ports.delete(&name, &dp).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_code(&e, 404) => Ok(()),
-            Err(e) if is_code(&e, 409) => Err(crate::Error::Retry(format!("claim {name} changed"))),
-            Err(e) => Err(e.into()),
-        }
+        delete_if_unchanged(&self.ports, claim).await
     }
 }

@@ -227,7 +227,12 @@ pub(super) async fn cidr_loop(ipam: Arc<Ipam>) {
             tracing::warn!(%err, "default ServiceCIDR not created");
         }
         let all: Vec<ServiceCIDR> = ipam.service_cidrs.read().await.values().cloned().collect();
-        let held = held_cluster_ips(&ipam).await;
+        // The held addresses matter only to a ServiceCIDR being deleted.
+        let held = if all.iter().any(|c| c.metadata.deletion_timestamp.is_some()) {
+            held_cluster_ips(&ipam).await
+        } else {
+            Vec::new()
+        };
         for c in &all {
             let deleted_for = c.metadata.deletion_timestamp.as_ref().map(|t| {
                 let since = k8s_openapi::jiff::Timestamp::now().duration_since(t.0);
